@@ -1,0 +1,5 @@
+import sys
+
+from mudi.cli import main
+
+sys.exit(main())

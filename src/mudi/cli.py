@@ -1,0 +1,78 @@
+"""The one ``mudi`` command. Each verb lives in its own workflow module, imported only when used.
+
+A workflow module provides ``HELP`` (one line), ``add_arguments(parser)`` and ``main(args) -> int``.
+Errors a user can fix (:class:`MudiError`) print one line and exit 2; ``--debug`` shows the traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import os
+import sys
+
+from mudi import __version__
+from mudi.errors import MudiError
+
+# verb -> module; plain strings keep `import mudi.cli` light.
+COMMANDS: dict[str, str] = {
+    "demo": "mudi.demo",
+    "segmix": "mudi.compose",
+    "convert": "mudi.convert",
+    "segment": "mudi.segment",
+    "prior": "mudi.prior",
+    "train": "mudi.train",
+    "generate": "mudi.generate",
+    "evaluate": "mudi.evaluate",
+    "benchmark": "mudi.benchmark",
+    "env": "mudi.envinfo",
+}
+
+
+def _available() -> dict[str, str]:
+    return {verb: mod for verb, mod in COMMANDS.items() if importlib.util.find_spec(mod) is not None}
+
+
+def build_parser(verb: str | None = None) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mudi", description="Multi-subject personalization without identity "
+                                     "mixing (MuDI): segment, train, generate, evaluate.")
+    parser.add_argument("--version", action="version", version=f"mudi {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show full tracebacks")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, modname in _available().items():
+        if verb is not None and name != verb:
+            sub.add_parser(name, help="(run `mudi %s --help`)" % name)
+            continue
+        mod = importlib.import_module(modname)
+        p = sub.add_parser(name, help=mod.HELP, description=mod.HELP)
+        p.add_argument("--debug", action="store_true", help="show full tracebacks")
+        mod.add_arguments(p)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    verb = next((a for a in argv if not a.startswith("-")), None)
+    parser = build_parser(verb if verb in COMMANDS else None)
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 0
+    logging.basicConfig(level=logging.DEBUG if args.debug else logging.INFO, format="%(message)s")
+    debug = args.debug or os.environ.get("MUDI_DEBUG") == "1"
+    try:
+        mod = importlib.import_module(COMMANDS[args.command])
+        return int(mod.main(args) or 0)
+    except MudiError as e:
+        if debug:
+            raise
+        print(f"mudi {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"mudi {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,61 @@
+"""Plain data types shared by the core functions.
+
+Conventions: images are RGB ``uint8`` arrays of shape ``(H, W, 3)``; masks are ``bool`` arrays of shape
+``(H, W)``; boxes are ``(x0, y0, x1, y1)`` in absolute pixels with ``x1``/``y1`` exclusive.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+BoxXYXY = tuple[int, int, int, int]
+
+
+@dataclass(frozen=True)
+class Cutout:
+    """One segmented subject, cropped to its mask's bounding box.
+
+    ``rgb``: ``(h, w, 3)`` uint8; ``mask``: ``(h, w)`` bool, true on the subject; the mask touches all four
+    borders of the crop (it is the tight box).
+    """
+
+    rgb: np.ndarray
+    mask: np.ndarray
+
+    def __post_init__(self) -> None:
+        if self.rgb.ndim != 3 or self.rgb.shape[2] != 3 or self.rgb.dtype != np.uint8:
+            raise ValueError(f"Cutout.rgb must be (h, w, 3) uint8, got {self.rgb.shape} {self.rgb.dtype}")
+        if self.mask.shape != self.rgb.shape[:2] or self.mask.dtype != bool:
+            raise ValueError(f"Cutout.mask must be ({self.rgb.shape[0]}, {self.rgb.shape[1]}) bool, "
+                             f"got {self.mask.shape} {self.mask.dtype}")
+        if not self.mask.any():
+            raise ValueError("Cutout.mask is empty")
+
+    @property
+    def size_hw(self) -> tuple[int, int]:
+        return self.mask.shape[0], self.mask.shape[1]
+
+
+@dataclass
+class Composition:
+    """A composed training or initialisation image.
+
+    All per-subject lists are in *prompt order* (the order the subjects were given in), not left-to-right.
+
+    - ``image``: ``(H, W, 3)`` uint8 composite.
+    - ``masks``: ``(N, H, W)`` bool, each subject's *visible* pixels after occlusion by subjects above it.
+    - ``union_mask``: ``(H, W)`` bool, any subject (``masks.any(0)``).
+    - ``boxes_xyxy``: each subject's pasted extent (before occlusion), so each visible mask lies in its box.
+    - ``prompt``: the caption, naming each subject exactly once.
+    - ``left_to_right`` / ``stacking``: subject indices from left to right, and from bottom to top.
+    """
+
+    image: np.ndarray
+    masks: np.ndarray
+    union_mask: np.ndarray
+    boxes_xyxy: list[BoxXYXY]
+    prompt: str
+    left_to_right: list[int] = field(default_factory=list)
+    stacking: list[int] = field(default_factory=list)

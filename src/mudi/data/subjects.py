@@ -1,0 +1,249 @@
+"""Subject sets on disk.
+
+**Native format** — one folder per subject::
+
+    olis_corgi/
+      subject.yaml          # name, identifier, class_noun, optional descriptive_class, optional captions
+      00.jpg 01.png …       # reference images (JPEG, PNG, WebP, …; RGBA alpha may serve as the mask)
+      masks/00.png …        # optional masks, same stem as the image, white = subject
+
+``subject.yaml``::
+
+    name: dog6
+    identifier: olis
+    class_noun: dog
+    descriptive_class: corgi          # optional; prompts then say "olis corgi"
+    captions:                         # optional, per image file
+      00.jpg: A photo of olis corgi on an orange background.
+
+A folder holding several such subject folders loads them all.
+
+**MuDI benchmark format** (the authors' ``dataset/`` layout) — one folder per *pair*: ``a00.jpg …``,
+``mask_a00.jpg …`` (JPEG, thresholded at 127) and ``metadata.jsonl`` whose first line maps subject letters to
+``"<identifier> <descriptive class>"`` and whose other lines are ``{"id", "file_name", "mask_path", "text"}``.
+A prior set uses the same layout with ``class_metadata.jsonl`` and bare class names.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+from mudi.core.geometry import make_cutout
+from mudi.core.prompts import subject_phrase
+from mudi.core.types import Cutout
+from mudi.data.images import list_images, read_image, read_mask
+from mudi.errors import MudiError
+
+SUBJECT_FILE = "subject.yaml"
+MASK_DIR = "masks"
+BENCHMARK_FILE = "metadata.jsonl"
+PRIOR_FILE = "class_metadata.jsonl"
+
+
+@dataclass
+class SubjectImage:
+    path: Path
+    mask_path: Path | None = None
+    caption: str | None = None
+
+
+@dataclass
+class Subject:
+    """One subject: its names and its reference images (with optional masks and captions)."""
+
+    name: str
+    identifier: str
+    class_noun: str
+    images: list[SubjectImage]
+    descriptive_class: str | None = None
+    root: Path | None = None
+    source: str = "native"  # "native" | "benchmark" | "prior"
+    _cutouts: dict = field(default_factory=dict, repr=False, compare=False)
+
+    @property
+    def class_name(self) -> str:
+        """The class used in prompts: the descriptive class if any, else the class noun."""
+        return self.descriptive_class or self.class_noun
+
+    @property
+    def phrase(self) -> str:
+        """How prompts name this subject: ``"olis corgi"``."""
+        return subject_phrase(self.identifier, self.class_name)
+
+    def phrase_without_descriptive_class(self) -> str:
+        return subject_phrase(self.identifier, self.class_noun)
+
+    def load(self, index: int) -> tuple[np.ndarray, np.ndarray | None]:
+        """``(rgb (H, W, 3) uint8, mask (H, W) bool or None)`` of reference image ``index``."""
+        item = self.images[index]
+        rgb, alpha, raw = read_image(item.path)
+        if item.mask_path is not None:
+            mask = read_mask(item.mask_path, item.path, (rgb.shape[1], rgb.shape[0]), raw)
+        elif alpha is not None:
+            if not alpha.any():
+                raise MudiError(f"{item.path}: its alpha channel is fully transparent; fix the image or add a mask")
+            mask = alpha
+        else:
+            mask = None
+        return rgb, mask
+
+    def cutouts(self, max_side: int | None = 1024) -> list[Cutout]:
+        """Every reference image cropped to its mask (decoded once, then cached)."""
+        if max_side not in self._cutouts:
+            out = []
+            for i, item in enumerate(self.images):
+                rgb, mask = self.load(i)
+                if mask is None:
+                    raise MudiError(f"{item.path}: no mask for subject {self.name!r}; run `mudi segment "
+                                    f"{self.root}` or add masks/{item.path.stem}.png")
+                out.append(make_cutout(rgb, mask, max_side))
+            self._cutouts[max_side] = out
+        return self._cutouts[max_side]
+
+    def to_metadata(self) -> dict:
+        meta = {"name": self.name, "identifier": self.identifier, "class_noun": self.class_noun}
+        if self.descriptive_class:
+            meta["descriptive_class"] = self.descriptive_class
+        caps = {im.path.name: im.caption for im in self.images if im.caption}
+        if caps:
+            meta["captions"] = caps
+        return meta
+
+
+def _load_native(folder: Path) -> Subject:
+    meta_path = folder / SUBJECT_FILE
+    try:
+        meta = yaml.safe_load(meta_path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise MudiError(f"{meta_path}: not valid YAML ({e})") from None
+    if not isinstance(meta, dict):
+        raise MudiError(f"{meta_path}: expected a mapping with name, identifier and class_noun")
+    known = {"name", "identifier", "class_noun", "descriptive_class", "captions"}
+    unknown = set(meta) - known
+    if unknown:
+        raise MudiError(f"{meta_path}: unknown key(s) {sorted(unknown)}; allowed: {sorted(known)}")
+    for key in ("identifier", "class_noun"):
+        if not isinstance(meta.get(key), str) or not meta[key].strip():
+            raise MudiError(f"{meta_path}: '{key}' is missing; e.g. identifier: olis, class_noun: dog")
+    captions = meta.get("captions") or {}
+    images = []
+    for p in list_images(folder):
+        mask = None
+        mask_dir = folder / MASK_DIR
+        if mask_dir.is_dir():
+            cands = [c for c in list_images(mask_dir) if c.stem == p.stem]
+            mask = cands[0] if cands else None
+        images.append(SubjectImage(p, mask, captions.get(p.name)))
+    if not images:
+        raise MudiError(f"{folder}: no reference images (.jpg, .png, .webp) found; add 3-5 photos of the subject")
+    return Subject(name=str(meta.get("name") or folder.name), identifier=meta["identifier"].strip(),
+                   class_noun=meta["class_noun"].strip(), descriptive_class=meta.get("descriptive_class") or None,
+                   images=images, root=folder, source="native")
+
+
+def _read_jsonl(path: Path) -> list[dict]:
+    rows = []
+    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if line.strip():
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError as e:
+                raise MudiError(f"{path}:{n}: not valid JSON ({e.msg})") from None
+    if not rows or not isinstance(rows[0].get("id"), dict):
+        raise MudiError(f"{path}: the first line must map subject letters to names, e.g. "
+                        '{"id": {"a": "olis corgi", "b": "hta chow chow"}}')
+    return rows
+
+
+def _load_benchmark(folder: Path, meta_file: str) -> list[Subject]:
+    is_prior = meta_file == PRIOR_FILE
+    rows = _read_jsonl(folder / meta_file)
+    id_map: dict[str, str] = rows[0]["id"]
+    parts = folder.name.split("_and_")
+    names = parts if len(parts) == len(id_map) and not is_prior else None
+    subjects = []
+    for k, (letter, text) in enumerate(id_map.items()):
+        words = str(text).split()
+        if not words:
+            raise MudiError(f"{folder / meta_file}: subject {letter!r} has an empty name")
+        if is_prior:
+            identifier, desc = "", " ".join(words)
+        else:
+            if len(words) < 2:
+                raise MudiError(f"{folder / meta_file}: subject {letter!r} is {text!r}; expected "
+                                "'<identifier> <descriptive class>', e.g. 'olis corgi'")
+            identifier, desc = words[0], " ".join(words[1:])
+        images = []
+        for r in rows[1:]:
+            if r.get("id") != letter:
+                continue
+            if "file_name" not in r:
+                raise MudiError(f"{folder / meta_file}: a line for subject {letter!r} has no file_name")
+            img = folder / r["file_name"]
+            mask = folder / r["mask_path"] if r.get("mask_path") else None
+            if not img.is_file():
+                raise MudiError(f"{img}: listed in {meta_file} but missing")
+            if mask is not None and not mask.is_file():
+                raise MudiError(f"{mask}: listed in {meta_file} but missing")
+            images.append(SubjectImage(img, mask, r.get("text")))
+        if not images:  # fall back to the file naming convention
+            for p in list_images(folder):
+                if p.stem.startswith(letter) and p.stem[len(letter):].isdigit():
+                    m = folder / f"mask_{p.name}"
+                    images.append(SubjectImage(p, m if m.is_file() else None, None))
+        if not images:
+            raise MudiError(f"{folder}: no images for subject {letter!r} ({text}) in {meta_file}")
+        name = names[k] if names else f"{folder.name}-{letter}"
+        subjects.append(Subject(name=name, identifier=identifier, class_noun=desc.split()[-1],
+                                descriptive_class=desc if len(desc.split()) > 1 or not is_prior else None,
+                                images=images, root=folder, source="prior" if is_prior else "benchmark"))
+    return subjects
+
+
+def find_subjects(path: str | Path) -> list[Subject]:
+    """Load every subject under ``path``: a native subject folder, a folder of them, a benchmark pair
+    folder, or a prior set."""
+    folder = Path(path)
+    if not folder.exists():
+        raise MudiError(f"{folder}: no such folder; give a subject folder (with {SUBJECT_FILE}) or a "
+                        f"benchmark pair folder (with {BENCHMARK_FILE})")
+    if not folder.is_dir():
+        raise MudiError(f"{folder}: not a folder; give a subject folder, not a file")
+    if (folder / SUBJECT_FILE).is_file():
+        return [_load_native(folder)]
+    if (folder / BENCHMARK_FILE).is_file():
+        return _load_benchmark(folder, BENCHMARK_FILE)
+    if (folder / PRIOR_FILE).is_file():
+        return _load_benchmark(folder, PRIOR_FILE)
+    children = sorted(c for c in folder.iterdir() if c.is_dir() and (c / SUBJECT_FILE).is_file())
+    if children:
+        return [_load_native(c) for c in children]
+    if list_images(folder):
+        raise MudiError(f"{folder}: images but no {SUBJECT_FILE}; add one, e.g. "
+                        "'identifier: olis' and 'class_noun: dog' (see docs/subjects.md)")
+    raise MudiError(f"{folder}: no subjects found (no {SUBJECT_FILE}, {BENCHMARK_FILE} or subject subfolders)")
+
+
+def load_subjects(paths: list[str | Path]) -> list[Subject]:
+    """Load subjects from several paths and check that names and identifiers are unique."""
+    if not paths:
+        raise MudiError("no subjects given; pass --subjects PATH [PATH ...]")
+    subjects: list[Subject] = []
+    for p in paths:
+        subjects.extend(find_subjects(p))
+    seen: dict[str, Subject] = {}
+    for s in subjects:
+        if s.identifier and s.identifier in seen:
+            raise MudiError(f"subjects {seen[s.identifier].name!r} ({seen[s.identifier].root}) and {s.name!r} "
+                            f"({s.root}) share the identifier {s.identifier!r}; give each a different rare token")
+        seen[s.identifier] = s
+    names = [s.name for s in subjects]
+    dup = {n for n in names if names.count(n) > 1}
+    if dup:
+        raise MudiError(f"several subjects are named {sorted(dup)}; rename them in their {SUBJECT_FILE}")
+    return subjects
