@@ -1,0 +1,171 @@
+"""FLUX.1 as a :class:`~mudi.adapters.base.Backbone` (rectified flow, packed latents, guidance embedding).
+
+Training (flow matching, as diffusers' ``train_dreambooth_lora_flux.py`` with ``weighting_scheme="none"``):
+``σ`` is one of the training scheduler's (shifted) sigmas drawn uniformly, ``x_σ = (1 - σ) x_0 + σ ε`` and
+the target is the velocity ``ε - x_0``; the transformer gets ``timestep = σ`` (the pipeline's ``t / 1000``),
+2x2-packed latents with their position ids, and — for guidance-distilled checkpoints (FLUX.1-dev) — a
+guidance embedding of ``guidance_scale`` (1.0 by default for training, as in the diffusers example).
+
+Mean-shifted initial latents: the first sampling sigma is 1, so a flow model's initial latent holds no
+signal at all. :meth:`FluxBackbone.first_step_signal_coefficient` therefore returns the coefficient that
+gives the *same first-step signal-to-noise ratio as SDXL* at the same number of steps: ``sqrt(ᾱ_{t0})`` of
+SDXL's default scheduler (scaled-linear β from 0.00085 to 0.012, 1000 steps, "leading" spacing,
+``steps_offset=1``): 0.076 at 50 steps (first timestep 981), 0.068 at t = 999. With ``z = ε + γ·c·E(x)·M`` the added signal then has the
+same ratio ``(γ c)²`` to the unit noise as in SDXL.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+
+FLUX_LORA_TARGETS = ["to_k", "to_q", "to_v", "to_out.0", "add_k_proj", "add_q_proj", "add_v_proj", "to_add_out"]
+
+# SDXL's default (EulerDiscrete) noise schedule, used only to define FLUX's equivalent signal coefficient.
+SDXL_SCHEDULE = dict(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
+                     timestep_spacing="leading", steps_offset=1)
+
+
+class FluxBackbone:
+    """A ``FluxPipeline`` wrapped for MuDI (``family == "flux"``)."""
+
+    family = "flux"
+    pipeline_class_name = "FluxPipeline"
+    default_resolution = 1024
+
+    def __init__(self, pipeline: Any, default_resolution: int | None = None, max_sequence_length: int = 512,
+                 guidance_scale: float = 1.0) -> None:
+        self.pipeline = pipeline
+        if default_resolution is not None:
+            self.default_resolution = default_resolution
+        self.vae_scale_factor = int(pipeline.vae_scale_factor)
+        self.latent_channels = int(pipeline.transformer.config.in_channels) // 4
+        self.max_sequence_length = max_sequence_length
+        self.guidance_scale = guidance_scale
+        self.noise_scheduler = type(pipeline.scheduler).from_config(pipeline.scheduler.config)
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path: str, family: str | None = None,
+                        device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32) -> FluxBackbone:
+        from diffusers import FluxPipeline
+
+        from mudi.adapters.registry import check_pipeline_class, missing_checkpoint_error
+
+        check_pipeline_class(pretrained_model_name_or_path, "flux", cls.pipeline_class_name)
+        try:
+            pipe = FluxPipeline.from_pretrained(pretrained_model_name_or_path, torch_dtype=dtype)
+        except (OSError, ValueError) as e:
+            raise missing_checkpoint_error(pretrained_model_name_or_path, "flux", e) from None
+        pipe.set_progress_bar_config(disable=True)
+        return cls(pipe.to(device))
+
+    # ----------------------------------------------------------------------------------------- protocol
+    @property
+    def denoiser(self) -> Any:
+        return self.pipeline.transformer
+
+    @property
+    def device(self) -> torch.device:
+        return self.pipeline.transformer.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.pipeline.transformer.dtype
+
+    prediction_type = "flow_matching"
+
+    def lora_target_modules(self) -> list[str]:
+        return list(FLUX_LORA_TARGETS)
+
+    def encode_images(self, pixels: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """``(B, 3, H, W)`` in [-1, 1] → ``(B, C, H/8, W/8)``: ``(z - shift_factor) * scaling_factor``."""
+        vae = self.pipeline.vae
+        dist = vae.encode(pixels.to(device=vae.device, dtype=vae.dtype)).latent_dist
+        z = dist.mean if generator is None else dist.sample(generator=generator)
+        return (z - vae.config.shift_factor) * vae.config.scaling_factor
+
+    def decode_latents(self, latents: torch.Tensor) -> torch.Tensor:
+        vae = self.pipeline.vae
+        z = latents.to(device=vae.device, dtype=vae.dtype) / vae.config.scaling_factor + vae.config.shift_factor
+        return vae.decode(z).sample.clamp(-1, 1)
+
+    def encode_prompts(self, prompts: Sequence[str]) -> dict[str, torch.Tensor]:
+        """``{"prompt_embeds": (B, L, D) T5, "pooled_prompt_embeds": (B, P) CLIP}`` (``L = max_sequence_length``)."""
+        with torch.no_grad():
+            embeds, pooled, _ = self.pipeline.encode_prompt(list(prompts), prompt_2=None, device=self.device,
+                                                            num_images_per_prompt=1,
+                                                            max_sequence_length=self.max_sequence_length)
+        return {"prompt_embeds": embeds, "pooled_prompt_embeds": pooled}
+
+    def _latent_hw(self, height: int, width: int) -> tuple[int, int]:
+        f = self.vae_scale_factor
+        return 2 * (int(height) // (f * 2)), 2 * (int(width) // (f * 2))
+
+    def initial_noise(self, batch_size: int, height: int, width: int, generator: Any) -> torch.Tensor:
+        """Same draw as ``FluxPipeline.prepare_latents`` before packing: ``(B, C, 2⌊H/16⌋, 2⌊W/16⌋)``."""
+        from diffusers.utils.torch_utils import randn_tensor
+
+        h, w = self._latent_hw(height, width)
+        te = getattr(self.pipeline, "text_encoder_2", None)
+        dtype = te.dtype if te is not None else self.dtype
+        return randn_tensor((batch_size, self.latent_channels, h, w), generator=generator, device=self.device,
+                            dtype=dtype)
+
+    def first_step_signal_coefficient(self, num_inference_steps: int) -> float:
+        """SDXL's ``sqrt(ᾱ_{t0})`` at the same step count (see the module docstring), 0.076 at 50 steps."""
+        from diffusers import EulerDiscreteScheduler
+
+        from mudi.adapters.sd import scheduler_first_step_signal
+
+        return scheduler_first_step_signal(EulerDiscreteScheduler(**SDXL_SCHEDULE), num_inference_steps)
+
+    def to_pipeline_latents(self, latents: torch.Tensor) -> torch.Tensor:
+        """``(B, C, h, w)`` → packed ``(B, h/2 * w/2, 4C)``; FLUX does not rescale ``latents=``."""
+        b, c, h, w = latents.shape
+        return self.pipeline._pack_latents(latents, b, c, h, w)
+
+    def from_pipeline_latents(self, packed: torch.Tensor, height: int, width: int) -> torch.Tensor:
+        """Inverse of :meth:`to_pipeline_latents` for a ``height x width`` (pixels) image."""
+        return self.pipeline._unpack_latents(packed, height, width, self.vae_scale_factor)
+
+    # ----------------------------------------------------------------------------------------- training
+    def sample_timesteps(self, batch_size: int, generator: torch.Generator) -> torch.Tensor:
+        """``(B,)`` sigmas in (0, 1]: the training scheduler's shifted sigmas, indices drawn uniformly."""
+        sigmas = self.noise_scheduler.sigmas
+        n = int(self.noise_scheduler.config.num_train_timesteps)
+        idx = torch.randint(0, n, (batch_size,), generator=generator, device=generator.device)
+        return sigmas[idx.cpu()].to(torch.float32)
+
+    def add_noise(self, latents: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
+        s = timesteps.to(device=latents.device, dtype=latents.dtype).view(-1, 1, 1, 1)
+        return (1.0 - s) * latents + s * noise
+
+    def training_target(self, latents: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
+        return noise - latents
+
+    def predict(self, noisy_latents: torch.Tensor, timesteps: torch.Tensor, text: dict[str, torch.Tensor],
+                denoiser: Any = None) -> torch.Tensor:
+        """Pack, run the transformer with position ids and guidance, unpack: ``(B, C, h, w)`` in and out."""
+        model = denoiser if denoiser is not None else self.denoiser
+        b, c, h, w = noisy_latents.shape
+        packed = self.pipeline._pack_latents(noisy_latents, b, c, h, w)
+        img_ids = self.pipeline._prepare_latent_image_ids(b, h // 2, w // 2, noisy_latents.device,
+                                                          noisy_latents.dtype)
+        embeds = text["prompt_embeds"]
+        txt_ids = torch.zeros(embeds.shape[1], 3, device=embeds.device, dtype=embeds.dtype)
+        guidance = None
+        if self.pipeline.transformer.config.guidance_embeds:
+            guidance = torch.full((b,), self.guidance_scale, device=noisy_latents.device, dtype=torch.float32)
+        out = model(hidden_states=packed, timestep=timesteps.to(device=packed.device, dtype=packed.dtype),
+                    guidance=guidance, pooled_projections=text["pooled_prompt_embeds"], encoder_hidden_states=embeds,
+                    txt_ids=txt_ids, img_ids=img_ids, return_dict=False)[0]
+        return self.pipeline._unpack_latents(out, h * self.vae_scale_factor, w * self.vae_scale_factor,
+                                             self.vae_scale_factor)
+
+    def save_lora(self, output_dir: str, lora_state_dict: dict[str, torch.Tensor],
+                  lora_metadata: dict | None = None) -> None:
+        type(self.pipeline).save_lora_weights(output_dir, transformer_lora_layers=lora_state_dict,
+                                              transformer_lora_adapter_metadata=lora_metadata,
+                                              safe_serialization=True)

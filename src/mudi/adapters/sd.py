@@ -1,0 +1,171 @@
+"""Stable Diffusion 1.5 and 2.x (epsilon or v-prediction) as a :class:`~mudi.adapters.base.Backbone`.
+
+Training (DDPM objective, Ho et al.): ``x_t = sqrt(ᾱ_t) x_0 + sqrt(1 - ᾱ_t) ε`` with ``t ~ U{0..T-1}``;
+the target is ``ε`` (``prediction_type="epsilon"``, SD1.5, SD2-base) or the velocity
+``v = sqrt(ᾱ_t) ε - sqrt(1 - ᾱ_t) x_0`` (``"v_prediction"``, SD2.x 768). The prediction type is read from
+the scheduler config, never guessed from the name.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+
+SD_LORA_TARGETS = ["to_k", "to_q", "to_v", "to_out.0"]
+
+
+class StableDiffusionBackbone:
+    """A ``StableDiffusionPipeline`` (or a subclass's pipeline) wrapped for MuDI.
+
+    ``__init__`` takes an already-built pipeline (tests pass a tiny one); :meth:`from_pretrained` loads
+    weights. ``family`` is ``"sd15"`` or ``"sd2"`` (SDXL subclasses this).
+    """
+
+    family = "sd15"
+    pipeline_class_name = "StableDiffusionPipeline"
+    default_resolution = 512
+
+    def __init__(self, pipeline: Any, family: str | None = None, default_resolution: int | None = None) -> None:
+        self.pipeline = pipeline
+        if family is not None:
+            self.family = family
+        if default_resolution is not None:
+            self.default_resolution = default_resolution
+        self.vae_scale_factor = int(pipeline.vae_scale_factor)
+        self.latent_channels = int(pipeline.unet.config.in_channels)
+        # A private copy for training: set_timesteps on the pipeline's own scheduler must not change it.
+        self.noise_scheduler = _ddpm_from(pipeline.scheduler)
+
+    # ----------------------------------------------------------------------------------------- loading
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path: str, family: str | None = None,
+                        device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32) -> StableDiffusionBackbone:
+        """Load a diffusers-format checkpoint (hub id or local folder); the only place weights are read."""
+        from diffusers import StableDiffusionPipeline
+
+        from mudi.adapters.registry import check_pipeline_class, missing_checkpoint_error
+
+        family = family or cls.family
+        check_pipeline_class(pretrained_model_name_or_path, family, cls.pipeline_class_name)
+        try:
+            pipe = StableDiffusionPipeline.from_pretrained(pretrained_model_name_or_path, torch_dtype=dtype,
+                                                           safety_checker=None, requires_safety_checker=False)
+        except (OSError, ValueError) as e:
+            raise missing_checkpoint_error(pretrained_model_name_or_path, family, e) from None
+        pipe.set_progress_bar_config(disable=True)
+        resolution = int(pipe.unet.config.sample_size) * int(pipe.vae_scale_factor)
+        return cls(pipe.to(device), family=family, default_resolution=resolution)
+
+    # ----------------------------------------------------------------------------------------- protocol
+    @property
+    def denoiser(self) -> Any:
+        return self.pipeline.unet
+
+    @property
+    def device(self) -> torch.device:
+        return self.pipeline.unet.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.pipeline.unet.dtype
+
+    @property
+    def prediction_type(self) -> str:
+        return str(self.noise_scheduler.config.prediction_type)
+
+    def lora_target_modules(self) -> list[str]:
+        return list(SD_LORA_TARGETS)
+
+    def encode_images(self, pixels: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """``(B, 3, H, W)`` in [-1, 1] → ``(B, 4, H/8, W/8)``: a sample of the VAE posterior (its mean when
+        ``generator`` is None), times ``scaling_factor`` (minus ``shift_factor`` first where the VAE has one)."""
+        vae = self.pipeline.vae
+        dist = vae.encode(pixels.to(device=vae.device, dtype=vae.dtype)).latent_dist
+        z = dist.mean if generator is None else dist.sample(generator=generator)
+        shift = getattr(vae.config, "shift_factor", None) or 0.0
+        return (z - shift) * vae.config.scaling_factor
+
+    def decode_latents(self, latents: torch.Tensor) -> torch.Tensor:
+        vae = self.pipeline.vae
+        shift = getattr(vae.config, "shift_factor", None) or 0.0
+        z = latents.to(device=vae.device, dtype=vae.dtype) / vae.config.scaling_factor + shift
+        return vae.decode(z).sample.clamp(-1, 1)
+
+    def encode_prompts(self, prompts: Sequence[str]) -> dict[str, torch.Tensor]:
+        """``{"prompt_embeds": (B, 77, D)}`` from the pipeline's own ``encode_prompt``."""
+        with torch.no_grad():
+            embeds, _ = self.pipeline.encode_prompt(list(prompts), device=self.device, num_images_per_prompt=1,
+                                                    do_classifier_free_guidance=False)
+        return {"prompt_embeds": embeds}
+
+    def initial_noise(self, batch_size: int, height: int, width: int, generator: Any) -> torch.Tensor:
+        """Same draw as ``prepare_latents``: ``randn_tensor((B, C, H//f, W//f))`` in the text encoder's dtype."""
+        from diffusers.utils.torch_utils import randn_tensor
+
+        shape = (batch_size, self.latent_channels, int(height) // self.vae_scale_factor,
+                 int(width) // self.vae_scale_factor)
+        return randn_tensor(shape, generator=generator, device=self.device, dtype=self._prompt_dtype())
+
+    def first_step_signal_coefficient(self, num_inference_steps: int) -> float:
+        """``sqrt(ᾱ_{t0})`` for the first timestep of the pipeline's scheduler at ``num_inference_steps``."""
+        return scheduler_first_step_signal(self.pipeline.scheduler, num_inference_steps)
+
+    def to_pipeline_latents(self, latents: torch.Tensor) -> torch.Tensor:
+        """As is: the pipeline multiplies ``latents=`` by ``scheduler.init_noise_sigma`` itself."""
+        return latents
+
+    # ----------------------------------------------------------------------------------------- training
+    def sample_timesteps(self, batch_size: int, generator: torch.Generator) -> torch.Tensor:
+        """``(B,)`` long timesteps uniform over the training schedule, drawn on ``generator``'s device."""
+        T = int(self.noise_scheduler.config.num_train_timesteps)
+        return torch.randint(0, T, (batch_size,), generator=generator, device=generator.device)
+
+    def add_noise(self, latents: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
+        return self.noise_scheduler.add_noise(latents, noise, timesteps.to(latents.device))
+
+    def training_target(self, latents: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
+        if self.prediction_type == "epsilon":
+            return noise
+        if self.prediction_type == "v_prediction":
+            return self.noise_scheduler.get_velocity(latents, noise, timesteps.to(latents.device))
+        raise ValueError(f"unsupported prediction_type {self.prediction_type!r}")
+
+    def predict(self, noisy_latents: torch.Tensor, timesteps: torch.Tensor, text: dict[str, torch.Tensor],
+                denoiser: Any = None) -> torch.Tensor:
+        """The denoiser's output for ``(B, C, h, w)`` noisy latents (``denoiser``: e.g. the DDP-wrapped UNet)."""
+        unet = denoiser if denoiser is not None else self.denoiser
+        return unet(noisy_latents, timesteps, encoder_hidden_states=text["prompt_embeds"]).sample
+
+    def save_lora(self, output_dir: str, lora_state_dict: dict[str, torch.Tensor],
+                  lora_metadata: dict | None = None) -> None:
+        """Write ``pytorch_lora_weights.safetensors`` in the diffusers format of this family."""
+        type(self.pipeline).save_lora_weights(output_dir, unet_lora_layers=lora_state_dict,
+                                              unet_lora_adapter_metadata=lora_metadata, safe_serialization=True)
+
+    # ----------------------------------------------------------------------------------------- helpers
+    def _prompt_dtype(self) -> torch.dtype:
+        te = getattr(self.pipeline, "text_encoder", None)
+        return te.dtype if te is not None else self.dtype
+
+
+def _ddpm_from(scheduler: Any) -> Any:
+    """A DDPMScheduler with the same noise schedule and prediction type (the training scheduler)."""
+    from diffusers import DDPMScheduler
+
+    keys = ("num_train_timesteps", "beta_start", "beta_end", "beta_schedule", "trained_betas", "prediction_type",
+            "steps_offset", "timestep_spacing", "rescale_betas_zero_snr")
+    cfg = {k: scheduler.config[k] for k in keys if k in scheduler.config}
+    return DDPMScheduler(**cfg)
+
+
+def scheduler_first_step_signal(scheduler: Any, num_inference_steps: int) -> float:
+    """``sqrt(alphas_cumprod[t0])`` where ``t0`` is the first timestep after ``set_timesteps`` (on a copy)."""
+    s = copy.deepcopy(scheduler)
+    s.set_timesteps(num_inference_steps, device="cpu")
+    t0 = int(round(float(s.timesteps[0])))
+    t0 = min(max(t0, 0), len(s.alphas_cumprod) - 1)
+    return math.sqrt(float(s.alphas_cumprod[t0]))
