@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.util
 import logging
 import os
 import sys
@@ -28,6 +29,19 @@ COMMANDS: dict[str, str] = {
     "benchmark": "mudi.benchmark",
     "env": "mudi.envinfo",
 }
+# One-line help per verb, so `mudi --help` imports no workflow module.
+SUMMARIES: dict[str, str] = {
+    "demo": "run the whole pipeline on the bundled sample subjects with tiny offline models",
+    "segmix": "compose subjects into Seg-Mix (or Cut-Mix) images and write a contact sheet",
+    "convert": "convert a MuDI benchmark pair folder into native subject folders",
+    "segment": "detect and segment subjects in reference photos (OWLv2 + SAM, or GrabCut offline)",
+    "prior": "generate, segment and filter prior (class) images for prior preservation",
+    "train": "DreamBooth-LoRA fine-tuning with Seg-Mix (or Cut-Mix / plain DreamBooth)",
+    "generate": "generate images with mean-shifted initial latents",
+    "evaluate": "score images with Detect-and-Compare, CLIP score and an HTML report",
+    "benchmark": "run the paper's comparison: train, generate and evaluate every pair and method",
+    "env": "print versions and devices for a bug report",
+}
 
 
 def _available() -> dict[str, str]:
@@ -42,7 +56,7 @@ def build_parser(verb: str | None = None) -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, modname in _available().items():
         if verb is not None and name != verb:
-            sub.add_parser(name, help="(run `mudi %s --help`)" % name)
+            sub.add_parser(name, help=SUMMARIES.get(name, ""))
             continue
         mod = importlib.import_module(modname)
         p = sub.add_parser(name, help=mod.HELP, description=mod.HELP)

@@ -7,8 +7,10 @@ Conventions: images are RGB ``uint8`` arrays of shape ``(H, W, 3)``; masks are `
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import numpy as np
+from PIL import Image
 
 BoxXYXY = tuple[int, int, int, int]
 
@@ -36,6 +38,19 @@ class Cutout:
     @property
     def size_hw(self) -> tuple[int, int]:
         return self.mask.shape[0], self.mask.shape[1]
+
+    @cached_property
+    def pil_rgb(self) -> Image.Image:
+        return Image.fromarray(self.rgb, "RGB")
+
+    @cached_property
+    def pil_mask(self) -> Image.Image:
+        return Image.fromarray(self.mask.astype(np.uint8) * 255, "L")
+
+    def resized_pil(self, size_hw: tuple[int, int]) -> tuple[Image.Image, Image.Image]:
+        """The RGB (bilinear) and the mask (nearest, values 0/255) resized to ``size_hw``, as PIL images."""
+        h, w = size_hw
+        return self.pil_rgb.resize((w, h), Image.BILINEAR), self.pil_mask.resize((w, h), Image.NEAREST)
 
 
 @dataclass

@@ -32,6 +32,7 @@ from pathlib import Path
 
 import numpy as np
 import yaml
+from PIL import Image
 
 from mudi.core.geometry import make_cutout
 from mudi.core.prompts import subject_phrase
@@ -104,6 +105,23 @@ class Subject:
                 out.append(make_cutout(rgb, mask, max_side))
             self._cutouts[max_side] = out
         return self._cutouts[max_side]
+
+    def full_images(self, max_side: int | None = 1024) -> list[np.ndarray]:
+        """Every reference image, whole (for Cut-Mix and plain DreamBooth), downscaled so the longer side is
+        at most ``max_side``; decoded once, then cached."""
+        key = ("full", max_side)
+        if key not in self._cutouts:
+            out = []
+            for i in range(len(self.images)):
+                rgb = self.load(i)[0]
+                h, w = rgb.shape[:2]
+                if max_side is not None and max(h, w) > max_side:
+                    s = max_side / max(h, w)
+                    rgb = np.asarray(Image.fromarray(rgb).resize((max(1, round(w * s)), max(1, round(h * s))),
+                                                                 Image.BILINEAR))
+                out.append(rgb)
+            self._cutouts[key] = out
+        return self._cutouts[key]
 
     def to_metadata(self) -> dict:
         meta = {"name": self.name, "identifier": self.identifier, "class_noun": self.class_noun}
@@ -199,8 +217,9 @@ def _load_benchmark(folder: Path, meta_file: str) -> list[Subject]:
         if not images:
             raise MudiError(f"{folder}: no images for subject {letter!r} ({text}) in {meta_file}")
         name = names[k] if names else f"{folder.name}-{letter}"
-        subjects.append(Subject(name=name, identifier=identifier, class_noun=desc.split()[-1],
-                                descriptive_class=desc if len(desc.split()) > 1 or not is_prior else None,
+        noun = desc.split()[-1]  # "white robot toy" -> "toy"; edit subject.yaml after `mudi convert` if wrong
+        subjects.append(Subject(name=name, identifier=identifier, class_noun=noun,
+                                descriptive_class=desc if desc != noun else None,
                                 images=images, root=folder, source="prior" if is_prior else "benchmark"))
     return subjects
 
