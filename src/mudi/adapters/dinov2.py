@@ -37,7 +37,7 @@ def preprocess_images(images: Sequence[np.ndarray], resize_size: int, crop_size:
         h, w = arr.shape[:2]
         s = resize_size / min(h, w)
         nh, nw = max(crop_size, round(h * s)), max(crop_size, round(w * s))
-        t = torch.from_numpy(np.ascontiguousarray(arr)).permute(2, 0, 1)[None].float() / 255.0
+        t = torch.from_numpy(np.array(arr, copy=True)).permute(2, 0, 1)[None].float() / 255.0
         t = F.interpolate(t, size=(nh, nw), mode="bicubic", align_corners=False, antialias=True).clamp(0, 1)
         top, left = (nh - crop_size) // 2, (nw - crop_size) // 2
         out.append(t[0, :, top:top + crop_size, left:left + crop_size])

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import difflib
 import importlib
 from typing import Any
 
@@ -32,10 +33,18 @@ METRIC_NAMES: dict[str, str] = {"dinov2": "dnc_dino", "tiny-dinov2": "dnc_dino",
                                 "clip": "dnc_clip", "tiny-clip": "dnc_clip"}
 
 
+def check_names(registry: dict[str, str], names: list[str], kind: str) -> None:
+    """Raise :class:`MudiError` for a name not in ``registry``, suggesting the closest one."""
+    for name in names:
+        if name not in registry:
+            close = difflib.get_close_matches(name, list(registry), n=1, cutoff=0.5)
+            hint = f"did you mean {close[0]!r}? " if close else ""
+            raise MudiError(f"unknown {kind} {name!r}; {hint}choose one of {sorted(registry)}")
+
+
 def resolve(registry: dict[str, str], name: str, kind: str) -> Any:
     """The constructor registered as ``name``; an unknown name raises :class:`MudiError` listing the choices."""
-    if name not in registry:
-        raise MudiError(f"unknown {kind} {name!r}; choose one of {sorted(registry)}")
+    check_names(registry, [name], kind)
     module, _, attr = registry[name].partition(":")
     try:
         obj: Any = importlib.import_module(module)
