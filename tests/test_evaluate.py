@@ -292,3 +292,21 @@ def test_real_photos_end_to_end_with_tiny_models(benchmark_dir, tmp_path):
         assert rec["prompts"] == ["monster toy and robot toy on a table.", "robot toy and monster toy on a table."]
     assert (tmp_path / "out" / "report.html").stat().st_size > 10_000
     assert np.asarray(summary["s_gt"]["dnc_dino"]).shape == (2, 2)
+
+
+def test_cli_end_to_end_with_tiny_registry_models(tmp_path, capsys):
+    from mudi.cli import main
+
+    subjects, images, _, expected = _write_case_folder(tmp_path)
+    rc = main(["evaluate", "--images", str(images), "--subjects", *map(str, subjects), "-o", str(tmp_path / "o"),
+               "--detector", "tiny-owlv2", "--embedders", "tiny-dinov2", "tiny-clip", "--text-scorers", "tiny-clip",
+               "--batch-size", "4", "--set", "matching=hungarian", "cache_dir=" + str(tmp_path / "c")])
+    assert rc == 0, capsys.readouterr().err
+    assert "6 images: dnc_dino=" in capsys.readouterr().out
+    rows = list(csv.DictReader((tmp_path / "o" / "summary.csv").open()))
+    assert len(rows) == len(expected) and {"dnc_dino", "dnc_clip", "clip_score"} <= set(rows[0])
+    for r in rows:  # whatever a random detector finds, the count rule holds
+        assert ("count" in r["failures"]) == (int(r["num_detections"]) != 2)
+        if "count" in r["failures"]:
+            assert float(r["dnc_dino"]) == 0.0 and float(r["dnc_clip"]) == 0.0
+    assert yaml.safe_load((tmp_path / "o" / "config.yaml").read_text())["matching"] == "hungarian"

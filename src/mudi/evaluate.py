@@ -387,7 +387,7 @@ def _build_detector(config: EvaluateConfig) -> Any:
 
     from mudi.adapters import eval_registry as reg
 
-    kw: dict[str, Any] = {"device": config.device}
+    kw: dict[str, Any] = {"device": config.device, "batch_size": config.batch_size}
     if not config.detector.startswith("tiny-"):
         kw["dtype"] = getattr(torch, config.dtype)
         if config.detector_path:
