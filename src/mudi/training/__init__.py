@@ -1,0 +1,1 @@
+"""Trainer helpers: training samples, checkpoints, LoRA file formats."""

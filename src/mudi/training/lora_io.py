@@ -1,0 +1,65 @@
+"""LoRA files: the diffusers format every family's pipeline loads, and the kohya (A1111/ComfyUI) export.
+
+Only safetensors are written or read (never pickles).
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from mudi.errors import MudiError
+from mudi.io import atomic_path
+
+LORA_FILE = "pytorch_lora_weights.safetensors"
+KOHYA_FILE = "pytorch_lora_weights_kohya.safetensors"
+
+
+def lora_state_dict(denoiser: Any) -> dict[str, torch.Tensor]:
+    """The denoiser's LoRA weights in peft key format (``...to_q.lora_A.weight``), detached, on CPU."""
+    from peft.utils import get_peft_model_state_dict
+
+    return {k: v.detach().to("cpu").contiguous() for k, v in get_peft_model_state_dict(denoiser).items()}
+
+
+def save_diffusers_lora(backbone: Any, denoiser: Any, output_dir: str | Path) -> Path:
+    """Write ``OUTPUT_DIR/pytorch_lora_weights.safetensors`` (with the LoRA config as adapter metadata, so a
+    ``lora_alpha`` other than the rank round-trips) atomically; ``pipe.load_lora_weights(OUTPUT_DIR)`` loads it."""
+    output_dir = Path(output_dir)
+    target = output_dir / LORA_FILE
+    metadata = denoiser.peft_config["default"].to_dict()
+    metadata = {k: (sorted(v) if isinstance(v, set) else v) for k, v in metadata.items()}
+    output_dir.mkdir(parents=True, exist_ok=True)
+    tmp_dir = Path(tempfile.mkdtemp(prefix=".lora-", suffix=".tmp", dir=output_dir))
+    try:
+        backbone.save_lora(str(tmp_dir), lora_state_dict(denoiser), metadata)
+        with atomic_path(target) as tmp:
+            (tmp_dir / LORA_FILE).replace(tmp)
+    finally:
+        shutil.rmtree(tmp_dir, ignore_errors=True)
+    return target
+
+
+def export_kohya(output_dir: str | Path, family: str) -> Path:
+    """Convert ``OUTPUT_DIR/pytorch_lora_weights.safetensors`` to kohya keys (``lora_unet_…``, ``alpha``).
+
+    Supported for the UNet families (sd15, sd2, sdxl). FLUX LoRAs in the diffusers format are read directly
+    by ComfyUI and recent A1111 forks, so no second file is written for FLUX.
+    """
+    from diffusers.utils import convert_all_state_dict_to_peft, convert_state_dict_to_kohya
+    from safetensors.torch import load_file, save_file
+
+    if family == "flux":
+        raise MudiError("--export kohya is not supported for flux: ComfyUI loads the diffusers-format "
+                        f"{LORA_FILE} of a FLUX LoRA directly; drop --export kohya")
+    src = Path(output_dir) / LORA_FILE
+    state = load_file(str(src))
+    kohya = convert_state_dict_to_kohya(convert_all_state_dict_to_peft(state))
+    target = Path(output_dir) / KOHYA_FILE
+    with atomic_path(target) as tmp:
+        save_file({k: v.contiguous() for k, v in kohya.items()}, str(tmp))
+    return target
