@@ -323,24 +323,26 @@ def text_scores(scorer: Any, images: Sequence[np.ndarray], prompts: Sequence[Seq
 # ----------------------------------------------------------------------------------------------- workflow
 
 
-def _load_subjects(config: EvaluateConfig) -> list[Any]:
+def load_reference_subjects(paths: Sequence[str], class_nouns: Sequence[str] = ()) -> list[Any]:
+    """Subjects from subject folders / a benchmark pair folder, or from plain folders of reference photos
+    with one class noun each (``identifier`` empty; a multi-word noun is the descriptive class)."""
     from mudi.data.images import list_images
     from mudi.data.subjects import BENCHMARK_FILE, SUBJECT_FILE, Subject, SubjectImage, load_subjects
 
-    plain = [Path(p) for p in config.subjects if Path(p).is_dir() and not (Path(p) / SUBJECT_FILE).is_file()
+    plain = [Path(p) for p in paths if Path(p).is_dir() and not (Path(p) / SUBJECT_FILE).is_file()
              and not (Path(p) / BENCHMARK_FILE).is_file() and not any(
                  (c / SUBJECT_FILE).is_file() for c in Path(p).iterdir() if c.is_dir())]
     if not plain:
-        if config.class_nouns:
+        if class_nouns:
             raise MudiError("class_nouns is only for plain reference folders without subject.yaml; "
                             "these subjects name their classes already")
-        return load_subjects(config.subjects)
-    if len(plain) != len(config.subjects) or len(config.class_nouns) != len(plain):
+        return load_subjects(list(paths))
+    if len(plain) != len(paths) or len(class_nouns) != len(plain):
         raise MudiError(f"{len(plain)} plain reference folder(s) without subject.yaml "
                         f"({', '.join(str(p) for p in plain)}): give one class noun for each, in order, "
                         "e.g. --class-nouns toy toy, and do not mix them with subject folders")
     subjects = []
-    for folder, noun in zip(plain, config.class_nouns):
+    for folder, noun in zip(plain, class_nouns):
         images = [SubjectImage(p) for p in list_images(folder)]
         if not images:
             raise MudiError(f"{folder}: no reference images (.jpg, .png, .webp) found")
@@ -438,7 +440,7 @@ def run(config: EvaluateConfig, detector: Any = None, embedders: dict[str, Any] 
     from mudi.io import write_json_atomic, write_text_atomic
 
     paths = _image_paths(config.images)
-    subjects = _load_subjects(config)
+    subjects = load_reference_subjects(config.subjects, config.class_nouns)
     out_dir = Path(config.output_dir) if config.output_dir else (
         Path(config.images) / "evaluation" if Path(config.images).is_dir() else Path(config.images).parent / "evaluation")
     detector = detector if detector is not None else _build_detector(config)
