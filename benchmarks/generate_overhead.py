@@ -1,0 +1,171 @@
+"""Wall time of MuDI's mean-shifted init against plain generation, side by side in one run.
+
+Part (a), CPU, tiny backbones (64x64 px, the same seeds, steps and batch): ``generate_images(init="none")``
+(the plain pipeline) vs ``generate_images(gamma=2)`` (compose x_init per image + one batched VAE encode +
+the mean shift, then the same pipeline). Runs alternate A/B/A/B…; the best (and median) of each is
+reported, and the init's own parts are timed separately (best of N: the machine is shared, so minima are
+the least noisy estimate). Target: overhead <= 5 % (paper: 1.1x for its init vs 1.6x for region control).
+
+Part (a) also prints the init's *effect*: the correlation, inside the subjects' mask, between the sampler's
+final latents and ``E(x_init) ⊙ M`` for several γ — for FLUX this shows that the SNR-matched coefficient
+carries the composition through flow-matching sampling although the first sigma is 1.
+
+Part (b), only when CUDA is available: full-size SDXL built from its config (random weights, fp16) at
+1024x1024, 30 steps, batch 1, plain vs init. Without a GPU it prints "skipped".
+
+    python benchmarks/generate_overhead.py [--threads 1] [--steps 30] [--repeats 5] [--batch 4]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from importlib.resources import files
+from pathlib import Path
+
+import torch
+
+from mudi.adapters.registry import load_backbone
+from mudi.core.init_latents import masked_correlation
+from mudi.data.subjects import load_subjects
+from mudi.generate import _generators, _pipeline_call, build_initial_latents, compose_init, generate_images
+
+SAMPLES = Path(str(files("mudi") / "samples"))
+
+
+def _time(fn) -> float:
+    t = time.perf_counter()
+    fn()
+    return time.perf_counter() - t
+
+
+def overhead_tiny(name: str, subjects, steps: int, repeats: int, batch: int, size: int = 64) -> None:
+    bb = load_backbone(name)
+    seeds = list(range(batch))
+    kw = dict(num_inference_steps=steps, height=size, width=size, batch_size=batch, progress=False)
+    plain = lambda: generate_images(bb, "a photo of a dog and a cat", seeds, init="none", **kw)  # noqa: E731
+    init = lambda: generate_images(bb, "a photo of a dog and a cat", seeds, subjects, gamma=2.0, **kw)  # noqa: E731
+    plain(), init()  # warm-up
+    a, b = [], []
+    for _ in range(repeats):
+        a.append(_time(plain))
+        b.append(_time(init))
+    comps: list = []
+    t_comp = min(_time(lambda: comps.__setitem__(slice(None), [compose_init(subjects, s, (size, size))[0]
+                                                                 for s in seeds])) for _ in range(repeats))
+    t_lat = min(_time(lambda: build_initial_latents(bb, comps, _generators(bb, seeds), 2.0, steps))
+                for _ in range(repeats))
+    ma, mb = min(a), min(b)
+    parts = t_comp + t_lat
+    print(f"{name:10s} plain {ma * 1000:7.1f} ms  init {mb * 1000:7.1f} ms  end-to-end ratio {mb / ma:5.3f} "
+          f"(medians {statistics.median(a) * 1000:.0f}/{statistics.median(b) * 1000:.0f} ms)  init parts: "
+          f"compose {t_comp * 1000:.1f} ms + encode/shift {t_lat * 1000:.1f} ms = {parts / ma * 100:.1f} % of plain")
+
+
+def effect_tiny(name: str, subjects, steps: int, size: int = 64, n: int = 8) -> None:
+    bb = load_backbone(name)
+    seeds = list(range(n))
+    comps = [compose_init(subjects, s, (size, size))[0] for s in seeds]
+    _, ref = build_initial_latents(bb, comps, _generators(bb, seeds), 1.0, steps)
+    E, M = ref["init_latents"], ref["latent_mask"]
+    row = []
+    for gamma in (0.0, 1.0, 2.0, 3.0, 4.0):
+        z, _ = build_initial_latents(bb, comps, _generators(bb, seeds), gamma, steps)
+        out = _pipeline_call(bb, ["a photo"] * n, _generators(bb, seeds), z, "sticker, collage.", steps, None,
+                             size, size, output_type="latent")
+        if bb.family == "flux":
+            out = bb.from_pipeline_latents(out, size, size)
+        row.append((gamma, masked_correlation(z, E * M, M), masked_correlation(out.float(), E * M, M)))
+    cells = "  ".join(f"γ={g:g}: {c0:+.3f}→{c1:+.3f}" for g, c0, c1 in row)
+    print(f"{name:10s} std(E)={float(E.std()):.3f} c={ref['signal_coefficient']:.4f}  corr(initial→final "
+          f"latents, E⊙M) inside M  {cells}")
+
+
+def sdxl_full_gpu(steps: int) -> None:
+    if not torch.cuda.is_available():
+        print("full-size SDXL (1024x1024, 30 steps, fp16): skipped (no CUDA device)")
+        return
+    from diffusers import (
+        AutoencoderKL,
+        EulerDiscreteScheduler,
+        StableDiffusionXLPipeline,
+        UNet2DConditionModel,
+    )
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
+
+    from mudi.adapters.sdxl import StableDiffusionXLBackbone
+    from mudi.adapters.tiny_tokenizer import build_tiny_clip_tokenizer
+
+    dev, dt = "cuda", torch.float16
+    torch.manual_seed(0)
+    unet = UNet2DConditionModel(
+        sample_size=128, in_channels=4, out_channels=4, block_out_channels=(320, 640, 1280), layers_per_block=2,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
+        transformer_layers_per_block=(1, 2, 10), attention_head_dim=(5, 10, 20), cross_attention_dim=2048,
+        use_linear_projection=True, addition_embed_type="text_time", addition_time_embed_dim=256,
+        projection_class_embeddings_input_dim=2816, norm_num_groups=32)
+    vae = AutoencoderKL(in_channels=3, out_channels=3, latent_channels=4, block_out_channels=(128, 256, 512, 512),
+                        down_block_types=["DownEncoderBlock2D"] * 4, up_block_types=["UpDecoderBlock2D"] * 4,
+                        layers_per_block=2, sample_size=1024, scaling_factor=0.13025)
+    te1 = CLIPTextModel(CLIPTextConfig(hidden_size=768, intermediate_size=3072, num_attention_heads=12,
+                                       num_hidden_layers=12, projection_dim=768))
+    te2 = CLIPTextModelWithProjection(CLIPTextConfig(hidden_size=1280, intermediate_size=5120,
+                                                     num_attention_heads=20, num_hidden_layers=32,
+                                                     projection_dim=1280, hidden_act="gelu"))
+    sched = EulerDiscreteScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
+                                   steps_offset=1, timestep_spacing="leading")
+    tok = build_tiny_clip_tokenizer()
+    pipe = StableDiffusionXLPipeline(vae=vae, text_encoder=te1, text_encoder_2=te2, tokenizer=tok, tokenizer_2=tok,
+                                     unet=unet, scheduler=sched).to(dev, dt)
+    pipe.vae.config.force_upcast = False
+    pipe.set_progress_bar_config(disable=True)
+    bb = StableDiffusionXLBackbone(pipe, default_resolution=1024)
+    subjects = load_subjects([SAMPLES / "dog6", SAMPLES / "cat2"])
+    kw = dict(num_inference_steps=steps, height=1024, width=1024, batch_size=1, progress=False)
+
+    def run(init: bool) -> float:
+        torch.cuda.synchronize()
+        t = time.perf_counter()
+        if init:
+            generate_images(bb, "a photo", [0], subjects, gamma=2.0, **kw)
+        else:
+            generate_images(bb, "a photo", [0], init="none", **kw)
+        torch.cuda.synchronize()
+        return time.perf_counter() - t
+
+    run(False), run(True)
+    a, b = [], []
+    for _ in range(3):
+        a.append(run(False))
+        b.append(run(True))
+    ma, mb = statistics.median(a), statistics.median(b)
+    print(f"full-size SDXL 1024x1024 {steps} steps fp16 on {torch.cuda.get_device_name()}: plain {ma:.2f} s, "
+          f"init {mb:.2f} s, ratio {mb / ma:.3f}")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--steps", type=int, default=30)
+    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--batch", type=int, default=4)
+    args = p.parse_args()
+    torch.set_num_threads(args.threads)
+    subjects = load_subjects([SAMPLES / "dog6", SAMPLES / "cat2"])
+    for s in subjects:
+        s.cutouts(max_side=64)
+    print(f"(a) tiny backbones, 64x64, {args.steps} steps, batch {args.batch}, {args.threads} thread(s), "
+          f"best of {args.repeats} alternating runs")
+    for name in ("tiny-sd", "tiny-sdxl", "tiny-flux"):
+        overhead_tiny(name, subjects, args.steps, args.repeats, args.batch)
+    print(f"(a') effect of the init, {args.steps} steps, 8 seeds")
+    for name in ("tiny-sd", "tiny-sdxl", "tiny-flux"):
+        effect_tiny(name, subjects, args.steps)
+    print("(b) GPU")
+    sdxl_full_gpu(30)
+
+
+if __name__ == "__main__":
+    main()
