@@ -1,0 +1,185 @@
+"""Training step cost, measured side by side in one run.
+
+(a) CPU, tiny backbone: seconds per step with Seg-Mix (p = 0.3, and p = 1 as the worst case) vs plain
+    DreamBooth (``composition=none``), same model, batch, rank and seed; steps of the variants are
+    interleaved so machine load hits all alike. Target: Seg-Mix costs <= 5% extra.
+(b) GPU only (skipped without CUDA): full-size SDXL built from its architecture config with random weights
+    (no download) at 1024², batch 2, LoRA rank 32, bf16 — with and without gradient checkpointing, and a
+    plain loop that re-encodes the prompts every step (the diffusers example's behaviour with per-image
+    captions) instead of using the text-embedding cache: seconds/step and peak memory.
+
+    python benchmarks/train_step.py [--steps 30] [--threads 1] [--skip-gpu]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+SAMPLES = Path(__file__).resolve().parents[1] / "src" / "mudi" / "samples"
+SUBJECTS = [str(SAMPLES / "dog6"), str(SAMPLES / "cat2"), str(SAMPLES / "dog2")]
+
+
+def _trainer(out: str, backbone="tiny-sd", inject=None, **kw):
+    from mudi.train import LoraTrainer, TrainConfig
+
+    cfg = dict(backbone=backbone, subjects=SUBJECTS, output_dir=out, report_to="none", progress=False, seed=0)
+    cfg.update(kw)
+    return LoraTrainer(TrainConfig(**cfg), backbone=inject)
+
+
+def _step(trainer) -> float:
+    t0 = time.perf_counter()
+    trainer.train_step(trainer.draw_batch())
+    return time.perf_counter() - t0
+
+
+def part_a(steps: int) -> None:
+    print(f"(a) CPU, tiny-sd, 64 px, batch 2, rank 4, torch threads {torch.get_num_threads()}, {steps} steps each")
+    with tempfile.TemporaryDirectory() as tmp:
+        variants = {
+            "dreambooth (none)": _trainer(tmp + "/a", composition="none", rank=4, device="cpu"),
+            "segmix p=0.3": _trainer(tmp + "/b", composition="segmix", composition_prob=0.3, rank=4, device="cpu"),
+            "segmix p=1.0": _trainer(tmp + "/c", composition="segmix", composition_prob=1.0, rank=4, device="cpu"),
+        }
+        times: dict[str, list[float]] = {k: [] for k in variants}
+        for _ in range(3):  # warm-up: text cache, cutout cache, allocator
+            for tr in variants.values():
+                _step(tr)
+        for _ in range(steps):
+            for k, tr in variants.items():
+                times[k].append(_step(tr))
+        # data-only cost per batch (drawing + composing), the part Seg-Mix adds
+        data = {}
+        for k, tr in variants.items():
+            t0 = time.perf_counter()
+            for _ in range(50):
+                tr.draw_batch()
+            data[k] = (time.perf_counter() - t0) / 50
+    base = statistics.median(times["dreambooth (none)"])
+    best = min(times["dreambooth (none)"])
+    print(f"{'variant':<20} {'median s/step':>14} {'ratio':>7} {'min s/step':>11} {'ratio':>7} {'data ms/batch':>14}")
+    for k, ts in times.items():
+        med, lo = statistics.median(ts), min(ts)
+        print(f"{k:<20} {med:>14.4f} {med / base:>7.3f} {lo:>11.4f} {lo / best:>7.3f} {data[k] * 1000:>14.2f}")
+    # at SDXL's 1024 px only the data side can be timed on CPU: what Seg-Mix adds to each batch of 2
+    import numpy as np
+
+    from mudi.data.subjects import load_subjects
+    from mudi.training.data import SampleSource
+
+    subjects = load_subjects(SUBJECTS)
+    print("data cost per batch of 2 at 1024 px (CPU, after the first draw of each image/cutout is cached):")
+    for label, mode, p in [("dreambooth (none)", "none", 0.0), ("segmix p=0.3", "segmix", 0.3),
+                           ("segmix p=1.0", "segmix", 1.0)]:
+        src = SampleSource(subjects, 1024, mode=mode, composition_prob=p)
+        rng = np.random.default_rng(0)
+        for _ in range(150):
+            src.draw(rng)
+        t0 = time.perf_counter()
+        for _ in range(100):
+            src.draw(rng)
+        print(f"  {label:<20} {(time.perf_counter() - t0) / 50 * 1000:>8.1f} ms/batch")
+
+
+def _sdxl_full_size(device: str, dtype: torch.dtype):
+    """SDXL base 1.0's architecture from its published configs, random weights, tiny offline tokenizer."""
+    from diffusers import (
+        AutoencoderKL,
+        EulerDiscreteScheduler,
+        StableDiffusionXLPipeline,
+        UNet2DConditionModel,
+    )
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
+
+    from mudi.adapters.sdxl import StableDiffusionXLBackbone
+    from mudi.adapters.tiny_tokenizer import build_tiny_clip_tokenizer
+
+    torch.manual_seed(0)
+    unet = UNet2DConditionModel(
+        sample_size=128, in_channels=4, out_channels=4, layers_per_block=2, block_out_channels=(320, 640, 1280),
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"), attention_head_dim=(5, 10, 20),
+        transformer_layers_per_block=(1, 2, 10), cross_attention_dim=2048, use_linear_projection=True,
+        addition_embed_type="text_time", addition_time_embed_dim=256, projection_class_embeddings_input_dim=2816,
+        norm_num_groups=32)
+    vae = AutoencoderKL(in_channels=3, out_channels=3, latent_channels=4, block_out_channels=(128, 256, 512, 512),
+                        down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
+                        layers_per_block=2, norm_num_groups=32, sample_size=1024, scaling_factor=0.13025,
+                        force_upcast=True)
+    te1 = CLIPTextModel(CLIPTextConfig(vocab_size=49408, hidden_size=768, intermediate_size=3072,
+                                       num_attention_heads=12, num_hidden_layers=12, projection_dim=768,
+                                       hidden_act="quick_gelu"))
+    te2 = CLIPTextModelWithProjection(CLIPTextConfig(vocab_size=49408, hidden_size=1280, intermediate_size=5120,
+                                                     num_attention_heads=20, num_hidden_layers=32,
+                                                     projection_dim=1280, hidden_act="gelu"))
+    sched = EulerDiscreteScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
+                                   steps_offset=1, timestep_spacing="leading")
+    tok = build_tiny_clip_tokenizer()
+    pipe = StableDiffusionXLPipeline(vae=vae, text_encoder=te1, text_encoder_2=te2, tokenizer=tok, tokenizer_2=tok,
+                                     unet=unet, scheduler=sched)
+    for m in (unet, vae, te1, te2):
+        m.eval().requires_grad_(False)
+    pipe = pipe.to(device, dtype)
+    pipe.vae.to(torch.float32)  # SDXL's VAE overflows in half precision (force_upcast)
+    return StableDiffusionXLBackbone(pipe, default_resolution=1024)
+
+
+def part_b(steps: int) -> None:
+    if not torch.cuda.is_available():
+        print("(b) skipped: no CUDA GPU on this machine (full-size SDXL, 1024², batch 2, rank 32, bf16)")
+        return
+    torch.backends.cuda.matmul.allow_tf32 = True
+    print(f"(b) {torch.cuda.get_device_name()}, full-size SDXL (random weights), 1024², batch 2, rank 32, bf16, "
+          f"{steps} steps each")
+    bb = _sdxl_full_size("cuda", torch.bfloat16)
+    with tempfile.TemporaryDirectory() as tmp:
+        tr = _trainer(tmp, backbone="sdxl", inject=bb, rank=32, resolution=1024, train_batch_size=2,
+                      mixed_precision="bf16", composition_prob=0.3)
+        unet = tr.accelerator.unwrap_model(tr.model)
+        rows = []
+        for label, gc, reencode in [("cached prompts", False, False), ("cached prompts + grad ckpt", True, False),
+                                    ("re-encode every step", False, True),
+                                    ("re-encode every step + grad ckpt", True, True)]:
+            (unet.enable_gradient_checkpointing if gc else unet.disable_gradient_checkpointing)()
+            torch.cuda.empty_cache()
+            torch.cuda.reset_peak_memory_stats()
+            ts = []
+            try:
+                for k in range(steps + 3):
+                    if reencode:
+                        tr._text_cache.clear()
+                    torch.cuda.synchronize()
+                    t = _step(tr)
+                    torch.cuda.synchronize()
+                    if k >= 3:
+                        ts.append(t)
+                rows.append((label, statistics.median(ts), torch.cuda.max_memory_allocated() / 2**30))
+            except torch.OutOfMemoryError:
+                rows.append((label, float("nan"), float("nan")))
+    base = rows[0][1]
+    print(f"{'variant':<34} {'s/step':>8} {'ratio':>7} {'peak GiB':>9}")
+    for label, s, mem in rows:
+        print(f"{label:<34} {s:>8.3f} {s / base:>7.3f} {mem:>9.2f}")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--steps", type=int, default=30)
+    ap.add_argument("--gpu-steps", type=int, default=10)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--skip-gpu", action="store_true")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    part_a(args.steps)
+    if not args.skip_gpu:
+        part_b(args.gpu_steps)
+
+
+if __name__ == "__main__":
+    main()
