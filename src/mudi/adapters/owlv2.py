@@ -1,0 +1,179 @@
+"""OWLv2 open-vocabulary detector (transformers ``Owlv2ForObjectDetection``) behind :class:`Detector`.
+
+MuDI finds each subject's box with OWLv2 before SAM segments it (paper Sec. 4.1, Fig. 3a), and the
+Detect-and-Compare metric detects the class nouns with it (Sec. 4.3, threshold 0.4).
+
+OWLv2's processor pads every image at the bottom/right to a square before resizing it, so the model's
+normalised boxes are fractions of the *padded square*: they are scaled by ``max(H, W)`` and clipped to the
+original ``W x H``, which puts them in the original image's pixels.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from mudi.adapters.base import Detection
+from mudi.errors import MudiError
+
+DEFAULT_OWLV2 = "google/owlv2-base-patch16-ensemble"
+
+
+def _dtype(dtype: Any) -> Any:
+    import torch
+
+    if dtype is None:
+        return torch.float32
+    if isinstance(dtype, str):
+        try:
+            return {"float32": torch.float32, "fp32": torch.float32, "float16": torch.float16,
+                    "fp16": torch.float16, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}[dtype]
+        except KeyError:
+            raise MudiError(f"dtype {dtype!r} is not one of float32, float16, bfloat16") from None
+    return dtype
+
+
+def _box_nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float) -> list[int]:
+    """Greedy non-maximum suppression; ``boxes`` ``(N, 4)`` xyxy. Returns kept indices, best first."""
+    order = np.argsort(-scores, kind="stable")
+    keep: list[int] = []
+    areas = np.clip(boxes[:, 2] - boxes[:, 0], 0, None) * np.clip(boxes[:, 3] - boxes[:, 1], 0, None)
+    while order.size:
+        i = int(order[0])
+        keep.append(i)
+        rest = order[1:]
+        ix = np.clip(np.minimum(boxes[i, 2], boxes[rest, 2]) - np.maximum(boxes[i, 0], boxes[rest, 0]), 0, None)
+        iy = np.clip(np.minimum(boxes[i, 3], boxes[rest, 3]) - np.maximum(boxes[i, 1], boxes[rest, 1]), 0, None)
+        inter = ix * iy
+        union = areas[i] + areas[rest] - inter
+        iou = np.where(union > 0, inter / np.maximum(union, 1e-12), 0.0)
+        order = rest[iou <= iou_threshold]
+    return keep
+
+
+def missing_weights_error(name: str, pretrained_model_name_or_path: str, error: Exception) -> MudiError:
+    """The error for weights that are neither in the local cache nor downloadable."""
+    return MudiError(
+        f"cannot load the {name} checkpoint {pretrained_model_name_or_path!r} ({type(error).__name__}: "
+        f"{(str(error).splitlines() or ['not found'])[0][:120]}); pre-download it on a machine with network "
+        f"(`huggingface-cli download {pretrained_model_name_or_path}`) and copy the Hugging Face cache, or pass a "
+        "local folder; `mudi segment --backend grabcut` works offline without any weights")
+
+
+class Owlv2Detector:
+    """Text-queried detector. ``detect`` returns boxes ``(x0, y0, x1, y1)`` in original-image pixels.
+
+    Args:
+        model: an ``Owlv2ForObjectDetection`` (moved to ``device``/``dtype`` and put in eval mode here).
+        processor: the matching ``Owlv2Processor`` (tokenizer + image processor).
+        device, dtype: where and in which precision the model runs (CPU/float32 by default).
+        batch_size: images per forward pass.
+        nms_iou: OWLv2 predicts one box per image patch, so one object yields several overlapping boxes;
+            boxes overlapping a better one by more than this IoU are dropped (``None``: keep all).
+    """
+
+    def __init__(self, model: Any, processor: Any, device: Any = "cpu", dtype: Any = None,
+                 batch_size: int = 4, nms_iou: float | None = 0.3) -> None:
+        import torch
+
+        if batch_size < 1:
+            raise MudiError(f"Owlv2Detector batch_size must be >= 1, got {batch_size}")
+        self.device = torch.device(device)
+        self.dtype = _dtype(dtype)
+        self.model = model.to(device=self.device, dtype=self.dtype).eval()
+        self.processor = processor
+        self.batch_size = batch_size
+        self.nms_iou = nms_iou
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path: str = DEFAULT_OWLV2, device: Any = "cpu",
+                        dtype: Any = None, **kwargs: Any) -> Owlv2Detector:
+        """Load OWLv2 weights from the hub cache or a local folder (the only place weights are read)."""
+        from transformers import Owlv2ForObjectDetection, Owlv2Processor
+
+        try:
+            processor = Owlv2Processor.from_pretrained(pretrained_model_name_or_path)
+            model = Owlv2ForObjectDetection.from_pretrained(pretrained_model_name_or_path, dtype=_dtype(dtype))
+        except (OSError, ValueError) as e:
+            raise missing_weights_error("OWLv2", pretrained_model_name_or_path, e) from None
+        return cls(model, processor, device=device, dtype=dtype, **kwargs)
+
+    @classmethod
+    def build_tiny(cls, device: Any = "cpu", dtype: Any = None, seed: int = 0, **kwargs: Any) -> Owlv2Detector:
+        """A tiny random OWLv2 built from a config in memory (tests, offline demos). Deterministic in ``seed``."""
+        import torch
+        from transformers import Owlv2Config, Owlv2ForObjectDetection, Owlv2Processor
+
+        from mudi.adapters.tiny_tokenizer import TINY_CLIP_VOCAB_SIZE, build_tiny_clip_tokenizer
+
+        tokenizer = build_tiny_clip_tokenizer(model_max_length=16)
+        bos, eos = tokenizer.bos_token_id, tokenizer.eos_token_id
+        config = Owlv2Config(
+            text_config=dict(vocab_size=TINY_CLIP_VOCAB_SIZE, hidden_size=32, intermediate_size=37,
+                             num_hidden_layers=2, num_attention_heads=4, max_position_embeddings=16,
+                             bos_token_id=bos, eos_token_id=eos, pad_token_id=eos),
+            vision_config=dict(image_size=32, patch_size=4, hidden_size=32, intermediate_size=37,
+                               num_hidden_layers=2, num_attention_heads=4),
+            projection_dim=32)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            model = Owlv2ForObjectDetection(config).eval()
+        processor = Owlv2Processor(image_processor=_tiny_image_processor(32), tokenizer=tokenizer)
+        return cls(model, processor, device=device, dtype=dtype, **kwargs)
+
+    def detect(self, images: Sequence[np.ndarray], queries: Sequence[Sequence[str]],
+               threshold: float) -> list[list[Detection]]:
+        """For each ``(H, W, 3)`` uint8 image, the detections of its queries scoring >= ``threshold``, best first.
+
+        Scores are OWLv2's per-box sigmoid of the best-matching query's logit.
+        """
+        import torch
+
+        if len(images) != len(queries):
+            raise MudiError(f"detect: {len(images)} images but {len(queries)} query lists; give one list per image")
+        for i, q in enumerate(queries):
+            if not q or any(not isinstance(s, str) or not s.strip() for s in q):
+                raise MudiError(f"detect: the queries of image {i} must be non-empty text, got {list(q)!r}")
+        out: list[list[Detection]] = []
+        for start in range(0, len(images), self.batch_size):
+            batch = [np.asarray(im) for im in images[start:start + self.batch_size]]
+            batch_queries = [list(q) for q in queries[start:start + self.batch_size]]
+            inputs = self.processor(text=batch_queries, images=batch, return_tensors="pt", truncation=True)
+            inputs = {k: (v.to(self.device, self.dtype) if v.is_floating_point() else v.to(self.device))
+                      for k, v in inputs.items()}
+            with torch.no_grad():
+                outputs = self.model(**inputs)
+            sides = [(max(im.shape[:2]),) * 2 for im in batch]
+            results = self.processor.image_processor.post_process_object_detection(
+                outputs, threshold=0.0, target_sizes=sides)
+            for im, q, res in zip(batch, batch_queries, results):
+                out.append(self._to_detections(im.shape[:2], q, res, threshold))
+        return out
+
+    def _to_detections(self, size_hw: tuple[int, int], queries: list[str], result: dict,
+                       threshold: float) -> list[Detection]:
+        h, w = size_hw
+        scores = result["scores"].float().cpu().numpy()
+        labels = result["labels"].cpu().numpy()
+        boxes = result["boxes"].float().cpu().numpy().reshape(-1, 4)
+        # padded " " queries of shorter query lists in the batch are not this image's queries
+        keep = (scores >= threshold) & (labels < len(queries))
+        scores, labels, boxes = scores[keep], labels[keep], boxes[keep]
+        boxes = np.clip(boxes, 0.0, [w, h, w, h])  # the padded square's extra rows/columns are not the image
+        valid = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
+        scores, labels, boxes = scores[valid], labels[valid], boxes[valid]
+        order = (_box_nms(boxes, scores, self.nms_iou) if self.nms_iou is not None
+                 else list(np.argsort(-scores, kind="stable")))
+        return [Detection(box_xyxy=tuple(float(v) for v in boxes[i]), score=float(scores[i]),
+                          query_index=int(labels[i]), query=queries[int(labels[i])]) for i in order]
+
+
+def _tiny_image_processor(side: int) -> Any:
+    """The OWLv2 image processor at ``side`` pixels; the PIL/numpy one when torchvision is absent."""
+    try:
+        from transformers.models.owlv2.image_processing_pil_owlv2 import Owlv2ImageProcessorPil as Proc
+    except ImportError:  # older transformers: one numpy processor
+        from transformers import Owlv2ImageProcessor as Proc
+    return Proc(size={"height": side, "width": side})
