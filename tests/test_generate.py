@@ -197,3 +197,17 @@ def test_the_shift_survives_sampling(name, subjects):
     assert corr[0] < corr[1] < corr[2], corr
     if name == "tiny-flux":  # tiny FLUX's VAE latents are large enough (std ~0.45) for a strong effect
         assert corr[2] - corr[0] > 0.2, corr
+
+
+def test_lora_subjects_from_one_benchmark_pair_folder(benchmark_dir):
+    """`mudi train` on a benchmark pair folder lists that folder for both subjects; it is read once."""
+    from mudi.generate import _subjects_of_lora
+
+    pair = benchmark_dir / "pairs" / "actionfigure_2_and_dog0"
+    if not pair.is_dir():
+        pytest.skip(f"{pair} not found")
+    rows = [{"name": "dog0", "identifier": "hta", "path": str(pair)},
+            {"name": "actionfigure_2", "identifier": "olis", "path": str(pair)}]
+    subs = _subjects_of_lora(rows)
+    assert [s.identifier for s in subs] == ["hta", "olis"]
+    assert [s.phrase for s in subs] == ["hta corgi", "olis harry potter toy"]

@@ -332,6 +332,27 @@ def _entry_paths(row: dict) -> list[str]:
     return []
 
 
+def _subjects_of_lora(rows: list[dict]) -> list:
+    """The subjects listed in ``mudi_subjects.json``, loaded from their folders, in the file's order (a
+    benchmark pair folder listed for two subjects is read once)."""
+    from mudi.data.subjects import load_subjects
+
+    paths = [p for r in rows for p in _entry_paths(r)]
+    if len(paths) != len(rows) or not all(Path(p).exists() for p in paths):
+        raise MudiError(f"the subject folders listed in the LoRA's {SUBJECTS_FILE} are not all present "
+                        f"({paths}); pass --subjects PATH [PATH ...] for the init (or use --init none)")
+    loaded = load_subjects(list(dict.fromkeys(paths)))
+    by_key = {k: s for s in loaded for k in (s.identifier, s.name) if k}
+    picked = []
+    for r in rows:
+        s = by_key.get(str(r.get("identifier") or "")) or by_key.get(str(r.get("name") or ""))
+        if s is None:
+            raise MudiError(f"subject {r.get('name') or r.get('identifier')!r} of the LoRA's {SUBJECTS_FILE} is not "
+                            f"in {_entry_paths(r)[0]}; pass --subjects PATH [PATH ...] for the init")
+        picked.append(s)
+    return picked
+
+
 def resolve_prompt(template: str, phrases: Sequence[str], use_count_prefix: bool = False,
                    count_noun: str = "objects") -> str:
     """Fill ``[V1]``, ``[V2]``… with the phrases; an empty template gives ``"A photo of [V1] and [V2]."``;
@@ -404,11 +425,7 @@ def run(config: GenerateConfig, backbone: Any = None) -> list[GeneratedImage]:
     if config.subjects:
         subjects = load_subjects(config.subjects)
     elif lora_rows and config.init == "mean_shifted":
-        paths = [p for r in lora_rows for p in _entry_paths(r)]
-        if len(paths) != len(lora_rows) or not all(Path(p).exists() for p in paths):
-            raise MudiError(f"the subject folders listed in the LoRA's {SUBJECTS_FILE} are not all present "
-                            f"({paths}); pass --subjects PATH [PATH ...] for the init (or use --init none)")
-        subjects = load_subjects(paths)
+        subjects = _subjects_of_lora(lora_rows)
     else:
         subjects = []
     if lora_rows and subjects:
