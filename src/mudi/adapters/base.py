@@ -73,6 +73,7 @@ class Backbone(Protocol):
     pipeline: Any          # the diffusers pipeline holding every component, on its device and dtype
     vae_scale_factor: int  # image pixels per latent cell (8 for every family here)
     latent_channels: int   # 4 for SD/SDXL, 16 for FLUX
+    default_resolution: int  # native image size in pixels (512 / 768 / 1024; tiny backbones: 64)
 
     @property
     def denoiser(self) -> Any:
