@@ -211,3 +211,14 @@ def test_lora_subjects_from_one_benchmark_pair_folder(benchmark_dir):
     subs = _subjects_of_lora(rows)
     assert [s.identifier for s in subs] == ["hta", "olis"]
     assert [s.phrase for s in subs] == ["hta corgi", "olis harry potter toy"]
+
+
+def test_cli_relative_sizes(tmp_path):
+    out = tmp_path / "rel"
+    assert cli_main(["generate", "--backbone", "tiny-sd", "--subjects", str(SAMPLES / "dog6"), str(SAMPLES / "cat2"),
+                     "--relative-sizes", "1", "2", "--num_images", "2", "--steps", "1", "--out", str(out)]) == 0
+    for k in range(2):
+        meta = json.loads((out / f"{k:04d}_seed{k}.json").read_text())
+        h = [b[3] - b[1] for b in meta["boxes_xyxy"]]
+        assert meta["layout"] == "relative" and meta["relative_sizes"] == [1.0, 2.0]
+        assert h[1] / h[0] == pytest.approx(2.0, rel=0.1)

@@ -524,8 +524,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--init", choices=["mean_shifted", "none"], help="none: the plain pipeline")
     p.add_argument("--gamma", type=float, help="init strength (default 2 for 2-3 subjects, 3 beyond)")
     p.add_argument("--layout", help="random, llm, or PATH.json with one normalised xyxy box per subject")
-    p.add_argument("--relative-sizes", "--relative_sizes", dest="relative_sizes", type=_floats,
-                   help="height ratio per subject, e.g. 1,2")
+    p.add_argument("--relative-sizes", "--relative_sizes", dest="relative_sizes", type=_floats, nargs="+",
+                   help="height ratio per subject, e.g. 1,2 or 1 2")
     p.add_argument("--count-prefix", dest="use_count_prefix", action="store_const", const=True,
                    help="prefix the prompt with 'N objects: '")
     p.add_argument("--count_noun", "--count-noun", dest="count_noun", help="objects (default) or animals")
@@ -552,6 +552,8 @@ FLAG_KEYS = ("backbone", "pretrained_model_name_or_path", "lora", "lora_weights"
 
 def main(args: argparse.Namespace) -> int:
     values = {k: getattr(args, k) for k in FLAG_KEYS if getattr(args, k, None) is not None}
+    if "relative_sizes" in values:  # "1,2" or "1 2"
+        values["relative_sizes"] = [v for part in values["relative_sizes"] for v in part]
     cfg = load_config(GenerateConfig, args.config, args.overrides, values)
     results = run(cfg)
     print(f"wrote {len(results)} image(s) to {cfg.output_dir} (see {Path(cfg.output_dir) / 'grid' / 'grid.png'})")
