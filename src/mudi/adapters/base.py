@@ -76,6 +76,16 @@ class Backbone(Protocol):
     default_resolution: int  # native image size in pixels (512 / 768 / 1024; tiny backbones: 64)
 
     @property
+    def device(self) -> Any:
+        """The torch device the pipeline's components are on."""
+        ...
+
+    @property
+    def dtype(self) -> Any:
+        """The torch dtype of the pipeline's components."""
+        ...
+
+    @property
     def denoiser(self) -> Any:
         """The module LoRA is added to: the UNet, or the FLUX transformer."""
         ...
