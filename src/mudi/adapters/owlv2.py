@@ -120,6 +120,10 @@ class Owlv2Detector:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             model = Owlv2ForObjectDetection(config).eval()
+            # random box-head weights put every box at a corner; with a zero last layer each patch predicts
+            # its own grid cell (OWLv2's box bias), so the tiny model's boxes are valid and spread out
+            torch.nn.init.zeros_(model.box_head.dense2.weight)
+            torch.nn.init.zeros_(model.box_head.dense2.bias)
         processor = Owlv2Processor(image_processor=_tiny_image_processor(32), tokenizer=tokenizer)
         return cls(model, processor, device=device, dtype=dtype, **kwargs)
 
@@ -145,25 +149,25 @@ class Owlv2Detector:
                       for k, v in inputs.items()}
             with torch.no_grad():
                 outputs = self.model(**inputs)
-            sides = [(max(im.shape[:2]),) * 2 for im in batch]
-            results = self.processor.image_processor.post_process_object_detection(
-                outputs, threshold=0.0, target_sizes=sides)
-            for im, q, res in zip(batch, batch_queries, results):
-                out.append(self._to_detections(im.shape[:2], q, res, threshold))
+            logits = outputs.logits.float().cpu()        # (B, num_patches, max queries in batch)
+            pred_boxes = outputs.pred_boxes.float().cpu()  # (B, num_patches, 4) cx, cy, w, h of the padded square
+            for k, (im, q) in enumerate(zip(batch, batch_queries)):
+                out.append(self._to_detections(im.shape[:2], q, logits[k], pred_boxes[k], threshold))
         return out
 
-    def _to_detections(self, size_hw: tuple[int, int], queries: list[str], result: dict,
+    def _to_detections(self, size_hw: tuple[int, int], queries: list[str], logits: Any, pred_boxes: Any,
                        threshold: float) -> list[Detection]:
         h, w = size_hw
-        scores = result["scores"].float().cpu().numpy()
-        labels = result["labels"].cpu().numpy()
-        boxes = result["boxes"].float().cpu().numpy().reshape(-1, 4)
-        # padded " " queries of shorter query lists in the batch are not this image's queries
-        keep = (scores >= threshold) & (labels < len(queries))
+        # the " " queries padding shorter query lists in a batch are not this image's: ignore their logits
+        best = logits[:, : len(queries)].max(dim=-1)
+        scores = best.values.sigmoid().numpy()
+        labels = best.indices.numpy()
+        cx, cy, bw, bh = pred_boxes.numpy().T
+        side = float(max(h, w))  # OWLv2 pads bottom/right to a square: boxes are fractions of its side
+        boxes = np.stack([cx - bw / 2, cy - bh / 2, cx + bw / 2, cy + bh / 2], axis=1) * side
+        boxes = np.clip(boxes, 0.0, [w, h, w, h])  # the padding's rows/columns are not the image
+        keep = (scores >= threshold) & (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
         scores, labels, boxes = scores[keep], labels[keep], boxes[keep]
-        boxes = np.clip(boxes, 0.0, [w, h, w, h])  # the padded square's extra rows/columns are not the image
-        valid = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
-        scores, labels, boxes = scores[valid], labels[valid], boxes[valid]
         order = (_box_nms(boxes, scores, self.nms_iou) if self.nms_iou is not None
                  else list(np.argsort(-scores, kind="stable")))
         return [Detection(box_xyxy=tuple(float(v) for v in boxes[i]), score=float(scores[i]),
