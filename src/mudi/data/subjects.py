@@ -212,8 +212,9 @@ def _load_benchmark(folder: Path, meta_file: str) -> list[Subject]:
         if not images:  # fall back to the file naming convention
             for p in list_images(folder):
                 if p.stem.startswith(letter) and p.stem[len(letter):].isdigit():
-                    m = folder / f"mask_{p.name}"
-                    images.append(SubjectImage(p, m if m.is_file() else None, None))
+                    m = next((c for c in (folder / f"mask_{p.name}", folder / f"mask_{p.stem}.png") if c.is_file()),
+                             None)
+                    images.append(SubjectImage(p, m, None))
         if not images:
             raise MudiError(f"{folder}: no images for subject {letter!r} ({text}) in {meta_file}")
         name = names[k] if names else f"{folder.name}-{letter}"
