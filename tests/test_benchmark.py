@@ -117,7 +117,7 @@ def test_every_method_end_to_end_then_a_rerun_does_nothing(bench, tmp_path, monk
     assert "dreamsim" in tables["notes"]["dnc_ds"] and "not requested" in tables["notes"]["image_reward"]
 
     md = (out / "results" / "results.md").read_text()
-    assert "| Method | D&C-DS ↑ | D&C-DINO ↑ | ImageReward† ↑ | CLIPs† ↑ |" in md
+    assert "| Method | D&C-DS ↑ | D&C-DINO ↑ | ImageReward† ↑ | CLIPs† ↑ | images | count errors | mixed |" in md
     for m in METHODS:
         assert f"| {METHODS[m].label} | n/a[^" in md
     assert "[^1]: dnc_ds: model unavailable" in md

@@ -28,6 +28,7 @@ Layout of ``OUTPUT_DIR``::
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import difflib
 import gc
@@ -393,7 +394,8 @@ class BenchmarkRunner:
         t0 = time.perf_counter()
         if self.state.is_main_process:
             write_json_atomic(marker, {"status": "running", "fingerprint": fp})
-        train_mod.run(cfg)
+        with _keep_process_group():
+            train_mod.run(cfg)
         self.state.wait_for_everyone()
         if self.state.is_main_process:
             write_json_atomic(marker, {"status": "done", "fingerprint": fp, "seconds": time.perf_counter() - t0,
@@ -584,6 +586,21 @@ class BenchmarkRunner:
         return result
 
 
+@contextlib.contextmanager
+def _keep_process_group() -> Any:
+    """``mudi.train.run`` ends with ``Accelerator.end_training()``, which destroys the torch.distributed process
+    group (accelerate >= 1.0); the benchmark's later stages still need it under ``accelerate launch``. Keep it
+    for the duration of the call; :func:`main` destroys it at the very end."""
+    from accelerate.state import PartialState
+
+    original = PartialState.destroy_process_group
+    PartialState.destroy_process_group = lambda self, group=None: None  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        PartialState.destroy_process_group = original  # type: ignore[method-assign]
+
+
 def _with(cfg: Any, **changes: Any) -> Any:
     import dataclasses
 
@@ -638,14 +655,16 @@ def build_tables(config: BenchmarkConfig, cells: dict[tuple[str, str], dict]) ->
 
 
 def _markdown_table(rows: dict[str, dict], columns: list[dict], notes: dict[str, str], marks: dict[str, str]) -> str:
-    head = "| Method | " + " | ".join(c["title"] for c in columns) + " | images |"
-    lines = [head, "|" + "---|" * (len(columns) + 2)]
+    head = "| Method | " + " | ".join(c["title"] for c in columns) + " | images | count errors | mixed |"
+    lines = [head, "|" + "---|" * (len(columns) + 4)]
     for r in rows.values():
         cells = []
         for c in columns:
             v = r.get(c["metric"])
             cells.append(f"{v:.3f}" if v is not None else f"n/a{marks.get(c['metric'], '')}")
-        lines.append(f"| {r['label']} | " + " | ".join(cells) + f" | {r['num_images']} |")
+        fails = r.get("failure_counts", {})
+        lines.append(f"| {r['label']} | " + " | ".join(cells) + f" | {r['num_images']} | {fails.get('count', 0)} | "
+                     f"{fails.get('mixed', 0)} |")
     return "\n".join(lines)
 
 
@@ -660,7 +679,9 @@ def write_tables(config: BenchmarkConfig, tables: dict[str, Any]) -> Path:
     n_pairs = len(tables["pairs"])
     title = (f"# MuDI benchmark: {config.backbone}, {n_pairs} pair(s) × {config.num_prompts or 'all'} prompt(s) × "
              f"{config.num_seeds} seed(s)\n\nMeans over all generated images of each method (paper Fig. 6; "
-             "† = averaged over both subject orders in the prompt).\n\n")
+             "† = averaged over both subject orders in the prompt). count errors: images whose number of "
+             "detections differs from the number of subjects (scored 0); mixed: identity-mixing flags of "
+             "`mudi evaluate`.\n\n")
     write_text_atomic(out / "results.md", title + _markdown_table(tables["methods"], columns, notes, marks)
                       + ("\n\n" + foot if foot else "") + "\n")
     parts = ["# Per-pair breakdown\n"]
@@ -752,4 +773,7 @@ def main(args: argparse.Namespace) -> int:
     if not config.benchmark_dir:
         raise MudiError("no benchmark folder given; pass --benchmark_dir DIR (with pairs/ and eval_prompts.json)")
     run(config)
+    from accelerate import PartialState
+
+    PartialState().destroy_process_group()
     return 0
