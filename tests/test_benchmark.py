@@ -249,3 +249,15 @@ def test_real_pair_no_desc_ablation_runs_offline(benchmark_dir, tmp_path):
         == "olis dog and hta dog playing in the waves at the beach."
     assert tables["methods"]["mudi-no-desc"]["num_images"] == 1
     assert tables["methods"]["mudi-no-desc"]["dnc_dino"] is not None
+
+
+def test_redo_train_retrains_a_shared_recipe_once(bench, tmp_path, monkeypatch):
+    out = tmp_path / "run"
+    cfg = dict(methods=["mudi", "mudi-no-init"], num_seeds=1)
+    run(_config(bench, out, **cfg))
+    (lora,) = (out / PAIR / "train").glob("segmix-*/pytorch_lora_weights.safetensors")
+    before = lora.stat().st_mtime_ns
+    calls = _count_calls(monkeypatch)
+    result = run(_config(bench, out, redo=["train"], **cfg))
+    assert calls["train"] == 1 and result["counts"]["train"] == 1  # mudi and mudi-no-init share the LoRA
+    assert lora.stat().st_mtime_ns != before

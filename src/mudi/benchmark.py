@@ -312,20 +312,14 @@ def _metric_name(kind: str, name: str) -> str:
     return "clip_score" if name in ("clip", "tiny-clip") else name
 
 
-def _fmt(v: Any) -> str:
-    return f"{v:.3f}" if isinstance(v, float) else str(v)
-
-
 # ------------------------------------------------------------------------------------------------ the runner
 class BenchmarkRunner:
     """Runs the cells of one benchmark; models are built lazily and shared between cells."""
 
-    def __init__(self, config: BenchmarkConfig, backbone_factory: Callable[[str], Any] | None = None,
-                 detector: Any = None, embedders: dict[str, Any] | None = None,
+    def __init__(self, config: BenchmarkConfig, detector: Any = None, embedders: dict[str, Any] | None = None,
                  text_scorers: dict[str, Any] | None = None) -> None:
         self.config = config
         self.out = Path(config.output_dir)
-        self.backbone_factory = backbone_factory
         self._eval_models = None if detector is None and embedders is None and text_scorers is None else (
             detector if detector is not None else _NoDetector(), dict(embedders or {}), dict(text_scorers or {}), {})
         self._gen_backbone: Any = None
@@ -335,6 +329,7 @@ class BenchmarkRunner:
         on_cpu = config.device == "cpu" or config.train.get("device") == "cpu"
         self.state = PartialState(cpu=on_cpu)
         self.counts = {"train": 0, "generate": 0, "evaluate": 0, "skipped": 0}
+        self._trained: set[str] = set()  # recipes trained in this run (methods may share one)
 
     def say(self, text: str) -> None:
         if self.state.is_main_process:
@@ -384,10 +379,14 @@ class BenchmarkRunner:
         cfg, fp = self.train_config(pair, pair_dir, method)
         out_dir = Path(cfg.output_dir)
         marker = out_dir / STAGE_FILE
-        if is_done(marker, fp) and "train" not in self.config.redo:
+        redo = "train" in self.config.redo and fp not in self._trained
+        if is_done(marker, fp) and not redo:
             self.say(f"{tag} train: done already ({out_dir.name}), skipped")
             self.counts["skipped"] += 1
             return cfg, fp
+        if redo and self.state.is_main_process:
+            shutil.rmtree(out_dir, ignore_errors=True)  # from scratch, not from its last checkpoint
+        self.state.wait_for_everyone()
         self._gen_backbone = None  # free the generation model before loading a training one
         gc.collect()
         self.say(f"{tag} train {cfg.composition}, {cfg.max_train_steps} steps → {out_dir}")
@@ -401,6 +400,7 @@ class BenchmarkRunner:
             write_json_atomic(marker, {"status": "done", "fingerprint": fp, "seconds": time.perf_counter() - t0,
                                        "steps": cfg.max_train_steps})
         self.counts["train"] += 1
+        self._trained.add(fp)
         return cfg, fp
 
     # ---------------------------------------------------------------------------------------- generate
@@ -411,12 +411,8 @@ class BenchmarkRunner:
             from mudi.adapters.registry import load_backbone
 
             device = self.config.device or str(self.state.device)
-            dtype = getattr(torch, self.config.dtype)
-            if self.backbone_factory is not None:
-                self._gen_backbone = self.backbone_factory(device)
-            else:
-                self._gen_backbone = load_backbone(self.config.backbone, self.config.pretrained_model_name_or_path,
-                                                   device, dtype)
+            self._gen_backbone = load_backbone(self.config.backbone, self.config.pretrained_model_name_or_path,
+                                               device, getattr(torch, self.config.dtype))
         return self._gen_backbone
 
     def run_generate(self, pair: str, method: str, train_cfg: Any, train_fp: str, prompts: list[str],
@@ -713,13 +709,13 @@ def write_tables(config: BenchmarkConfig, tables: dict[str, Any]) -> Path:
 
 
 # ------------------------------------------------------------------------------------------------ workflow
-def run(config: BenchmarkConfig, backbone_factory: Callable[[str], Any] | None = None, detector: Any = None,
-        embedders: dict[str, Any] | None = None, text_scorers: dict[str, Any] | None = None) -> dict[str, Any]:
+def run(config: BenchmarkConfig, detector: Any = None, embedders: dict[str, Any] | None = None,
+        text_scorers: dict[str, Any] | None = None) -> dict[str, Any]:
     """Train, generate and evaluate every selected pair × method (skipping finished cells), then write the
-    tables. Models may be injected (tests): ``backbone_factory(device)`` for generation, and the evaluation
-    models as for :func:`mudi.evaluate.run`. Returns the tables dict (plus ``counts`` of stages run)."""
+    tables. The evaluation models may be injected as for :func:`mudi.evaluate.run` (otherwise built once from
+    ``config.evaluate``). Returns the tables dict plus ``counts`` of the stages run and skipped."""
     pairs = select_pairs(config)
-    runner = BenchmarkRunner(config, backbone_factory, detector, embedders, text_scorers)
+    runner = BenchmarkRunner(config, detector, embedders, text_scorers)
     out = Path(config.output_dir)
     if runner.state.is_main_process:
         save_config(config, out / CONFIG_FILE)
