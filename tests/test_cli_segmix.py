@@ -121,3 +121,14 @@ def test_version_and_env(capsys):
     info = json.loads(capsys.readouterr().out)
     for key in ("python", "torch", "diffusers", "transformers", "peft", "accelerate", "devices"):
         assert key in info
+
+
+def test_flag_spellings_and_set_overrides_are_uniform(tmp_path):
+    """Every verb takes --set KEY=VALUE and both --a_b / --a-b spellings."""
+    subs = [str(p) for p in sample_subject_dirs()][:2]
+    out = tmp_path / "o"
+    assert main(["segmix", "--subjects", *subs, "--num", "1", "--size", "128", "--out", str(out),
+                 "--num_subjects", "2", "--set", "max_margin_frac=0.1", "allow_overlap=false"]) == 0
+    cfg = (out / "segmix_config.yaml").read_text()
+    assert "max_margin_frac: 0.1" in cfg and "allow_overlap: false" in cfg
+    assert main(["segmix", "--subjects", *subs, "--out", str(out), "--set", "max_margn_frac=0.1"]) == 2

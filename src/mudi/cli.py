@@ -62,7 +62,22 @@ def build_parser(verb: str | None = None) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=mod.HELP, description=mod.HELP)
         p.add_argument("--debug", action="store_true", help="show full tracebacks")
         mod.add_arguments(p)
+        p.add_argument("--set", dest="set_overrides", action="extend", nargs="+", default=[], metavar="KEY=VALUE",
+                       help="override any config key (repeatable); same as a trailing key=value")
+        _add_spelling_aliases(p)
     return parser
+
+
+def _add_spelling_aliases(parser: argparse.ArgumentParser) -> None:
+    """Accept every long flag with ``-`` or ``_`` (``--output_dir`` == ``--output-dir``)."""
+    for action in list(parser._actions):
+        for opt in list(action.option_strings):
+            if not opt.startswith("--"):
+                continue
+            body = opt[2:]
+            for alias in ("--" + body.replace("_", "-"), "--" + body.replace("-", "_")):
+                if alias not in parser._option_string_actions:
+                    parser._option_string_actions[alias] = action
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -75,6 +90,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     logging.basicConfig(level=logging.DEBUG if args.debug else logging.INFO, format="%(message)s")
     debug = args.debug or os.environ.get("MUDI_DEBUG") == "1"
+    if hasattr(args, "set_overrides"):  # `--set k=v` and trailing `k=v` are one list
+        args.overrides = list(getattr(args, "overrides", None) or []) + list(args.set_overrides)
     try:
         mod = importlib.import_module(COMMANDS[args.command])
         return int(mod.main(args) or 0)

@@ -528,15 +528,13 @@ def add_arguments(parser: Any) -> None:
     parser.add_argument("--device", help=h("device"))
     parser.add_argument("--batch-size", type=int, dest="batch_size", help=h("batch_size"))
     parser.add_argument("--config", help="YAML file of EvaluateConfig keys")
-    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
-                        help="override any config key, e.g. --set norm=frobenius matching=hungarian")
 
 
 def main(args: Any) -> int:
     keys = ("images", "subjects", "class_nouns", "output_dir", "prompt", "detector", "embedders", "text_scorers",
             "threshold", "device", "batch_size")
     values = {k: getattr(args, k) for k in keys if getattr(args, k, None) is not None}
-    config = load_config(EvaluateConfig, args.config, args.set, values)
+    config = load_config(EvaluateConfig, args.config, args.overrides, values)
     if not config.images:
         raise MudiError("no generated images given; pass --images DIR")
     if not config.subjects:

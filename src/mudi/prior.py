@@ -245,8 +245,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dtype", help="float32 | float16 | bfloat16")
     parser.add_argument("--seed", type=int, help="image i uses seed + i (default 0)")
     parser.add_argument("--config", help="YAML file with PriorConfig keys")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a config key, e.g. --set num_inference_steps=50 (repeatable)")
 
 
 def main(args: argparse.Namespace) -> int:

@@ -406,8 +406,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--detector-model", help="detector checkpoint: hub id or local folder")
     parser.add_argument("--segmenter-model", help="segmenter checkpoint: hub id or local folder")
     parser.add_argument("--config", help="YAML file with SegmentConfig keys")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a config key, e.g. --set min_mask_fraction=0.01 (repeatable)")
 
 
 def main(args: argparse.Namespace) -> int:
