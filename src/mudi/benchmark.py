@@ -28,7 +28,6 @@ Layout of ``OUTPUT_DIR``::
 from __future__ import annotations
 
 import argparse
-import contextlib
 import csv
 import difflib
 import gc
@@ -393,8 +392,7 @@ class BenchmarkRunner:
         t0 = time.perf_counter()
         if self.state.is_main_process:
             write_json_atomic(marker, {"status": "running", "fingerprint": fp})
-        with _keep_process_group():
-            train_mod.run(cfg)
+        train_mod.run(cfg)
         self.state.wait_for_everyone()
         if self.state.is_main_process:
             write_json_atomic(marker, {"status": "done", "fingerprint": fp, "seconds": time.perf_counter() - t0,
@@ -500,7 +498,7 @@ class BenchmarkRunner:
         its metric reported as n/a with the reason."""
         if self._eval_models is not None:
             return self._eval_models
-        from mudi.evaluate import _build_detector, _build_embedders, _build_text_scorers
+        from mudi.evaluate import build_detector, build_embedders, build_text_scorers
 
         unavailable: dict[str, str] = {}
 
@@ -511,7 +509,7 @@ class BenchmarkRunner:
                 log.warning("%s unavailable: %s", what, e)
                 return e
 
-        det = attempt(lambda: _build_detector(probe), f"detector {probe.detector}")
+        det = attempt(lambda: build_detector(probe), f"detector {probe.detector}")
         embedders: dict[str, Any] = {}
         text: dict[str, Any] = {}
         for name in probe.embedders:
@@ -519,13 +517,13 @@ class BenchmarkRunner:
             if isinstance(det, Exception):
                 unavailable[metric] = f"needs the detector {probe.detector}: {det}"
                 continue
-            one = attempt(lambda n=name: _build_embedders(_with(probe, embedders=[n])), f"embedder {name}")
+            one = attempt(lambda n=name: build_embedders(_with(probe, embedders=[n])), f"embedder {name}")
             if isinstance(one, Exception):
                 unavailable[metric] = str(one)
             else:
                 embedders.update(one)
         for name in probe.text_scorers:
-            one = attempt(lambda n=name: _build_text_scorers(_with(probe, text_scorers=[n])), f"text scorer {name}")
+            one = attempt(lambda n=name: build_text_scorers(_with(probe, text_scorers=[n])), f"text scorer {name}")
             if isinstance(one, Exception):
                 unavailable[_metric_name("text", name)] = str(one)
             else:
@@ -580,21 +578,6 @@ class BenchmarkRunner:
         self.state.wait_for_everyone()
         self.counts["evaluate"] += 1
         return result
-
-
-@contextlib.contextmanager
-def _keep_process_group() -> Any:
-    """``mudi.train.run`` ends with ``Accelerator.end_training()``, which destroys the torch.distributed process
-    group (accelerate >= 1.0); the benchmark's later stages still need it under ``accelerate launch``. Keep it
-    for the duration of the call; :func:`main` destroys it at the very end."""
-    from accelerate.state import PartialState
-
-    original = PartialState.destroy_process_group
-    PartialState.destroy_process_group = lambda self, group=None: None  # type: ignore[method-assign]
-    try:
-        yield
-    finally:
-        PartialState.destroy_process_group = original  # type: ignore[method-assign]
 
 
 def _with(cfg: Any, **changes: Any) -> Any:

@@ -384,7 +384,7 @@ def _image_prompt(path: Path, config: EvaluateConfig, subjects: Sequence[Any]) -
     return "A photo of " + join_subjects([f"[V{k + 1}]" for k in range(len(subjects))]) + "."
 
 
-def _build_detector(config: EvaluateConfig) -> Any:
+def build_detector(config: EvaluateConfig) -> Any:
     import torch
 
     from mudi.adapters import eval_registry as reg
@@ -397,7 +397,7 @@ def _build_detector(config: EvaluateConfig) -> Any:
     return reg.build(reg.DETECTORS, config.detector, "detector", **kw)
 
 
-def _build_embedders(config: EvaluateConfig) -> dict[str, Any]:
+def build_embedders(config: EvaluateConfig) -> dict[str, Any]:
     import torch
 
     from mudi.adapters import eval_registry as reg
@@ -414,7 +414,7 @@ def _build_embedders(config: EvaluateConfig) -> dict[str, Any]:
     return out
 
 
-def _build_text_scorers(config: EvaluateConfig) -> dict[str, Any]:
+def build_text_scorers(config: EvaluateConfig) -> dict[str, Any]:
     from mudi.adapters import eval_registry as reg
 
     out = {}
@@ -443,9 +443,9 @@ def run(config: EvaluateConfig, detector: Any = None, embedders: dict[str, Any] 
     subjects = load_reference_subjects(config.subjects, config.class_nouns)
     out_dir = Path(config.output_dir) if config.output_dir else (
         Path(config.images) / "evaluation" if Path(config.images).is_dir() else Path(config.images).parent / "evaluation")
-    detector = detector if detector is not None else _build_detector(config)
-    embedders = embedders if embedders is not None else _build_embedders(config)
-    text_scorers = text_scorers if text_scorers is not None else _build_text_scorers(config)
+    detector = detector if detector is not None else build_detector(config)
+    embedders = embedders if embedders is not None else build_embedders(config)
+    text_scorers = text_scorers if text_scorers is not None else build_text_scorers(config)
     evaluator = DncEvaluator(subjects, detector, embedders, threshold=config.threshold, norm=config.norm,
                              matching=config.matching, nms_iou=config.nms_iou, mixed_margin=config.mixed_margin,
                              reference_crop=config.reference_crop, cache_dir=config.cache_dir or None,

@@ -476,7 +476,8 @@ def run(config: TrainConfig, backbone: Any = None, callback: Any = None, validat
     if acc.is_main_process:
         path = trainer.save_outputs()
         print(f"mudi train: {trainer.global_step} steps; LoRA written to {path}")
-    acc.end_training()
+    for tracker in acc.trackers:  # not end_training(): it destroys the process group a caller may still need
+        tracker.finish()
     return trainer
 
 
