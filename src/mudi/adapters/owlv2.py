@@ -6,6 +6,11 @@ Detect-and-Compare metric detects the class nouns with it (Sec. 4.3, threshold 0
 OWLv2's processor pads every image at the bottom/right to a square before resizing it, so the model's
 normalised boxes are fractions of the *padded square*: they are scaled by ``max(H, W)`` and clipped to the
 original ``W x H``, which puts them in the original image's pixels.
+
+The processor's own resize (scipy Gaussian anti-aliasing, then a zoom, per image in numpy) costs ~0.3 s per
+1024x1024 photo on a CPU, more than the model; :func:`preprocess_images` does the same pad-to-square,
+resize and normalisation on torch tensors (``F.interpolate(..., antialias=True)``), ~20x faster, with
+pixel values within a few hundredths of the processor's (tested).
 """
 
 from __future__ import annotations
@@ -62,6 +67,37 @@ def missing_weights_error(name: str, pretrained_model_name_or_path: str, error: 
         "local folder; `mudi segment --backend grabcut` works offline without any weights")
 
 
+def preprocess_images(images: Sequence[np.ndarray], image_processor: Any) -> Any:
+    """OWLv2's image preprocessing, fast: ``(N, 3, S, S)`` float32 ``pixel_values`` for ``(H, W, 3)`` uint8 RGB images.
+
+    Like the processor: pad at the bottom/right with black to a ``max(H, W)`` square, resize to the
+    processor's ``size`` (bilinear with anti-aliasing, here torch's instead of scipy's Gaussian + zoom),
+    scale to [0, 1] and normalise with the processor's ``image_mean`` / ``image_std``.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    size = image_processor.size
+    out_hw = (int(size["height"]), int(size["width"]))
+    mean = torch.tensor(image_processor.image_mean, dtype=torch.float32).view(1, 3, 1, 1)
+    std = torch.tensor(image_processor.image_std, dtype=torch.float32).view(1, 3, 1, 1)
+    out = []
+    for im in images:
+        im = np.asarray(im)
+        if im.ndim != 3 or im.shape[2] != 3 or im.dtype != np.uint8:
+            raise MudiError(f"OWLv2 expects (H, W, 3) uint8 RGB images, got {im.shape} {im.dtype}")
+        h, w = im.shape[:2]
+        side = max(h, w)
+        # uint8 in channels-last memory: torch's fast anti-aliased resampling path (rounding costs < 1/255)
+        x = torch.from_numpy(np.array(im, copy=True)).permute(2, 0, 1).unsqueeze(0)  # (1, 3, H, W) uint8
+        x = F.pad(x, (0, side - w, 0, side - h))  # black at the right / bottom, as the processor pads
+        x = x.contiguous(memory_format=torch.channels_last)
+        x = F.interpolate(x, size=out_hw, mode="bilinear", align_corners=False, antialias=side > max(out_hw))
+        out.append(x.float())
+    pixels = torch.cat(out) / 255.0
+    return (pixels - mean) / std
+
+
 class Owlv2Detector:
     """Text-queried detector. ``detect`` returns boxes ``(x0, y0, x1, y1)`` in original-image pixels.
 
@@ -72,10 +108,12 @@ class Owlv2Detector:
         batch_size: images per forward pass.
         nms_iou: OWLv2 predicts one box per image patch, so one object yields several overlapping boxes;
             boxes overlapping a better one by more than this IoU are dropped (``None``: keep all).
+        use_fast_preprocess: resize images with :func:`preprocess_images` (torch) instead of the processor's
+            scipy path (same boxes up to resampling differences, ~20x less CPU time per image).
     """
 
     def __init__(self, model: Any, processor: Any, device: Any = "cpu", dtype: Any = None,
-                 batch_size: int = 4, nms_iou: float | None = 0.3) -> None:
+                 batch_size: int = 4, nms_iou: float | None = 0.3, use_fast_preprocess: bool = True) -> None:
         import torch
 
         if batch_size < 1:
@@ -86,6 +124,7 @@ class Owlv2Detector:
         self.processor = processor
         self.batch_size = batch_size
         self.nms_iou = nms_iou
+        self.use_fast_preprocess = use_fast_preprocess
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path: str = DEFAULT_OWLV2, device: Any = "cpu",
@@ -144,7 +183,11 @@ class Owlv2Detector:
         for start in range(0, len(images), self.batch_size):
             batch = [np.asarray(im) for im in images[start:start + self.batch_size]]
             batch_queries = [list(q) for q in queries[start:start + self.batch_size]]
-            inputs = self.processor(text=batch_queries, images=batch, return_tensors="pt", truncation=True)
+            if self.use_fast_preprocess:
+                inputs = dict(self.processor(text=batch_queries, return_tensors="pt", truncation=True))
+                inputs["pixel_values"] = preprocess_images(batch, self.processor.image_processor)
+            else:
+                inputs = self.processor(text=batch_queries, images=batch, return_tensors="pt", truncation=True)
             inputs = {k: (v.to(self.device, self.dtype) if v.is_floating_point() else v.to(self.device))
                       for k, v in inputs.items()}
             with torch.no_grad():
