@@ -6,16 +6,16 @@ import numpy as np
 import pytest
 
 from mudi.adapters.base import Segmenter
-from mudi.adapters.grabcut import GrabCutSegmenter
+from mudi.adapters.grabcut import GrabCutSegmenter, border_saliency, colour_separation
 from mudi.adapters.mask_cleanup import clean_mask, count_components, fill_holes, largest_component
 from mudi.core.geometry import mask_iou
 
 
-def _scene(h=240, w=320, seed=0):
+def _scene(h=240, w=320, seed=0, centre=(0.55, 0.45), radii=(0.3, 0.2)):
     """A textured two-tone background with an off-centre ellipse 'subject' of another colour."""
     rng = np.random.default_rng(seed)
     yy, xx = np.mgrid[:h, :w]
-    truth = ((yy - h * 0.55) / (h * 0.3)) ** 2 + ((xx - w * 0.45) / (w * 0.2)) ** 2 <= 1
+    truth = ((yy - h * centre[0]) / (h * radii[0])) ** 2 + ((xx - w * centre[1]) / (w * radii[1])) ** 2 <= 1
     img = np.empty((h, w, 3), np.float32)
     img[:] = (70, 120, 170)
     img[:, w // 2:] = (90, 140, 110)
@@ -54,11 +54,55 @@ def test_grabcut_box_covering_the_whole_image_still_works():
     assert mask_iou(mask, truth) > 0.8
 
 
+@pytest.mark.parametrize("centre, radii", [
+    ((0.7, 0.5), (0.32, 0.12)),   # stands on the bottom border (9 % of it), as objects on a table do
+    ((0.3, 0.75), (0.12, 0.08)),  # small, in a corner: most of a border-inset rectangle is background
+    ((0.5, 0.5), (0.48, 0.4)),    # nearly fills the frame
+])
+def test_box_free_grabcut_finds_subjects_where_photos_put_them(centre, radii):
+    img, truth = _scene(seed=3, centre=centre, radii=radii)
+    mask = GrabCutSegmenter().segment([img], [None])[0]
+    assert mask_iou(mask, truth) > 0.9
+
+
+def test_box_free_grabcut_keeps_the_initialisation_that_separates_colours_best():
+    import cv2
+
+    img, truth = _scene(seed=4, centre=(0.3, 0.75), radii=(0.12, 0.08))
+    lab = cv2.cvtColor(img, cv2.COLOR_RGB2LAB)
+    chosen = GrabCutSegmenter().segment([img], [None])[0]
+    singles = [GrabCutSegmenter(border_insets=(), use_saliency=True).segment([img], [None])[0],
+               GrabCutSegmenter(border_insets=(0.04,), use_saliency=False).segment([img], [None])[0],
+               GrabCutSegmenter(border_insets=(0.10,), use_saliency=False).segment([img], [None])[0]]
+    best = max(colour_separation(lab, m) for m in singles)
+    assert colour_separation(lab, chosen) == pytest.approx(best)
+    assert mask_iou(chosen, truth) >= max(mask_iou(m, truth) for m in singles) - 1e-9
+
+
+def test_border_saliency_and_colour_separation():
+    img, truth = _scene(seed=5)
+    sal = border_saliency(img)
+    assert sal.shape == truth.shape and sal.dtype == np.float32
+    assert np.median(sal[truth]) > 5 * np.median(sal[~truth]) + 1.0
+    import cv2
+
+    lab = cv2.cvtColor(img, cv2.COLOR_RGB2LAB)
+    assert colour_separation(lab, truth) > 0.9
+    rng = np.random.default_rng(0)
+    assert colour_separation(lab, rng.random(truth.shape) < 0.3) < 0.05  # a random split: same colours
+    assert colour_separation(lab, np.zeros_like(truth)) == 0.0
+    assert colour_separation(lab, np.ones_like(truth)) == 0.0
+
+
 def test_grabcut_rejects_bad_settings():
     from mudi.errors import MudiError
 
     with pytest.raises(MudiError, match="max_side"):
         GrabCutSegmenter(max_side=8)
+    with pytest.raises(MudiError, match="border_insets"):
+        GrabCutSegmenter(border_insets=(0.6,))
+    with pytest.raises(MudiError, match="box-free"):
+        GrabCutSegmenter(border_insets=(), use_saliency=False)
     with pytest.raises(MudiError, match="uint8"):
         GrabCutSegmenter().segment([np.zeros((10, 10), np.uint8)], [None])
 

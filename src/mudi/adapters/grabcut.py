@@ -1,9 +1,19 @@
 """GrabCut (OpenCV) behind :class:`Segmenter`: subject masks offline, with no weights at all.
 
 GrabCut (Rother et al., 2004) fits two colour mixtures, subject and background, and cuts the image graph
-between them. It needs a box: the detector's box when there is one (``owlv2+grabcut``), else a two-pass
-guess (``grabcut`` alone): a first cut inside an inset of the image border, then a second cut inside the
-(padded) box of the first cut's largest component, which drops most of a cluttered background.
+between them. It needs an initialisation: the detector's box when there is one (``owlv2+grabcut``). Without
+a box (``grabcut`` alone) it makes several and keeps the most convincing result:
+
+- a *border-saliency* initialisation: the geodesic colour distance of each pixel to the image border
+  (background prior of Wei et al., ECCV 2012, on a 64 px grid), Otsu-thresholded into probable subject /
+  probable background, with the least salient pixels as definite background; it finds subjects that do
+  not fill the frame, wherever they are;
+- rectangles inset from the image border (4 % and 10 %); they find subjects that fill the frame and touch
+  several borders, where the saliency has no background to measure from.
+
+Each cut is cleaned (largest component, holes filled) and scored by how well it separates the colours:
+one minus the Bhattacharyya coefficient of the inside / outside colour histograms (Lab, 8x8x8 bins). The
+best-separating mask wins (see docs/segment.md for the measurements behind these choices).
 
 Photos are cut at a bounded working resolution (longer side ``max_side``) and the mask is upsampled to the
 original size, so a 3000x3600 phone photo costs about the same as a 512x512 one.
@@ -16,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from mudi.adapters.mask_cleanup import clean_mask, largest_component
+from mudi.adapters.mask_cleanup import clean_mask
 from mudi.errors import MudiError
 
 
@@ -28,26 +38,31 @@ class GrabCutSegmenter:
         num_iterations: GrabCut iterations per cut.
         box_padding: the detector box is grown by this fraction of its size on each side (0: OWLv2 boxes are
             tight; on the benchmark photos any padding lowers the IoU, see docs/segment.md).
-        border_inset: without a box, the first cut treats this fraction of each image side as background.
-        refine_padding: without a box, the first cut's box is grown by this fraction for the second cut.
+        border_insets: without a box, one rectangle initialisation per value, treating this fraction of each
+            image side as background (besides the border-saliency initialisation).
+        use_saliency: without a box, also try the border-saliency initialisation.
         use_cleanup: keep the largest connected component and fill holes.
     """
 
     def __init__(self, max_side: int = 256, num_iterations: int = 5, box_padding: float = 0.0,
-                 border_inset: float = 0.04, refine_padding: float = 0.08, use_cleanup: bool = True) -> None:
+                 border_insets: Sequence[float] = (0.04, 0.10), use_saliency: bool = True,
+                 use_cleanup: bool = True) -> None:
         if max_side < 32:
             raise MudiError(f"GrabCutSegmenter max_side must be >= 32 pixels, got {max_side}")
         if num_iterations < 1:
             raise MudiError(f"GrabCutSegmenter num_iterations must be >= 1, got {num_iterations}")
-        if not 0.0 <= border_inset < 0.5:
-            raise MudiError(f"GrabCutSegmenter border_inset must be in [0, 0.5), got {border_inset}")
-        if box_padding < 0 or refine_padding < 0:
-            raise MudiError(f"GrabCutSegmenter paddings must be >= 0, got {box_padding}, {refine_padding}")
+        border_insets = tuple(float(v) for v in border_insets)
+        if any(not 0.0 <= v < 0.5 for v in border_insets):
+            raise MudiError(f"GrabCutSegmenter border_insets must be in [0, 0.5), got {list(border_insets)}")
+        if not border_insets and not use_saliency:
+            raise MudiError("GrabCutSegmenter needs a box-free initialisation: give border_insets or use_saliency")
+        if box_padding < 0:
+            raise MudiError(f"GrabCutSegmenter box_padding must be >= 0, got {box_padding}")
         self.max_side = max_side
         self.num_iterations = num_iterations
         self.box_padding = box_padding
-        self.border_inset = border_inset
-        self.refine_padding = refine_padding
+        self.border_insets = border_insets
+        self.use_saliency = use_saliency
         self.use_cleanup = use_cleanup
 
     @classmethod
@@ -75,14 +90,9 @@ class GrabCutSegmenter:
         bgr = np.ascontiguousarray(small[..., ::-1])
         if box_xyxy is not None:
             box = self._pad_box(tuple(v * scale for v in box_xyxy), sw, sh, self.box_padding)
-            cut = self._cut(bgr, box)
+            cut = self._cut(bgr, self._box_labels(sh, sw, box))
         else:
-            iw, ih = int(sw * self.border_inset), int(sh * self.border_inset)
-            cut = largest_component(self._cut(bgr, (iw, ih, sw - iw, sh - ih)))
-            if cut.any():
-                ys, xs = np.nonzero(cut)
-                box = self._pad_box((xs.min(), ys.min(), xs.max() + 1, ys.max() + 1), sw, sh, self.refine_padding)
-                cut = self._cut(bgr, box)
+            cut = self._best_box_free_cut(small, bgr)
         if self.use_cleanup:
             cut = clean_mask(cut)
         if (sh, sw) == (h, w):
@@ -98,13 +108,33 @@ class GrabCutSegmenter:
         x1, y1 = min(w, int(np.ceil(x1 + px))), min(h, int(np.ceil(y1 + py)))
         return x0, y0, max(x1, x0 + 1), max(y1, y0 + 1)
 
-    def _cut(self, bgr: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarray:
-        """GrabCut initialised from a box: outside is background, inside probably subject. When the box
-        leaves (almost) no background, a thin strip along the image border becomes *probable* background so
-        the background colour model has samples."""
+    def _best_box_free_cut(self, rgb: np.ndarray, bgr: np.ndarray) -> np.ndarray:
+        """Cut from every box-free initialisation; keep the (cleaned) mask separating the colours best."""
         import cv2
 
-        h, w = bgr.shape[:2]
+        h, w = rgb.shape[:2]
+        inits = []
+        if self.use_saliency:
+            inits.append(border_saliency_labels(rgb))
+        for inset in self.border_insets:
+            iw, ih = int(w * inset), int(h * inset)
+            inits.append(self._box_labels(h, w, (iw, ih, max(w - iw, iw + 1), max(h - ih, ih + 1))))
+        lab = cv2.cvtColor(rgb, cv2.COLOR_RGB2LAB)
+        best, best_score = np.zeros((h, w), bool), -1.0
+        for labels in inits:
+            cut = clean_mask(self._cut(bgr, labels))
+            score = colour_separation(lab, cut)
+            if score > best_score:
+                best, best_score = cut, score
+        return best
+
+    @staticmethod
+    def _box_labels(h: int, w: int, box: tuple[int, int, int, int]) -> np.ndarray:
+        """GrabCut labels from a box: outside is background, inside probably subject. When the box leaves
+        (almost) no background, a thin strip along the image border becomes *probable* background so the
+        background colour model has samples."""
+        import cv2
+
         x0, y0, x1, y1 = box
         labels = np.full((h, w), cv2.GC_BGD, np.uint8)
         labels[y0:y1, x0:x1] = cv2.GC_PR_FGD
@@ -113,8 +143,78 @@ class GrabCutSegmenter:
             strip = np.zeros((h, w), bool)
             strip[:s], strip[-s:], strip[:, :s], strip[:, -s:] = True, True, True, True
             labels[strip & (labels == cv2.GC_PR_FGD)] = cv2.GC_PR_BGD
-        if not (labels == cv2.GC_PR_FGD).any() or min(h, w) < 4:
-            return labels != cv2.GC_BGD
+        return labels
+
+    def _cut(self, bgr: np.ndarray, labels: np.ndarray) -> np.ndarray:
+        """GrabCut initialised from ``labels`` (``cv2.GC_*`` per pixel); returns the subject's bool mask."""
+        import cv2
+
+        h, w = bgr.shape[:2]
+        labels = labels.copy()
+        has_fg = ((labels == cv2.GC_PR_FGD) | (labels == cv2.GC_FGD)).any()
+        has_bg = ((labels == cv2.GC_PR_BGD) | (labels == cv2.GC_BGD)).any()
+        if not (has_fg and has_bg) or min(h, w) < 4:
+            return (labels == cv2.GC_FGD) | (labels == cv2.GC_PR_FGD)
         bgd_model, fgd_model = np.zeros((1, 65), np.float64), np.zeros((1, 65), np.float64)
         cv2.grabCut(bgr, labels, None, bgd_model, fgd_model, self.num_iterations, cv2.GC_INIT_WITH_MASK)
         return (labels == cv2.GC_FGD) | (labels == cv2.GC_PR_FGD)
+
+
+def border_saliency(rgb: np.ndarray, grid_side: int = 64, clip: float = 3.0) -> np.ndarray:
+    """Geodesic distance of every pixel to the image border over colour differences, ``(H, W)`` float32.
+
+    Background prior (Wei et al., "Geodesic saliency using background priors", ECCV 2012): background
+    regions connect to the border through small colour steps, a subject is walled off by its outline. Computed
+    on an 8-connected grid of longer side ``grid_side`` (Lab, Gaussian-blurred; steps below ``clip`` Lab units
+    are free, so smooth shading and fine texture cost nothing) and upsampled to ``rgb``'s size.
+    """
+    import cv2
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import dijkstra
+
+    h, w = rgb.shape[:2]
+    s = grid_side / max(h, w)
+    gw, gh = max(2, round(w * s)), max(2, round(h * s))
+    small = cv2.GaussianBlur(cv2.resize(rgb, (gw, gh), interpolation=cv2.INTER_AREA), (3, 3), 0)
+    lab = cv2.cvtColor(small, cv2.COLOR_RGB2LAB).astype(np.float32).reshape(-1, 3)
+    ys, xs = np.mgrid[:gh, :gw]
+    ys, xs = ys.ravel(), xs.ravel()
+    src, dst = [], []
+    for dy, dx in ((0, 1), (1, 0), (1, 1), (1, -1)):
+        ok = (ys + dy < gh) & (xs + dx >= 0) & (xs + dx < gw)
+        src.append((ys * gw + xs)[ok])
+        dst.append(((ys + dy) * gw + xs + dx)[ok])
+    a, b = np.concatenate(src), np.concatenate(dst)
+    weight = np.maximum(np.linalg.norm(lab[a] - lab[b], axis=1) - clip, 0.0) + 1e-3
+    graph = coo_matrix((weight, (a, b)), shape=(gh * gw, gh * gw)).tocsr()
+    border = np.flatnonzero((ys == 0) | (ys == gh - 1) | (xs == 0) | (xs == gw - 1))
+    dist = dijkstra(graph, directed=False, indices=border, min_only=True).reshape(gh, gw).astype(np.float32)
+    return cv2.resize(dist, (w, h), interpolation=cv2.INTER_LINEAR)
+
+
+def border_saliency_labels(rgb: np.ndarray, definite_fraction: float = 0.15) -> np.ndarray:
+    """GrabCut labels from :func:`border_saliency`: above its Otsu threshold probably subject, below probably
+    background, below ``definite_fraction`` of the threshold definitely background."""
+    import cv2
+
+    sal = border_saliency(rgb)
+    u8 = np.clip(sal / max(float(sal.max()), 1e-6) * 255, 0, 255).astype(np.uint8)
+    threshold, _ = cv2.threshold(u8, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
+    labels = np.full(u8.shape, cv2.GC_PR_BGD, np.uint8)
+    labels[u8 > threshold] = cv2.GC_PR_FGD
+    labels[u8 <= definite_fraction * threshold] = cv2.GC_BGD
+    return labels
+
+
+def colour_separation(lab: np.ndarray, mask: np.ndarray, bins: int = 8) -> float:
+    """One minus the Bhattacharyya coefficient of the colour histograms inside and outside ``mask``: 1 when
+    subject and background share no colour, 0 when they look alike (or the mask is empty or full).
+    ``lab``: ``(H, W, 3)`` uint8 (OpenCV Lab); ``mask``: ``(H, W)`` bool."""
+    inside, outside = int(mask.sum()), int((~mask).sum())
+    if inside == 0 or outside == 0:
+        return 0.0
+    q = (lab.astype(np.int32) * bins) // 256
+    code = (q[..., 0] * bins + q[..., 1]) * bins + q[..., 2]
+    hist_in = np.bincount(code[mask], minlength=bins ** 3) / inside
+    hist_out = np.bincount(code[~mask], minlength=bins ** 3) / outside
+    return float(1.0 - np.sqrt(hist_in * hist_out).sum())
