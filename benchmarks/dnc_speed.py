@@ -1,4 +1,5 @@
-"""Images/s of the D&C scoring path (detection + crop embedding + score), batched vs one image at a time.
+"""Images/s of the D&C scoring path (detection + crop embedding + score), batched vs one image at a time,
+with OWLv2's own image processor vs the adapter's fast torch preprocessing (``use_fast_preprocess``).
 
 Side by side in one run, same images, same models, same thread count. Images are decoded beforehand
 (decoding is not part of the scoring path). Default: tiny random OWLv2 + DINOv2 built from configs (the only
@@ -83,20 +84,25 @@ def main() -> None:
         raise SystemExit(f"needs the reference photos in {EXAMPLES}")
     images, what = _images(args.n)
     rates = {}
-    for bs in (1, args.batch_size):
-        if args.real:
-            det = Owlv2Detector.from_pretrained(device=args.device, batch_size=bs)
-            emb = Dinov2Embedder.from_pretrained(device=args.device, batch_size=2 * bs)
-        else:
-            det = FixedBoxes(Owlv2Detector.build_tiny(device=args.device, batch_size=bs))
-            emb = Dinov2Embedder.build_tiny(device=args.device, batch_size=2 * bs)
-        ev = DncEvaluator(subjects, det, {"dnc_dino": emb}, batch_size=bs)
-        rates[bs] = _timed(ev, images, args.repeats)
+    for fast in (False, True):
+        for bs in (1, args.batch_size):
+            if args.real:
+                det = Owlv2Detector.from_pretrained(device=args.device, batch_size=bs, use_fast_preprocess=fast)
+                emb = Dinov2Embedder.from_pretrained(device=args.device, batch_size=2 * bs)
+            else:
+                det = FixedBoxes(Owlv2Detector.build_tiny(device=args.device, batch_size=bs,
+                                                          use_fast_preprocess=fast))
+                emb = Dinov2Embedder.build_tiny(device=args.device, batch_size=2 * bs)
+            ev = DncEvaluator(subjects, det, {"dnc_dino": emb}, batch_size=bs)
+            rates[fast, bs] = _timed(ev, images, args.repeats)
     models = "OWLv2-base + DINOv2-base" if args.real else "tiny OWLv2 + tiny DINOv2 (fixed boxes)"
     print(f"D&C scoring path, {models}, {what}, {args.n} images, {args.threads} thread(s), {args.device}")
-    print(f"  one image at a time : {rates[1]:8.2f} images/s")
-    print(f"  batches of {args.batch_size:<3}      : {rates[args.batch_size]:8.2f} images/s")
-    print(f"  batched / one-by-one: {rates[args.batch_size] / rates[1]:8.2f}x")
+    print(f"  {'images/s':22s} {'processor':>10s} {'fast':>10s} {'fast/processor':>15s}")
+    for bs in (1, args.batch_size):
+        label = "one image at a time" if bs == 1 else f"batches of {bs}"
+        print(f"  {label:22s} {rates[False, bs]:10.2f} {rates[True, bs]:10.2f} {rates[True, bs] / rates[False, bs]:14.2f}x")
+    print(f"  batched / one-by-one : processor {rates[False, args.batch_size] / rates[False, 1]:.2f}x, "
+          f"fast {rates[True, args.batch_size] / rates[True, 1]:.2f}x")
 
 
 if __name__ == "__main__":
