@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from mudi.compose import compose_one
-from mudi.core.segmix import SegMixParams
+from mudi.core.segmix import SegMixParams, cutout_max_side
 from mudi.data.subjects import load_subjects
 from mudi.samples import sample_subject_dirs
 
@@ -43,7 +43,7 @@ def main() -> None:
     subjects = load_subjects(paths)
     t0 = time.perf_counter()
     for s in subjects:
-        s.cutouts(max_side=args.size)
+        s.cutouts(max_side=cutout_max_side((args.size, args.size), SegMixParams()))
     cold = time.perf_counter() - t0
     print(f"subjects: {len(subjects)} ({src}); decoding + cropping all references once: {cold:.2f} s")
     params = SegMixParams()

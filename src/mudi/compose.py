@@ -18,7 +18,7 @@ import numpy as np
 from PIL import Image
 
 from mudi.config import load_config, save_config
-from mudi.core.segmix import SegMixParams, compose_cutmix, compose_segmix
+from mudi.core.segmix import SegMixParams, compose_cutmix, compose_segmix, cutout_max_side
 from mudi.core.types import Composition
 from mudi.data.subjects import Subject, load_subjects
 from mudi.errors import MudiError
@@ -86,7 +86,8 @@ def compose_one(subjects: list[Subject], k: int, size: int, rng: np.random.Gener
     else:
         if relative_sizes is not None:
             params = SegMixParams(**{**params.__dict__, "relative_sizes": tuple(relative_sizes[i] for i in chosen)})
-        cutouts = [subjects[i].cutouts(max_side=size)[j] for i, j in zip(chosen, picks)]
+        side = cutout_max_side((size, size), params)
+        cutouts = [subjects[i].cutouts(max_side=side)[j] for i, j in zip(chosen, picks)]
         comp = compose_segmix(cutouts, phrases, (size, size), rng, params)
     return comp, chosen, picks
 
@@ -105,7 +106,7 @@ def run(cfg: SegmixConfig) -> list[dict]:
     # Decode, validate and crop every reference image before writing anything.
     if cfg.mode == "segmix":
         for s in subjects:
-            s.cutouts(max_side=cfg.size)
+            s.cutouts(max_side=cutout_max_side((cfg.size, cfg.size), params))
     else:
         for s in subjects:
             s.full_images(max_side=cfg.size)

@@ -59,6 +59,13 @@ class SegMixParams:
             raise MudiError(f"background {self.background} must be three values in 0..255, e.g. 255,255,255")
 
 
+def cutout_max_side(size_hw: tuple[int, int], params: SegMixParams) -> int:
+    """The longest side a cutout can have in a composition of ``size_hw``: caching cutouts at this size
+    (``Subject.cutouts(max_side=...)``) loses nothing and makes every resize cheaper."""
+    H, W = size_hw
+    return int(np.ceil(max(params.scale_range[1] * H, params.max_width_frac * W)))
+
+
 def _check_size(size_hw: tuple[int, int], n: int) -> None:
     h, w = size_hw
     if h < 2 * MIN_SUBJECT_PX or w < n * MIN_SUBJECT_PX:

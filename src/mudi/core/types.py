@@ -13,6 +13,8 @@ import numpy as np
 from PIL import Image
 
 BoxXYXY = tuple[int, int, int, int]
+PYRAMID_STEP = 0.75  # Cutout resize pyramid: each level is 3/4 of the one above
+PYRAMID_LEVELS = 6
 
 
 @dataclass(frozen=True)
@@ -47,10 +49,34 @@ class Cutout:
     def pil_mask(self) -> Image.Image:
         return Image.fromarray(self.mask.astype(np.uint8) * 255, "L")
 
+    def _level(self, k: int) -> tuple[Image.Image, Image.Image]:
+        """Pyramid level ``k``: the cutout at ``PYRAMID_STEP ** k`` of its size (antialiased), built lazily."""
+        cache = self.__dict__.setdefault("_levels", {})
+        if k not in cache:
+            if k == 0:
+                cache[k] = (self.pil_rgb, self.pil_mask)
+            else:
+                h, w = self.size_hw
+                f = PYRAMID_STEP ** k
+                size = (max(1, round(w * f)), max(1, round(h * f)))
+                mask = self.pil_mask.resize(size, Image.BILINEAR).point(lambda v: 255 if v >= 128 else 0)
+                cache[k] = (self.pil_rgb.resize(size, Image.BILINEAR), mask)
+        return cache[k]
+
     def resized_pil(self, size_hw: tuple[int, int]) -> tuple[Image.Image, Image.Image]:
-        """The RGB (bilinear) and the mask (nearest, values 0/255) resized to ``size_hw``, as PIL images."""
+        """The RGB (bilinear, antialiased) and the mask (values 0/255) resized to ``size_hw``, as PIL images.
+
+        The resize starts from the smallest cached pyramid level still at least as large as the target, so
+        every resize shrinks by less than ``1 / PYRAMID_STEP``: the antialiased result is the same to within
+        rounding, and its cost no longer grows with how far the cutout is shrunk.
+        """
         h, w = size_hw
-        return self.pil_rgb.resize((w, h), Image.BILINEAR), self.pil_mask.resize((w, h), Image.NEAREST)
+        f = min(h / self.size_hw[0], w / self.size_hw[1])
+        k = 0
+        while k < PYRAMID_LEVELS and PYRAMID_STEP ** (k + 1) >= f:
+            k += 1
+        rgb, mask = self._level(k)
+        return rgb.resize((w, h), Image.BILINEAR), mask.resize((w, h), Image.NEAREST)
 
 
 @dataclass
