@@ -27,6 +27,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from mudi.adapters.weights import torch_dtype
 from mudi.config import load_config, save_config
 from mudi.core.layout import NormBox, compose_layout, load_layout
 from mudi.core.prompts import DEFAULT_NEGATIVE_PROMPT, count_prefix, fill_placeholders, join_subjects
@@ -124,11 +125,6 @@ class GeneratedImage:
     boxes_normalized: list[NormBox] | None = None
     source_images: list[str] = field(default_factory=list)
 
-
-def _torch_dtype(name: str) -> Any:
-    import torch
-
-    return {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}[name]
 
 
 def _generators(backbone: Any, seeds: Sequence[int]) -> list:
@@ -459,7 +455,7 @@ def run(config: GenerateConfig, backbone: Any = None) -> list[GeneratedImage]:
         from mudi.adapters.registry import load_backbone
 
         backbone = load_backbone(config.backbone, config.pretrained_model_name_or_path, config.device,
-                                 _torch_dtype(config.dtype))
+                                 torch_dtype(config.dtype))
     adapters = apply_loras(backbone, config.lora, config.lora_weights)
     gamma = config.gamma if config.gamma is not None else (default_gamma(len(subjects)) if subjects else 0.0)
     params = SegMixParams(scale_range=tuple(config.scale_range), max_margin_frac=config.max_margin_frac)

@@ -110,11 +110,16 @@ def load_models(config: SegmentConfig) -> tuple[Any, Any]:
     from mudi.adapters.segment_registry import load_detector, load_segmenter, parse_backend
 
     det_name, seg_name = parse_backend(config.backend)
-    detector = (load_detector(det_name, config.detector_model, device=config.device, dtype=config.dtype,
-                              batch_size=config.batch_size) if det_name else None)
-    seg_kwargs = {} if seg_name == "grabcut" else {"batch_size": config.batch_size}
-    segmenter = load_segmenter(seg_name, config.segmenter_model, device=config.device, dtype=config.dtype,
-                               **seg_kwargs)
+    try:
+        detector = (load_detector(det_name, config.detector_model, device=config.device, dtype=config.dtype,
+                                  batch_size=config.batch_size) if det_name else None)
+        seg_kwargs = {} if seg_name == "grabcut" else {"batch_size": config.batch_size}
+        segmenter = load_segmenter(seg_name, config.segmenter_model, device=config.device, dtype=config.dtype,
+                                   **seg_kwargs)
+    except MudiError as e:
+        if "cannot load" not in str(e):
+            raise
+        raise MudiError(f"{e}; or use `--backend grabcut`, which works offline without any weights") from None
     return detector, segmenter
 
 

@@ -13,7 +13,8 @@ from typing import Any
 
 import numpy as np
 
-from mudi.adapters.dinov2 import missing_weights_error, preprocess_images
+from mudi.adapters.dinov2 import preprocess_images
+from mudi.adapters.weights import missing_weights_error
 
 DEFAULT_CLIP = "openai/clip-vit-large-patch14"
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -32,7 +33,7 @@ def _load_clip(pretrained_model_name_or_path: str, **kwargs: Any) -> tuple[Any, 
         model = CLIPModel.from_pretrained(pretrained_model_name_or_path, **kwargs)
         tokenizer = CLIPTokenizer.from_pretrained(pretrained_model_name_or_path)
     except OSError as e:
-        raise missing_weights_error(str(pretrained_model_name_or_path), "CLIP", e) from None
+        raise missing_weights_error("CLIP", str(pretrained_model_name_or_path), e) from None
     return model, tokenizer
 
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from mudi.errors import MudiError
+from mudi.adapters.weights import missing_weights_error
 
 DEFAULT_DINOV2 = "facebook/dinov2-base"
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -48,12 +48,6 @@ def preprocess_images(images: Sequence[np.ndarray], resize_size: int, crop_size:
     return pixels.to(device=device, dtype=dtype or torch.float32)
 
 
-def missing_weights_error(name: str, what: str, err: Exception) -> MudiError:
-    return MudiError(f"could not load the {what} checkpoint {name!r} ({type(err).__name__}); download it first "
-                     f"with `hf download {name}` (or `huggingface-cli download {name}`) on a machine with "
-                     "network access, or pass a local folder holding it")
-
-
 class Dinov2Embedder:
     """:class:`mudi.adapters.base.Embedder` over a ``transformers.Dinov2Model``.
 
@@ -85,7 +79,7 @@ class Dinov2Embedder:
         try:
             model = Dinov2Model.from_pretrained(pretrained_model_name_or_path, **kwargs)
         except OSError as e:
-            raise missing_weights_error(str(pretrained_model_name_or_path), "DINOv2", e) from None
+            raise missing_weights_error("DINOv2", str(pretrained_model_name_or_path), e) from None
         return cls(model, device=device, dtype=dtype, batch_size=batch_size)
 
     @classmethod

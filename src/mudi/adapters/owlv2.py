@@ -21,23 +21,10 @@ from typing import Any
 import numpy as np
 
 from mudi.adapters.base import Detection
+from mudi.adapters.weights import missing_weights_error, torch_dtype
 from mudi.errors import MudiError
 
 DEFAULT_OWLV2 = "google/owlv2-base-patch16-ensemble"
-
-
-def _dtype(dtype: Any) -> Any:
-    import torch
-
-    if dtype is None:
-        return torch.float32
-    if isinstance(dtype, str):
-        try:
-            return {"float32": torch.float32, "fp32": torch.float32, "float16": torch.float16,
-                    "fp16": torch.float16, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}[dtype]
-        except KeyError:
-            raise MudiError(f"dtype {dtype!r} is not one of float32, float16, bfloat16") from None
-    return dtype
 
 
 def _box_nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float) -> list[int]:
@@ -56,15 +43,6 @@ def _box_nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float) -> lis
         iou = np.where(union > 0, inter / np.maximum(union, 1e-12), 0.0)
         order = rest[iou <= iou_threshold]
     return keep
-
-
-def missing_weights_error(name: str, pretrained_model_name_or_path: str, error: Exception) -> MudiError:
-    """The error for weights that are neither in the local cache nor downloadable."""
-    return MudiError(
-        f"cannot load the {name} checkpoint {pretrained_model_name_or_path!r} ({type(error).__name__}: "
-        f"{(str(error).splitlines() or ['not found'])[0][:120]}); pre-download it on a machine with network "
-        f"(`huggingface-cli download {pretrained_model_name_or_path}`) and copy the Hugging Face cache, or pass a "
-        "local folder; `mudi segment --backend grabcut` works offline without any weights")
 
 
 def preprocess_images(images: Sequence[np.ndarray], image_processor: Any) -> Any:
@@ -119,7 +97,7 @@ class Owlv2Detector:
         if batch_size < 1:
             raise MudiError(f"Owlv2Detector batch_size must be >= 1, got {batch_size}")
         self.device = torch.device(device)
-        self.dtype = _dtype(dtype)
+        self.dtype = torch_dtype(dtype)
         self.model = model.to(device=self.device, dtype=self.dtype).eval()
         self.processor = processor
         self.batch_size = batch_size
@@ -134,7 +112,7 @@ class Owlv2Detector:
 
         try:
             processor = Owlv2Processor.from_pretrained(pretrained_model_name_or_path)
-            model = Owlv2ForObjectDetection.from_pretrained(pretrained_model_name_or_path, dtype=_dtype(dtype))
+            model = Owlv2ForObjectDetection.from_pretrained(pretrained_model_name_or_path, dtype=torch_dtype(dtype))
         except (OSError, ValueError) as e:
             raise missing_weights_error("OWLv2", pretrained_model_name_or_path, e) from None
         return cls(model, processor, device=device, dtype=dtype, **kwargs)

@@ -14,6 +14,7 @@ from typing import Any
 
 import torch
 
+from mudi.adapters.weights import missing_weights_error
 from mudi.errors import MudiError
 
 # name -> (adapter class path, family, default checkpoint)
@@ -97,11 +98,5 @@ def check_pipeline_class(pretrained_model_name_or_path: str, family: str, expect
 
 def missing_checkpoint_error(pretrained_model_name_or_path: str, family: str, cause: Exception) -> MudiError:
     """The one-line error for a checkpoint that cannot be loaded (typically: not downloaded while offline)."""
-    first = str(cause).strip().splitlines()[0][:200] if str(cause).strip() else type(cause).__name__
-    if Path(pretrained_model_name_or_path).is_dir():
-        return MudiError(f"cannot load the {family} checkpoint in {pretrained_model_name_or_path} ({first}); "
-                         "check that it is a complete diffusers folder")
-    return MudiError(f"cannot load the {family} checkpoint {pretrained_model_name_or_path!r} ({first}); "
-                     f"download it first with `huggingface-cli download {pretrained_model_name_or_path}` on a "
-                     "machine with network access (and unset HF_HUB_OFFLINE), or pass a local folder with "
-                     "--pretrained_model_name_or_path")
+    return missing_weights_error(family, pretrained_model_name_or_path, cause, "--pretrained_model_name_or_path")
+

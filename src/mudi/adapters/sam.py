@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from mudi.adapters.mask_cleanup import clean_mask
-from mudi.adapters.owlv2 import _dtype, missing_weights_error
+from mudi.adapters.weights import missing_weights_error, torch_dtype
 from mudi.errors import MudiError
 
 DEFAULT_SAM = "facebook/sam-vit-huge"
@@ -39,7 +39,7 @@ class SamSegmenter:
         if batch_size < 1:
             raise MudiError(f"SamSegmenter batch_size must be >= 1, got {batch_size}")
         self.device = torch.device(device)
-        self.dtype = _dtype(dtype)
+        self.dtype = torch_dtype(dtype)
         self.model = model.to(device=self.device, dtype=self.dtype).eval()
         self.processor = processor
         self.batch_size = batch_size
@@ -63,7 +63,7 @@ class SamSegmenter:
             from transformers import SamProcessor as Processor
         try:
             processor = Processor.from_pretrained(pretrained_model_name_or_path)
-            model = Model.from_pretrained(pretrained_model_name_or_path, dtype=_dtype(dtype))
+            model = Model.from_pretrained(pretrained_model_name_or_path, dtype=torch_dtype(dtype))
         except (OSError, ValueError) as e:
             raise missing_weights_error("SAM", pretrained_model_name_or_path, e) from None
         return cls(model, processor, device=device, dtype=dtype, **kwargs)

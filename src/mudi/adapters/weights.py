@@ -1,0 +1,41 @@
+"""What every adapter shares about weights: one error for a checkpoint that cannot be loaded, one dtype parser."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from mudi.errors import MudiError
+
+DTYPE_NAMES = {"float32": "float32", "fp32": "float32", "float16": "float16", "fp16": "float16",
+               "bfloat16": "bfloat16", "bf16": "bfloat16"}
+
+
+def torch_dtype(dtype: Any) -> Any:
+    """``None`` → float32; ``"float16"``/``"fp16"``/``"bf16"``… → the torch dtype; a torch dtype as is."""
+    import torch
+
+    if dtype is None:
+        return torch.float32
+    if isinstance(dtype, str):
+        if dtype not in DTYPE_NAMES:
+            raise MudiError(f"dtype {dtype!r} is not one of float32, float16, bfloat16")
+        return getattr(torch, DTYPE_NAMES[dtype])
+    return dtype
+
+
+def missing_weights_error(what: str, pretrained_model_name_or_path: str, cause: Exception,
+                          flag: str | None = None) -> MudiError:
+    """The one-line error for weights that are neither in the local cache nor downloadable (or a broken folder).
+
+    Names the checkpoint, how to pre-download it, and (``flag``) the option that points at a local folder.
+    """
+    first = (str(cause).strip().splitlines() or [type(cause).__name__])[0][:160]
+    where = f" with {flag}" if flag else ""
+    if Path(str(pretrained_model_name_or_path)).is_dir():
+        return MudiError(f"cannot load the {what} checkpoint in {pretrained_model_name_or_path} ({first}); "
+                         "check that the folder is a complete checkpoint")
+    return MudiError(f"cannot load the {what} checkpoint {str(pretrained_model_name_or_path)!r} ({first}); download "
+                     f"it first with `huggingface-cli download {pretrained_model_name_or_path}` (or `hf download`) on "
+                     "a machine with network access and copy the Hugging Face cache (unset HF_HUB_OFFLINE when "
+                     f"online), or pass a local folder holding it{where}")
