@@ -7,10 +7,10 @@ Every factory takes ``device`` and ``dtype``; those that read weights also take
 
 from __future__ import annotations
 
-import importlib
 import inspect
 from typing import Any
 
+from mudi.adapters.lookup import resolve
 from mudi.errors import MudiError
 
 DETECTORS: dict[str, str] = {
@@ -25,19 +25,9 @@ SEGMENTERS: dict[str, str] = {
 }
 
 
-def _resolve(dotted: str) -> Any:
-    module, _, attr = dotted.partition(":")
-    obj: Any = importlib.import_module(module)
-    for part in attr.split("."):
-        obj = getattr(obj, part)
-    return obj
-
-
 def _load(kind: str, table: dict[str, str], name: str, pretrained_model_name_or_path: str | None,
           device: Any, dtype: Any, **kwargs: Any) -> Any:
-    if name not in table:
-        raise MudiError(f"unknown {kind} {name!r}; choose one of {sorted(table)}")
-    factory = _resolve(table[name])
+    factory = resolve(table, name, kind)
     params = inspect.signature(factory).parameters
     call = {"device": device, "dtype": dtype, **kwargs}
     if pretrained_model_name_or_path:
