@@ -80,6 +80,25 @@ def _add_spelling_aliases(parser: argparse.ArgumentParser) -> None:
                     parser._option_string_actions[alias] = action
 
 
+# Verbs whose models run on `--device` (default cpu: devices are never guessed; `mudi train` uses accelerate's).
+DEVICE_VERBS = ("generate", "evaluate", "segment", "prior", "benchmark")
+
+
+def _hint_unused_gpu(args: argparse.Namespace) -> None:
+    """Say so when a GPU is there but the command will run on the CPU because no --device was given."""
+    if args.command not in DEVICE_VERBS or getattr(args, "device", None) not in (None, "cpu"):
+        return
+    if "device=" in " ".join(getattr(args, "overrides", None) or []):
+        return
+    try:
+        import torch
+    except ImportError:  # pragma: no cover
+        return
+    if torch.cuda.is_available() and getattr(args, "device", None) is None:
+        logging.getLogger("mudi").warning("note: a CUDA GPU is available but `mudi %s` runs on the CPU by default; "
+                                          "pass --device cuda", args.command)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     verb = next((a for a in argv if not a.startswith("-")), None)
@@ -92,6 +111,7 @@ def main(argv: list[str] | None = None) -> int:
     debug = args.debug or os.environ.get("MUDI_DEBUG") == "1"
     if hasattr(args, "set_overrides"):  # `--set k=v` and trailing `k=v` are one list
         args.overrides = list(getattr(args, "overrides", None) or []) + list(args.set_overrides)
+    _hint_unused_gpu(args)
     try:
         mod = importlib.import_module(COMMANDS[args.command])
         return int(mod.main(args) or 0)
