@@ -99,6 +99,28 @@ def _hint_unused_gpu(args: argparse.Namespace) -> None:
                                           "pass --device cuda", args.command)
 
 
+MODEL_VERBS = DEVICE_VERBS + ("train", "demo")
+
+
+class _DropNotice(logging.Filter):
+    """Drops transformers' notice that torchvision is missing: mudi does not use torchvision on purpose
+    (its PyPI build breaks the CPU torch wheel), and the PIL image processors it falls back to are the ones
+    mudi expects."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "requires torchvision" not in record.getMessage()
+
+
+def _quiet_known_notices() -> None:
+    try:
+        import transformers.utils.logging  # noqa: F401  (creates the "transformers" handler)
+    except ImportError:  # pragma: no cover
+        return
+    for handler in logging.getLogger("transformers").handlers:
+        if not any(isinstance(f, _DropNotice) for f in handler.filters):
+            handler.addFilter(_DropNotice())
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     verb = next((a for a in argv if not a.startswith("-")), None)
@@ -112,6 +134,8 @@ def main(argv: list[str] | None = None) -> int:
     if hasattr(args, "set_overrides"):  # `--set k=v` and trailing `k=v` are one list
         args.overrides = list(getattr(args, "overrides", None) or []) + list(args.set_overrides)
     _hint_unused_gpu(args)
+    if args.command in MODEL_VERBS:
+        _quiet_known_notices()
     try:
         mod = importlib.import_module(COMMANDS[args.command])
         return int(mod.main(args) or 0)
