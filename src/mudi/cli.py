@@ -103,22 +103,27 @@ MODEL_VERBS = DEVICE_VERBS + ("train", "demo")
 
 
 class _DropNotice(logging.Filter):
-    """Drops transformers' notice that torchvision is missing: mudi does not use torchvision on purpose
-    (its PyPI build breaks the CPU torch wheel), and the PIL image processors it falls back to are the ones
-    mudi expects."""
+    """Drops two notices that are expected with mudi and only alarm users: transformers' "requires
+    torchvision" (mudi avoids torchvision on purpose: its PyPI build breaks the CPU torch wheel; the PIL image
+    processors it falls back to are the ones mudi expects) and diffusers' "No LoRA keys associated to
+    CLIPTextModel" (mudi's LoRAs never touch the text encoders: the paper freezes them)."""
+
+    NOTICES = ("requires torchvision", "No LoRA keys associated to CLIPTextModel")
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return "requires torchvision" not in record.getMessage()
+        message = record.getMessage()
+        return not any(n in message for n in self.NOTICES)
 
 
 def _quiet_known_notices() -> None:
-    try:
-        import transformers.utils.logging  # noqa: F401  (creates the "transformers" handler)
-    except ImportError:  # pragma: no cover
-        return
-    for handler in logging.getLogger("transformers").handlers:
-        if not any(isinstance(f, _DropNotice) for f in handler.filters):
-            handler.addFilter(_DropNotice())
+    for name, module in (("transformers", "transformers.utils.logging"), ("diffusers", "diffusers.utils.logging")):
+        try:
+            importlib.import_module(module)  # creates the library's own stderr handler
+        except ImportError:  # pragma: no cover
+            continue
+        for handler in logging.getLogger(name).handlers:
+            if not any(isinstance(f, _DropNotice) for f in handler.filters):
+                handler.addFilter(_DropNotice())
 
 
 def main(argv: list[str] | None = None) -> int:

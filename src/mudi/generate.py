@@ -460,8 +460,8 @@ def run(config: GenerateConfig, backbone: Any = None) -> list[GeneratedImage]:
     gamma = config.gamma if config.gamma is not None else (default_gamma(len(subjects)) if subjects else 0.0)
     params = SegMixParams(scale_range=tuple(config.scale_range), max_margin_frac=config.max_margin_frac)
     seeds = [config.seed + k for k in range(config.num_images)]
-    log.info("generating %d image(s) of %r with %s (init %s, gamma %s, layout %s)", len(seeds), prompt,
-             config.backbone, config.init, gamma, layout_name)
+    how = f"init {config.init}, gamma {gamma}, layout {layout_name}" if config.init != "none" else "plain pipeline"
+    log.info("generating %d image(s) of %r with %s (%s)", len(seeds), prompt, config.backbone, how)
     results = generate_images(backbone, prompt, seeds, subjects, gamma, config.init, boxes, config.relative_sizes,
                               params, config.negative_prompt, config.num_inference_steps, config.guidance_scale,
                               config.height, config.width, config.batch_size, layout_name)
