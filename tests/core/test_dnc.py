@@ -121,3 +121,12 @@ def test_bad_shapes_raise():
         dnc_score([[1.0, 0.2]], [[1.0, 0.2]])
     with pytest.raises(ValueError, match="one column per subject"):
         dnc_score(S_GT, [[1.0, 0.2, 0.1], [0.1, 0.2, 0.3]])
+
+
+def test_fig14_duplicated_subject_with_fig4_ground_truth():
+    """Fig. 14's "duplicated subject" panel (0.56) is reproduced with the S_GT of Fig. 4, whose second diagonal
+    entry is 0.77 (the 0.71 printed in Fig. 14 gives 0.613); the other panels barely move with that entry."""
+    s_gt = [[0.78, 0.28], [0.28, 0.77]]
+    assert dnc_score(s_gt, [[0.72, 0.29], [0.52, 0.41]]) == pytest.approx(0.565, abs=0.005)
+    assert dnc_score(s_gt, [[0.72, 0.26], [0.29, 0.71]]) == pytest.approx(0.933, abs=0.005)
+    assert dnc_score(s_gt, [[0.27, 0.74], [0.25, 0.71]]) == pytest.approx(0.313, abs=0.005)
