@@ -145,24 +145,81 @@ def sdxl_full_gpu(steps: int) -> None:
           f"init {mb:.2f} s, ratio {mb / ma:.3f}")
 
 
+def sd15_full_cpu(steps: int, size: int, repeats: int) -> None:
+    """Full-size SD1.5 architecture (860M-parameter UNet, SD VAE, CLIP ViT-L text encoder) built from its
+    config with random weights, on the CPU at ``size``²: the tiny backbones are dominated by per-op overhead
+    (a tiny VAE encode costs as much as ~2 tiny UNet calls), full-size models by FLOPs, as on a GPU."""
+    from diffusers import AutoencoderKL, PNDMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    from mudi.adapters.sd import StableDiffusionBackbone
+    from mudi.adapters.tiny_tokenizer import build_tiny_clip_tokenizer
+
+    torch.manual_seed(0)
+    unet = UNet2DConditionModel(
+        sample_size=64, in_channels=4, out_channels=4, block_out_channels=(320, 640, 1280, 1280), layers_per_block=2,
+        down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
+        cross_attention_dim=768, attention_head_dim=8).eval()
+    vae = AutoencoderKL(in_channels=3, out_channels=3, latent_channels=4, block_out_channels=(128, 256, 512, 512),
+                        down_block_types=["DownEncoderBlock2D"] * 4, up_block_types=["UpDecoderBlock2D"] * 4,
+                        layers_per_block=2, sample_size=512, scaling_factor=0.18215).eval()
+    te = CLIPTextModel(CLIPTextConfig(hidden_size=768, intermediate_size=3072, num_attention_heads=12,
+                                      num_hidden_layers=12, vocab_size=49408)).eval()
+    sched = PNDMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", steps_offset=1,
+                          skip_prk_steps=True, set_alpha_to_one=False)
+    tok = build_tiny_clip_tokenizer()
+    pipe = StableDiffusionPipeline(vae=vae, text_encoder=te, tokenizer=tok, unet=unet, scheduler=sched,
+                                   safety_checker=None, feature_extractor=None, requires_safety_checker=False)
+    pipe.set_progress_bar_config(disable=True)
+    bb = StableDiffusionBackbone(pipe, family="sd15", default_resolution=512)
+    subjects = load_subjects([SAMPLES / "dog6", SAMPLES / "cat2"])
+    kw = dict(num_inference_steps=steps, height=size, width=size, batch_size=1, progress=False)
+    plain = lambda: generate_images(bb, "a photo of a dog and a cat", [0], init="none", **kw)  # noqa: E731
+    init = lambda: generate_images(bb, "a photo of a dog and a cat", [0], subjects, gamma=2.0, **kw)  # noqa: E731
+    with torch.no_grad():
+        generate_images(bb, "warm-up", [0], subjects, gamma=2.0, **{**kw, "num_inference_steps": 2})
+    a, b = [], []
+    for _ in range(repeats):
+        a.append(_time(plain))
+        b.append(_time(init))
+    comps = [compose_init(subjects, 0, (size, size))[0]]
+    t_lat = min(_time(lambda: build_initial_latents(bb, comps, _generators(bb, [0]), 2.0, steps)) for _ in range(3))
+    ma, mb = min(a), min(b)
+    print(f"sd15 (full size, from config) {size}x{size}, {steps} steps, batch 1: plain {ma:.2f} s  init {mb:.2f} s  "
+          f"end-to-end ratio {mb / ma:.3f}  init parts (encode/shift) {t_lat * 1000:.0f} ms = "
+          f"{t_lat / ma * 100:.1f} % of plain")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--steps", type=int, default=30)
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--batch", type=int, default=4)
+    p.add_argument("--full-cpu", action="store_true",
+                   help="also time the full-size SD1.5 architecture on the CPU (several minutes)")
+    p.add_argument("--full-cpu-size", type=int, default=256)
+    p.add_argument("--full-cpu-repeats", type=int, default=2)
+    p.add_argument("--only-full-cpu", action="store_true", help="skip the tiny backbones")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     subjects = load_subjects([SAMPLES / "dog6", SAMPLES / "cat2"])
     for s in subjects:
         s.cutouts(max_side=64)
-    print(f"(a) tiny backbones, 64x64, {args.steps} steps, batch {args.batch}, {args.threads} thread(s), "
-          f"best of {args.repeats} alternating runs")
-    for name in ("tiny-sd", "tiny-sdxl", "tiny-flux"):
-        overhead_tiny(name, subjects, args.steps, args.repeats, args.batch)
-    print(f"(a') effect of the init, {args.steps} steps, 8 seeds")
-    for name in ("tiny-sd", "tiny-sdxl", "tiny-flux"):
-        effect_tiny(name, subjects, args.steps)
+    if not args.only_full_cpu:
+        print(f"(a) tiny backbones, 64x64, {args.steps} steps, batch {args.batch}, {args.threads} thread(s), "
+              f"best of {args.repeats} alternating runs")
+        for name in ("tiny-sd", "tiny-sdxl", "tiny-flux"):
+            overhead_tiny(name, subjects, args.steps, args.repeats, args.batch)
+        print(f"(a') effect of the init, {args.steps} steps, 8 seeds")
+        for name in ("tiny-sd", "tiny-sdxl", "tiny-flux"):
+            effect_tiny(name, subjects, args.steps)
+    args.full_cpu = args.full_cpu or args.only_full_cpu
+    if args.full_cpu:
+        print(f"(a'') full-size SD1.5 architecture on the CPU, {args.full_cpu_size}x{args.full_cpu_size}, "
+              f"{args.steps} steps, best of {args.full_cpu_repeats} alternating runs")
+        sd15_full_cpu(args.steps, args.full_cpu_size, args.full_cpu_repeats)
     print("(b) GPU")
     sdxl_full_gpu(30)
 

@@ -166,7 +166,8 @@ def build_initial_latents(backbone: Any, compositions: Sequence[Composition], ge
     info: dict = {"noise": noise, "signal_coefficient": coef}
     if gamma == 0:
         return noise, info
-    pixels = torch.cat([image_to_pixels(c.image, device=backbone.device, dtype=backbone.dtype) for c in compositions])
+    device, dtype = backbone.device, backbone.dtype
+    pixels = torch.cat([image_to_pixels(c.image, device=device, dtype=dtype) for c in compositions])
     with torch.no_grad():
         init = backbone.encode_images(pixels)
     if init.shape[2:] != noise.shape[2:]:
