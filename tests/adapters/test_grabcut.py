@@ -122,3 +122,60 @@ def test_clean_up_keeps_the_largest_component_and_fills_holes():
     want[2:12, 2:12] = True
     assert (cleaned == want).all()
     assert not clean_mask(np.zeros((5, 5), bool)).any()
+
+
+def test_ring_labels_seed_a_cut_from_a_mask():
+    import cv2
+
+    from mudi.adapters.grabcut import ring_labels
+
+    m = np.zeros((100, 50), bool)
+    m[40:60, 20:30] = True
+    labels = ring_labels(m, 0.05)  # ring of 5 px (5 % of the longer side, 100)
+    assert labels.dtype == np.uint8 and labels.shape == m.shape
+    assert (labels[m] == cv2.GC_PR_FGD).all()
+    assert labels[35, 25] == cv2.GC_PR_BGD and labels[40, 15] == cv2.GC_PR_BGD  # 5 px above / left
+    assert labels[34, 25] == cv2.GC_BGD and labels[40, 14] == cv2.GC_BGD        # 6 px away
+    assert labels[0, 0] == cv2.GC_BGD
+    assert set(np.unique(labels)) == {cv2.GC_BGD, cv2.GC_PR_BGD, cv2.GC_PR_FGD}
+
+
+def test_grabcut_is_deterministic_whatever_ran_before():
+    """cv2.grabCut draws its k-means start from OpenCV's RNG; each cut reseeds it, so other cuts in between
+    (which advance that RNG) change nothing."""
+    import cv2
+
+    img, _ = _scene(seed=6, centre=(0.6, 0.4), radii=(0.35, 0.25))
+    seg = GrabCutSegmenter()
+    first = seg.segment([img], [None])[0]
+    cv2.setRNGSeed(12345)
+    GrabCutSegmenter(seed=7).segment([_scene(seed=7)[0]], [None])
+    again = GrabCutSegmenter().segment([img], [None])[0]
+    assert (first == again).all()
+
+
+def test_coarse_to_fine_cut_sharpens_the_upsampled_outline():
+    # a smooth disc on a two-tone noisy background at 2000 x 1600: the 256-px cut upsampled has ~8 px steps
+    h, w = 2000, 1600
+    rng = np.random.default_rng(8)
+    yy, xx = np.mgrid[:h, :w]
+    truth = (yy - 1050) ** 2 + (xx - 780) ** 2 <= 610 ** 2
+    img = np.empty((h, w, 3), np.float32)
+    img[:] = (60, 110, 170)
+    img[:, w // 2:] = (90, 150, 100)
+    img[truth] = (210, 90, 60)
+    img += rng.normal(0, 8, img.shape)
+    img = np.clip(img, 0, 255).astype(np.uint8)
+    coarse = GrabCutSegmenter(refine_max_side=0).segment([img], [None])[0]
+    fine = GrabCutSegmenter(refine_max_side=768).segment([img], [None])[0]
+    assert mask_iou(fine, truth) > mask_iou(coarse, truth)
+    assert np.logical_xor(fine, truth).sum() < 0.7 * np.logical_xor(coarse, truth).sum()
+
+
+def test_grabcut_rejects_bad_refinement_settings():
+    from mudi.errors import MudiError
+
+    with pytest.raises(MudiError, match="refine_ring"):
+        GrabCutSegmenter(refine_ring=0.7)
+    with pytest.raises(MudiError, match="refine_max_side"):
+        GrabCutSegmenter(refine_max_side=-1)
