@@ -179,3 +179,21 @@ def test_grabcut_rejects_bad_refinement_settings():
         GrabCutSegmenter(refine_ring=0.7)
     with pytest.raises(MudiError, match="refine_max_side"):
         GrabCutSegmenter(refine_max_side=-1)
+
+
+def test_choose_cut_prefers_plausible_sizes_then_colour_separation():
+    import cv2
+
+    from mudi.adapters.grabcut import choose_cut
+
+    img, truth = _scene(seed=9)
+    lab = cv2.cvtColor(img, cv2.COLOR_RGB2LAB)
+    speck = np.zeros_like(truth)
+    speck[tuple(np.argwhere(truth)[0])] = True  # one subject pixel: perfect separation, implausible size
+    half = np.zeros_like(truth)
+    half[:, : truth.shape[1] // 2] = True
+    assert colour_separation(lab, speck) > colour_separation(lab, half)
+    assert choose_cut(lab, [half, speck]) is half        # the speck separates better but is implausible
+    assert choose_cut(lab, [half, speck, truth]) is truth  # among plausible ones, the best separation
+    empty = np.zeros_like(truth)
+    assert choose_cut(lab, [empty, speck]) is speck      # nothing plausible: best separation anyway

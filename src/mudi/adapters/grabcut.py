@@ -153,15 +153,13 @@ class GrabCutSegmenter:
             iw, ih = int(w * inset), int(h * inset)
             inits.append(self._box_labels(h, w, (iw, ih, max(w - iw, iw + 1), max(h - ih, ih + 1))))
         lab = cv2.cvtColor(rgb, cv2.COLOR_RGB2LAB)
-        best, best_score = np.zeros((h, w), bool), -1.0
+        cuts = []
         for labels in inits:
             cut = clean_mask(self._cut(bgr, labels))
             if self.refine_ring > 0 and cut.any():
                 cut = clean_mask(self._cut(bgr, ring_labels(cut, self.refine_ring)))
-            score = colour_separation(lab, cut)
-            if score > best_score:
-                best, best_score = cut, score
-        return best
+            cuts.append(cut)
+        return choose_cut(lab, cuts)
 
     @staticmethod
     def _box_labels(h: int, w: int, box: tuple[int, int, int, int]) -> np.ndarray:
@@ -195,6 +193,17 @@ class GrabCutSegmenter:
         cv2.grabCut(bgr, labels, None, bgd_model, fgd_model, num_iterations or self.num_iterations,
                     cv2.GC_INIT_WITH_MASK)
         return (labels == cv2.GC_FGD) | (labels == cv2.GC_PR_FGD)
+
+
+def choose_cut(lab: np.ndarray, cuts: Sequence[np.ndarray], min_fraction: float = 0.01,
+               max_fraction: float = 0.9) -> np.ndarray:
+    """The ``(H, W)`` bool mask among ``cuts`` that best separates the colours (:func:`colour_separation` on
+    ``lab``), among those covering ``min_fraction``..``max_fraction`` of the image when any does (a speck
+    can separate its few colours perfectly; a subject is rarely under 1 % or over 90 % of its photo)."""
+    if not cuts:
+        raise MudiError("choose_cut needs at least one candidate mask")
+    plausible = [c for c in cuts if min_fraction <= c.mean() <= max_fraction] or list(cuts)
+    return max(plausible, key=lambda c: colour_separation(lab, c))
 
 
 def ring_labels(mask: np.ndarray, ring: float) -> np.ndarray:
