@@ -389,7 +389,9 @@ def _grid(images: Sequence[np.ndarray], inits: Sequence[np.ndarray | None], thum
         if a is None:
             return np.full((thumb, thumb, 3), 255, dtype=np.uint8)
         im = Image.fromarray(a)
-        im.thumbnail((thumb, thumb))
+        s = thumb / max(im.size)  # fit the tile: shrink large images, enlarge small ones (pixel-exact)
+        im = im.resize((max(1, round(im.width * s)), max(1, round(im.height * s))),
+                       Image.LANCZOS if s < 1 else Image.NEAREST)
         canvas = np.full((thumb, thumb, 3), 255, dtype=np.uint8)
         arr = np.asarray(im)
         y, x = (thumb - arr.shape[0]) // 2, (thumb - arr.shape[1]) // 2
