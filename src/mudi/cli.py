@@ -55,7 +55,7 @@ def build_parser(verb: str | None = None) -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", help="show full tracebacks")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, modname in _available().items():
-        if verb is not None and name != verb:
+        if name != verb:  # only the verb being run imports its module; `mudi --help` imports none
             sub.add_parser(name, help=SUMMARIES.get(name, ""))
             continue
         mod = importlib.import_module(modname)
