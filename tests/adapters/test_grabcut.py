@@ -197,3 +197,51 @@ def test_choose_cut_prefers_plausible_sizes_then_colour_separation():
     assert choose_cut(lab, [half, speck, truth]) is truth  # among plausible ones, the best separation
     empty = np.zeros_like(truth)
     assert choose_cut(lab, [empty, speck]) is speck      # nothing plausible: best separation anyway
+
+
+def _focus_scene(h=240, w=320, seed=10):
+    """A sharp textured disc on a blurred copy of the same texture: only the focus differs."""
+    import cv2
+
+    rng = np.random.default_rng(seed)
+    texture = rng.integers(0, 256, (h, w, 3)).astype(np.uint8)
+    blurred = cv2.GaussianBlur(texture, (0, 0), 4.0)
+    yy, xx = np.mgrid[:h, :w]
+    truth = (yy - 0.55 * h) ** 2 + (xx - 0.45 * w) ** 2 <= (0.25 * h) ** 2
+    img = blurred.copy()
+    img[truth] = texture[truth]
+    return img, truth
+
+
+def test_focus_map_separates_a_sharp_subject_from_a_blurred_background():
+    from mudi.adapters.grabcut import focus_map
+
+    img, truth = _focus_scene()
+    f = focus_map(img)
+    assert f.shape == truth.shape and f.dtype == np.float32
+    assert 0.0 <= f.min() and f.max() <= 1.0
+    from scipy.ndimage import distance_transform_edt
+
+    # pooling window: Gaussian of 3 % x 320 = 9.6 px; compare pixels 20 px inside / outside the outline
+    core, far = distance_transform_edt(truth) > 20, distance_transform_edt(~truth) > 20
+    assert f[core].min() > f[far].max()           # every in-focus pixel beats every blurred one
+    assert f[truth].mean() - f[~truth].mean() > 0.5
+    small = focus_map(img, out_hw=(60, 80))
+    assert small.shape == (60, 80)
+    flat = focus_map(np.full((50, 60, 3), 128, np.uint8))  # no detail anywhere: defined, no NaN
+    assert np.isfinite(flat).all()
+
+
+def test_focus_initialisation_finds_the_in_focus_subject():
+    from mudi.adapters.grabcut import focus_saliency_labels
+
+    img, truth = _focus_scene(seed=11)
+    import cv2
+
+    labels = focus_saliency_labels(img, img)
+    assert mask_iou(labels == cv2.GC_PR_FGD, truth) > 0.7
+    only_focus = GrabCutSegmenter(border_insets=(), use_saliency=False, use_focus=True)
+    with_focus = GrabCutSegmenter(use_focus=True)
+    a, b = only_focus.segment([img], [None])[0], with_focus.segment([img], [None])[0]
+    assert mask_iou(a, truth) > 0.8
+    assert b.shape == truth.shape and b.dtype == bool
