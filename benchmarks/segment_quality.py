@@ -4,6 +4,8 @@ Three rows, measured side by side in one run on the same photos:
 - ``grabcut`` (no box): what `mudi segment --backend grabcut` does fully offline;
 - ``grabcut`` (no box) without the refinement cuts (``refine_ring=0, refine_max_side=0``): the method
   before issue #3's second cuts, for the ratio;
+- ``grabcut`` (no box) with the focus initialisation (``use_focus=True``, issue #3's third round): the
+  focus x border-saliency cut added to the candidates, for the ratio;
 - ``grabcut + box``: GrabCut given the tight box of the authors' mask, a stand-in for the OWLv2 box of
   `owlv2+grabcut` (the authors' masks come from OWLv2 boxes, so their box is what OWLv2 found).
 Reports mean / worst IoU and images/s (reading the photo excluded; GrabCut at 256 px + upsampling included).
@@ -55,7 +57,9 @@ def main() -> None:
     if args.limit:
         items = items[:args.limit]
     seg, plain = GrabCutSegmenter(), GrabCutSegmenter(refine_ring=0.0, refine_max_side=0)
+    focus = GrabCutSegmenter(use_focus=True)
     rows = {"grabcut (no box)": ([], 0.0), "grabcut (no box), no refinement cuts": ([], 0.0),
+            "grabcut (no box) + focus initialisation": ([], 0.0),
             "grabcut + box of the authors' mask": ([], 0.0)}
     worst = {k: ("", 1.0) for k in rows}
     is_tune = []
@@ -63,7 +67,7 @@ def main() -> None:
         rgb, truth = s.load(i)
         name = f"{s.root.name}/{s.images[i].path.name}"
         is_tune.append(s.root.name in TUNE)
-        for key, model, box in zip(rows, (seg, plain, seg), (None, None, mask_to_box(truth))):
+        for key, model, box in zip(rows, (seg, plain, focus, seg), (None, None, None, mask_to_box(truth))):
             t = time.perf_counter()
             mask = model.segment([rgb], [box])[0]
             dt = time.perf_counter() - t
@@ -75,18 +79,22 @@ def main() -> None:
                 worst[key] = (name, iou)
     print(f"{len(items)} photos from {root} (threads={args.threads})")
     tune = np.array(is_tune)
-    print(f"{'backend':38s} {'mean IoU':>8s} {'tune':>6s} {'held':>6s} {'worst IoU':>9s} {'img/s':>6s}  worst photo")
+    print(f"{'backend':42s} {'mean IoU':>8s} {'tune':>6s} {'held':>6s} {'worst IoU':>9s} {'img/s':>6s}  worst photo")
     for key, (ious, total) in rows.items():
         a = np.array(ious)
         held = f"{a[~tune].mean():6.3f}" if (~tune).any() else "     -"
         tuned = f"{a[tune].mean():6.3f}" if tune.any() else "     -"
-        print(f"{key:38s} {a.mean():8.3f} {tuned} {held} {worst[key][1]:9.3f} {len(a) / total:6.2f}  "
+        print(f"{key:42s} {a.mean():8.3f} {tuned} {held} {worst[key][1]:9.3f} {len(a) / total:6.2f}  "
               f"{worst[key][0]}")
     base = rows["grabcut (no box)"]
     plain_row = rows["grabcut (no box), no refinement cuts"]
+    focus_row = rows["grabcut (no box) + focus initialisation"]
     boxed = rows["grabcut + box of the authors' mask"]
     print(f"ratio refined/unrefined (no box): mean IoU x{np.mean(base[0]) / np.mean(plain_row[0]):.2f}, "
           f"speed x{(len(base[0]) / base[1]) / (len(plain_row[0]) / plain_row[1]):.2f}")
+    print(f"ratio with/without focus initialisation (no box): mean IoU "
+          f"x{np.mean(focus_row[0]) / np.mean(base[0]):.3f}, "
+          f"speed x{(len(focus_row[0]) / focus_row[1]) / (len(base[0]) / base[1]):.2f}")
     print(f"ratio boxed/no-box: mean IoU x{np.mean(boxed[0]) / np.mean(base[0]):.2f}, "
           f"speed x{(len(boxed[0]) / boxed[1]) / (len(base[0]) / base[1]):.2f}")
 

@@ -52,7 +52,7 @@ class GrabCutSegmenter:
             image side as background (besides the border-saliency initialisation).
         use_saliency: without a box, also try the border-saliency initialisation.
         use_focus: without a box, also try the focus initialisation (:func:`focus_saliency_labels`); off by
-            default: it lowers the benchmark's mean IoU (0.822 -> 0.819 at the working size).
+            default: no gain on the benchmark photos (mean IoU 0.827 either way) at 15 % more time.
         use_cleanup: keep the largest connected component and fill holes.
         refine_ring: without a box, every initialisation's cut is cut again from its own mask with a ring
             of this fraction of the longer side as probable background (0: no second cut).
