@@ -27,6 +27,7 @@ class StableDiffusionBackbone:
 
     family = "sd15"
     pipeline_class_name = "StableDiffusionPipeline"
+    pipeline_kwargs: dict = {"safety_checker": None, "requires_safety_checker": False}
     default_resolution = 512
 
     def __init__(self, pipeline: Any, family: str | None = None, default_resolution: int | None = None) -> None:
@@ -44,16 +45,18 @@ class StableDiffusionBackbone:
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path: str, family: str | None = None,
                         device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32) -> StableDiffusionBackbone:
-        """Load a diffusers-format checkpoint (hub id or local folder); the only place weights are read."""
-        from diffusers import StableDiffusionPipeline
+        """Load a diffusers-format checkpoint (hub id or local folder); the only place weights are read.
+        Subclasses change only ``pipeline_class_name`` and ``pipeline_kwargs``."""
+        import diffusers
 
         from mudi.adapters.registry import check_pipeline_class, missing_checkpoint_error
 
         family = family or cls.family
         check_pipeline_class(pretrained_model_name_or_path, family, cls.pipeline_class_name)
+        pipeline_class = getattr(diffusers, cls.pipeline_class_name)
         try:
-            pipe = StableDiffusionPipeline.from_pretrained(pretrained_model_name_or_path, torch_dtype=dtype,
-                                                           safety_checker=None, requires_safety_checker=False)
+            pipe = pipeline_class.from_pretrained(pretrained_model_name_or_path, torch_dtype=dtype,
+                                                  **cls.pipeline_kwargs)
         except (OSError, ValueError) as e:
             raise missing_checkpoint_error(pretrained_model_name_or_path, family, e) from None
         pipe.set_progress_bar_config(disable=True)

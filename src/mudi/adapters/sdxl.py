@@ -22,23 +22,7 @@ class StableDiffusionXLBackbone(StableDiffusionBackbone):
     family = "sdxl"
     pipeline_class_name = "StableDiffusionXLPipeline"
     default_resolution = 1024
-
-    @classmethod
-    def from_pretrained(cls, pretrained_model_name_or_path: str, family: str | None = None,
-                        device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32) -> StableDiffusionXLBackbone:
-        from diffusers import StableDiffusionXLPipeline
-
-        from mudi.adapters.registry import check_pipeline_class, missing_checkpoint_error
-
-        family = family or cls.family
-        check_pipeline_class(pretrained_model_name_or_path, family, cls.pipeline_class_name)
-        try:
-            pipe = StableDiffusionXLPipeline.from_pretrained(pretrained_model_name_or_path, torch_dtype=dtype)
-        except (OSError, ValueError) as e:
-            raise missing_checkpoint_error(pretrained_model_name_or_path, family, e) from None
-        pipe.set_progress_bar_config(disable=True)
-        resolution = int(pipe.unet.config.sample_size) * int(pipe.vae_scale_factor)
-        return cls(pipe.to(device), family=family, default_resolution=resolution)
+    pipeline_kwargs: dict = {}
 
     def encode_prompts(self, prompts: Sequence[str]) -> dict[str, torch.Tensor]:
         """``{"prompt_embeds": (B, 77, D1+D2), "pooled_prompt_embeds": (B, P)}``."""
