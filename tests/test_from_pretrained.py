@@ -26,7 +26,8 @@ def test_saved_pipeline_loads_through_the_family_adapter(tmp_path, family, tiny)
     if family != "flux":  # SD/SDXL read it from the UNet config; FLUX's config has none: 1024
         assert bb.default_resolution == tiny_bb.default_resolution
     size = tiny_bb.default_resolution
-    assert torch.equal(_image(bb, size), _image(tiny_bb, size))
+    # same weights, same images (FLUX differs in the last float bits: ~3e-6 after a save/load round trip)
+    assert torch.allclose(_image(bb, size), _image(tiny_bb, size), atol=1e-5, rtol=0)
 
 
 def test_family_mismatch_and_broken_folder(tmp_path):

@@ -52,10 +52,11 @@ class FluxBackbone:
         from diffusers import FluxPipeline
 
         from mudi.adapters.registry import check_pipeline_class, missing_checkpoint_error
+        from mudi.adapters.weights import load_pipeline
 
         check_pipeline_class(pretrained_model_name_or_path, "flux", cls.pipeline_class_name)
         try:
-            pipe = FluxPipeline.from_pretrained(pretrained_model_name_or_path, torch_dtype=dtype)
+            pipe = load_pipeline(FluxPipeline, pretrained_model_name_or_path, dtype)
         except (OSError, ValueError) as e:
             raise missing_checkpoint_error(pretrained_model_name_or_path, "flux", e) from None
         pipe.set_progress_bar_config(disable=True)

@@ -50,13 +50,13 @@ class StableDiffusionBackbone:
         import diffusers
 
         from mudi.adapters.registry import check_pipeline_class, missing_checkpoint_error
+        from mudi.adapters.weights import load_pipeline
 
         family = family or cls.family
         check_pipeline_class(pretrained_model_name_or_path, family, cls.pipeline_class_name)
         pipeline_class = getattr(diffusers, cls.pipeline_class_name)
         try:
-            pipe = pipeline_class.from_pretrained(pretrained_model_name_or_path, torch_dtype=dtype,
-                                                  **cls.pipeline_kwargs)
+            pipe = load_pipeline(pipeline_class, pretrained_model_name_or_path, dtype, **cls.pipeline_kwargs)
         except (OSError, ValueError) as e:
             raise missing_checkpoint_error(pretrained_model_name_or_path, family, e) from None
         pipe.set_progress_bar_config(disable=True)

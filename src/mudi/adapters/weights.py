@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -39,3 +40,11 @@ def missing_weights_error(what: str, pretrained_model_name_or_path: str, cause: 
                      f"it first with `huggingface-cli download {pretrained_model_name_or_path}` (or `hf download`) on "
                      "a machine with network access and copy the Hugging Face cache (unset HF_HUB_OFFLINE when "
                      f"online), or pass a local folder holding it{where}")
+
+
+def load_pipeline(pipeline_class: Any, pretrained_model_name_or_path: str, dtype: Any, **kwargs: Any) -> Any:
+    """``pipeline_class.from_pretrained(..., torch_dtype=dtype)``: the keyword every supported diffusers release
+    takes (newer ones prefer ``dtype=`` and warn about ``torch_dtype``; that warning is silenced here)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*torch_dtype.*deprecated", category=FutureWarning)
+        return pipeline_class.from_pretrained(pretrained_model_name_or_path, torch_dtype=dtype, **kwargs)
