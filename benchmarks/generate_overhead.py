@@ -26,6 +26,7 @@ from pathlib import Path
 
 import torch
 
+from fullsize import build_sd15, build_sdxl  # benchmarks/fullsize.py (scripts run from benchmarks/)
 from mudi.adapters.registry import load_backbone
 from mudi.core.init_latents import masked_correlation
 from mudi.data.subjects import load_subjects
@@ -86,42 +87,7 @@ def sdxl_full_gpu(steps: int) -> None:
     if not torch.cuda.is_available():
         print("full-size SDXL (1024x1024, 30 steps, fp16): skipped (no CUDA device)")
         return
-    from diffusers import (
-        AutoencoderKL,
-        EulerDiscreteScheduler,
-        StableDiffusionXLPipeline,
-        UNet2DConditionModel,
-    )
-    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
-
-    from mudi.adapters.sdxl import StableDiffusionXLBackbone
-    from mudi.adapters.tiny_tokenizer import build_tiny_clip_tokenizer
-
-    dev, dt = "cuda", torch.float16
-    torch.manual_seed(0)
-    unet = UNet2DConditionModel(
-        sample_size=128, in_channels=4, out_channels=4, block_out_channels=(320, 640, 1280), layers_per_block=2,
-        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
-        up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
-        transformer_layers_per_block=(1, 2, 10), attention_head_dim=(5, 10, 20), cross_attention_dim=2048,
-        use_linear_projection=True, addition_embed_type="text_time", addition_time_embed_dim=256,
-        projection_class_embeddings_input_dim=2816, norm_num_groups=32)
-    vae = AutoencoderKL(in_channels=3, out_channels=3, latent_channels=4, block_out_channels=(128, 256, 512, 512),
-                        down_block_types=["DownEncoderBlock2D"] * 4, up_block_types=["UpDecoderBlock2D"] * 4,
-                        layers_per_block=2, sample_size=1024, scaling_factor=0.13025)
-    te1 = CLIPTextModel(CLIPTextConfig(hidden_size=768, intermediate_size=3072, num_attention_heads=12,
-                                       num_hidden_layers=12, projection_dim=768))
-    te2 = CLIPTextModelWithProjection(CLIPTextConfig(hidden_size=1280, intermediate_size=5120,
-                                                     num_attention_heads=20, num_hidden_layers=32,
-                                                     projection_dim=1280, hidden_act="gelu"))
-    sched = EulerDiscreteScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
-                                   steps_offset=1, timestep_spacing="leading")
-    tok = build_tiny_clip_tokenizer()
-    pipe = StableDiffusionXLPipeline(vae=vae, text_encoder=te1, text_encoder_2=te2, tokenizer=tok, tokenizer_2=tok,
-                                     unet=unet, scheduler=sched).to(dev, dt)
-    pipe.vae.config.force_upcast = False
-    pipe.set_progress_bar_config(disable=True)
-    bb = StableDiffusionXLBackbone(pipe, default_resolution=1024)
+    bb = build_sdxl("cuda", torch.float16, upcast_vae=False)
     subjects = load_subjects([SAMPLES / "dog6", SAMPLES / "cat2"])
     kw = dict(num_inference_steps=steps, height=1024, width=1024, batch_size=1, progress=False)
 
@@ -149,30 +115,7 @@ def sd15_full_cpu(steps: int, size: int, repeats: int) -> None:
     """Full-size SD1.5 architecture (860M-parameter UNet, SD VAE, CLIP ViT-L text encoder) built from its
     config with random weights, on the CPU at ``size``²: the tiny backbones are dominated by per-op overhead
     (a tiny VAE encode costs as much as ~2 tiny UNet calls), full-size models by FLOPs, as on a GPU."""
-    from diffusers import AutoencoderKL, PNDMScheduler, StableDiffusionPipeline, UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel
-
-    from mudi.adapters.sd import StableDiffusionBackbone
-    from mudi.adapters.tiny_tokenizer import build_tiny_clip_tokenizer
-
-    torch.manual_seed(0)
-    unet = UNet2DConditionModel(
-        sample_size=64, in_channels=4, out_channels=4, block_out_channels=(320, 640, 1280, 1280), layers_per_block=2,
-        down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
-        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
-        cross_attention_dim=768, attention_head_dim=8).eval()
-    vae = AutoencoderKL(in_channels=3, out_channels=3, latent_channels=4, block_out_channels=(128, 256, 512, 512),
-                        down_block_types=["DownEncoderBlock2D"] * 4, up_block_types=["UpDecoderBlock2D"] * 4,
-                        layers_per_block=2, sample_size=512, scaling_factor=0.18215).eval()
-    te = CLIPTextModel(CLIPTextConfig(hidden_size=768, intermediate_size=3072, num_attention_heads=12,
-                                      num_hidden_layers=12, vocab_size=49408)).eval()
-    sched = PNDMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", steps_offset=1,
-                          skip_prk_steps=True, set_alpha_to_one=False)
-    tok = build_tiny_clip_tokenizer()
-    pipe = StableDiffusionPipeline(vae=vae, text_encoder=te, tokenizer=tok, unet=unet, scheduler=sched,
-                                   safety_checker=None, feature_extractor=None, requires_safety_checker=False)
-    pipe.set_progress_bar_config(disable=True)
-    bb = StableDiffusionBackbone(pipe, family="sd15", default_resolution=512)
+    bb = build_sd15("cpu", torch.float32)
     subjects = load_subjects([SAMPLES / "dog6", SAMPLES / "cat2"])
     kw = dict(num_inference_steps=steps, height=size, width=size, batch_size=1, progress=False)
     plain = lambda: generate_images(bb, "a photo of a dog and a cat", [0], init="none", **kw)  # noqa: E731

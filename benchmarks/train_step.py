@@ -21,6 +21,8 @@ from pathlib import Path
 
 import torch
 
+from fullsize import build_sdxl  # benchmarks/fullsize.py (scripts run from benchmarks/)
+
 SAMPLES = Path(__file__).resolve().parents[1] / "src" / "mudi" / "samples"
 SUBJECTS = [str(SAMPLES / "dog6"), str(SAMPLES / "cat2"), str(SAMPLES / "dog2")]
 
@@ -87,49 +89,6 @@ def part_a(steps: int) -> None:
         print(f"  {label:<20} {(time.perf_counter() - t0) / 50 * 1000:>8.1f} ms/batch")
 
 
-def _sdxl_full_size(device: str, dtype: torch.dtype):
-    """SDXL base 1.0's architecture from its published configs, random weights, tiny offline tokenizer."""
-    from diffusers import (
-        AutoencoderKL,
-        EulerDiscreteScheduler,
-        StableDiffusionXLPipeline,
-        UNet2DConditionModel,
-    )
-    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
-
-    from mudi.adapters.sdxl import StableDiffusionXLBackbone
-    from mudi.adapters.tiny_tokenizer import build_tiny_clip_tokenizer
-
-    torch.manual_seed(0)
-    unet = UNet2DConditionModel(
-        sample_size=128, in_channels=4, out_channels=4, layers_per_block=2, block_out_channels=(320, 640, 1280),
-        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
-        up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"), attention_head_dim=(5, 10, 20),
-        transformer_layers_per_block=(1, 2, 10), cross_attention_dim=2048, use_linear_projection=True,
-        addition_embed_type="text_time", addition_time_embed_dim=256, projection_class_embeddings_input_dim=2816,
-        norm_num_groups=32)
-    vae = AutoencoderKL(in_channels=3, out_channels=3, latent_channels=4, block_out_channels=(128, 256, 512, 512),
-                        down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
-                        layers_per_block=2, norm_num_groups=32, sample_size=1024, scaling_factor=0.13025,
-                        force_upcast=True)
-    te1 = CLIPTextModel(CLIPTextConfig(vocab_size=49408, hidden_size=768, intermediate_size=3072,
-                                       num_attention_heads=12, num_hidden_layers=12, projection_dim=768,
-                                       hidden_act="quick_gelu"))
-    te2 = CLIPTextModelWithProjection(CLIPTextConfig(vocab_size=49408, hidden_size=1280, intermediate_size=5120,
-                                                     num_attention_heads=20, num_hidden_layers=32,
-                                                     projection_dim=1280, hidden_act="gelu"))
-    sched = EulerDiscreteScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
-                                   steps_offset=1, timestep_spacing="leading")
-    tok = build_tiny_clip_tokenizer()
-    pipe = StableDiffusionXLPipeline(vae=vae, text_encoder=te1, text_encoder_2=te2, tokenizer=tok, tokenizer_2=tok,
-                                     unet=unet, scheduler=sched)
-    for m in (unet, vae, te1, te2):
-        m.eval().requires_grad_(False)
-    pipe = pipe.to(device, dtype)
-    pipe.vae.to(torch.float32)  # SDXL's VAE overflows in half precision (force_upcast)
-    return StableDiffusionXLBackbone(pipe, default_resolution=1024)
-
-
 def part_b(steps: int) -> None:
     if not torch.cuda.is_available():
         print("(b) skipped: no CUDA GPU on this machine (full-size SDXL, 1024², batch 2, rank 32, bf16)")
@@ -137,7 +96,7 @@ def part_b(steps: int) -> None:
     torch.backends.cuda.matmul.allow_tf32 = True
     print(f"(b) {torch.cuda.get_device_name()}, full-size SDXL (random weights), 1024², batch 2, rank 32, bf16, "
           f"{steps} steps each")
-    bb = _sdxl_full_size("cuda", torch.bfloat16)
+    bb = build_sdxl("cuda", torch.bfloat16)
     with tempfile.TemporaryDirectory() as tmp:
         tr = _trainer(tmp, backbone="sdxl", inject=bb, rank=32, resolution=1024, train_batch_size=2,
                       mixed_precision="bf16", composition_prob=0.3)
