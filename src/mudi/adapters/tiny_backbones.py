@@ -52,6 +52,12 @@ def _finish(pipe: Any, device: str | torch.device, dtype: torch.dtype) -> Any:
     return pipe if dtype == torch.float32 else pipe.to(dtype=dtype)
 
 
+# The two-block UNet shared by tiny-sd / tiny-sd2 / tiny-sdxl (each adds its conditioning).
+_TINY_UNET_LAYOUT = dict(block_out_channels=(8, 16), layers_per_block=1, sample_size=TINY_RESOLUTION // 8,
+                         in_channels=4, out_channels=4, down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+                         up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"), norm_num_groups=4)
+
+
 def build_tiny_sd_pipeline(prediction_type: str = "epsilon", device: str | torch.device = "cpu",
                            dtype: torch.dtype = torch.float32) -> Any:
     """A ``StableDiffusionPipeline`` with a 2-block UNet; ``prediction_type="v_prediction"`` gives an SD2.x-like
@@ -63,11 +69,7 @@ def build_tiny_sd_pipeline(prediction_type: str = "epsilon", device: str | torch
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(TINY_SEED)
-        unet = UNet2DConditionModel(block_out_channels=(8, 16), layers_per_block=1,
-                                    sample_size=TINY_RESOLUTION // 8, in_channels=4, out_channels=4,
-                                    down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
-                                    up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
-                                    cross_attention_dim=32, attention_head_dim=4, norm_num_groups=4)
+        unet = UNet2DConditionModel(**_TINY_UNET_LAYOUT, cross_attention_dim=32, attention_head_dim=4)
         torch.manual_seed(TINY_SEED + 1)
         vae = _tiny_vae(4, scaling_factor=0.18215)
         torch.manual_seed(TINY_SEED + 2)
@@ -95,15 +97,10 @@ def build_tiny_sdxl_pipeline(device: str | torch.device = "cpu", dtype: torch.dt
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(TINY_SEED)
-        unet = UNet2DConditionModel(block_out_channels=(8, 16), layers_per_block=1,
-                                    sample_size=TINY_RESOLUTION // 8, in_channels=4, out_channels=4,
-                                    down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
-                                    up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
-                                    attention_head_dim=(2, 4), use_linear_projection=True,
+        unet = UNet2DConditionModel(**_TINY_UNET_LAYOUT, attention_head_dim=(2, 4), use_linear_projection=True,
                                     addition_embed_type="text_time", addition_time_embed_dim=8,
                                     transformer_layers_per_block=(1, 1),
-                                    projection_class_embeddings_input_dim=6 * 8 + 32,
-                                    cross_attention_dim=64, norm_num_groups=4)
+                                    projection_class_embeddings_input_dim=6 * 8 + 32, cross_attention_dim=64)
         torch.manual_seed(TINY_SEED + 1)
         vae = _tiny_vae(4, scaling_factor=0.13025)
         torch.manual_seed(TINY_SEED + 2)
