@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import difflib
 import importlib
+from collections.abc import Mapping
 from typing import Any
 
 from mudi.errors import MudiError
 
 
-def check_names(registry: dict[str, str], names: list[str], kind: str) -> None:
+def check_names(registry: Mapping[str, Any], names: list[str], kind: str) -> None:
     """Raise :class:`MudiError` for a name not in ``registry``, suggesting the closest one."""
     for name in names:
         if name not in registry:

@@ -14,6 +14,7 @@ from typing import Any
 
 import torch
 
+from mudi.adapters.lookup import check_names
 from mudi.adapters.weights import missing_weights_error
 from mudi.errors import MudiError
 
@@ -49,12 +50,7 @@ def _import(dotted: str) -> Any:
 def load_backbone(backbone: str, pretrained_model_name_or_path: str | None = None, device: str | torch.device = "cpu",
                   dtype: torch.dtype = torch.float32) -> Any:
     """A :class:`~mudi.adapters.base.Backbone` for ``backbone`` (one of :data:`BACKBONES`)."""
-    if backbone not in BACKBONES:
-        import difflib
-
-        close = difflib.get_close_matches(backbone, list(BACKBONES), n=1)
-        hint = f"; did you mean {close[0]!r}?" if close else ""
-        raise MudiError(f"unknown backbone {backbone!r}{hint} Choose one of: {', '.join(BACKBONES)}")
+    check_names(BACKBONES, [backbone], "backbone")
     path, family, default = BACKBONES[backbone]
     if default is None:
         if pretrained_model_name_or_path:
