@@ -23,6 +23,7 @@ from mudi.core.types import Composition
 from mudi.data.subjects import Subject, load_subjects
 from mudi.errors import MudiError
 from mudi.io import save_image_atomic, write_jsonl_atomic
+from mudi.visualize import contact_sheet, draw_boxes
 
 HELP = "compose subjects into Seg-Mix (or Cut-Mix) training images and write a contact sheet"
 log = logging.getLogger(__name__)
@@ -134,14 +135,10 @@ def run(cfg: SegmixConfig) -> list[dict]:
             "source_images": [str(subjects[c].images[p].path) for c, p in zip(chosen, picks)],
             "left_to_right": comp.left_to_right, "stacking": comp.stacking, "seed": [cfg.seed, i], "mode": cfg.mode,
         })
-        from mudi.visualize import draw_boxes
-
         tiles.append(draw_boxes(Image.fromarray(comp.image), comp.boxes_xyxy,
                                 [subjects[c].name for c in chosen], width=max(2, cfg.size // 200)))
         captions.append(comp.prompt)
     write_jsonl_atomic(out / "segmix.jsonl", rows)
-    from mudi.visualize import contact_sheet
-
     save_image_atomic(out / "grid.png", contact_sheet(tiles, captions))
     save_config(cfg, out / "segmix_config.yaml")
     log.info("wrote %d compositions, segmix.jsonl and grid.png to %s", cfg.num, out)
