@@ -13,7 +13,7 @@ carries the composition through flow-matching sampling although the first sigma 
 Part (b), only when CUDA is available: full-size SDXL built from its config (random weights, fp16) at
 1024x1024, 30 steps, batch 1, plain vs init. Without a GPU it prints "skipped".
 
-    python benchmarks/generate_overhead.py [--threads 1] [--steps 30] [--repeats 5] [--batch 4]
+    python benchmarks/generate_overhead.py [--threads 1] [--steps 30] [--repeats 5] [--batch 4] [--only-gpu]
 """
 
 from __future__ import annotations
@@ -83,32 +83,48 @@ def effect_tiny(name: str, subjects, steps: int, size: int = 64, n: int = 8) -> 
           f"latents, E⊙M) inside M  {cells}")
 
 
-def sdxl_full_gpu(steps: int) -> None:
-    if not torch.cuda.is_available():
+def sdxl_full_gpu(steps: int, repeats: int = 3, smoke: bool = False) -> None:
+    """``smoke``: the same code on the CPU with tiny-sdxl at 64 px (checks the plumbing where no GPU is)."""
+    if not smoke and not torch.cuda.is_available():
         print("full-size SDXL (1024x1024, 30 steps, fp16): skipped (no CUDA device)")
         return
-    bb = build_sdxl("cuda", torch.float16, upcast_vae=False)
+    if smoke:
+        bb, size, sync, where = load_backbone("tiny-sdxl"), 64, (lambda: None), "CPU (smoke, tiny-sdxl)"
+    else:
+        bb, size, sync = build_sdxl("cuda", torch.float16, upcast_vae=False), 1024, torch.cuda.synchronize
+        where = torch.cuda.get_device_name()
     subjects = load_subjects([SAMPLES / "dog6", SAMPLES / "cat2"])
-    kw = dict(num_inference_steps=steps, height=1024, width=1024, batch_size=1, progress=False)
+    kw = dict(num_inference_steps=steps, height=size, width=size, batch_size=1, progress=False)
 
     def run(init: bool) -> float:
-        torch.cuda.synchronize()
+        sync()
         t = time.perf_counter()
         if init:
             generate_images(bb, "a photo", [0], subjects, gamma=2.0, **kw)
         else:
             generate_images(bb, "a photo", [0], init="none", **kw)
-        torch.cuda.synchronize()
+        sync()
         return time.perf_counter() - t
+
+    def parts() -> tuple[float, float]:
+        sync()
+        t = time.perf_counter()
+        comps = [compose_init(subjects, 0, (size, size))[0]]
+        t_comp = time.perf_counter() - t
+        build_initial_latents(bb, comps, _generators(bb, [0]), 2.0, steps)
+        sync()
+        return t_comp, time.perf_counter() - t - t_comp
 
     run(False), run(True)
     a, b = [], []
-    for _ in range(3):
+    for _ in range(repeats):
         a.append(run(False))
         b.append(run(True))
+    t_comp, t_lat = min(parts() for _ in range(3))
     ma, mb = statistics.median(a), statistics.median(b)
-    print(f"full-size SDXL 1024x1024 {steps} steps fp16 on {torch.cuda.get_device_name()}: plain {ma:.2f} s, "
-          f"init {mb:.2f} s, ratio {mb / ma:.3f}")
+    print(f"full-size SDXL {size}x{size} {steps} steps fp16 on {where}: plain {ma:.2f} s, init {mb:.2f} s "
+          f"(medians of {repeats} alternating runs; best {min(a):.2f} / {min(b):.2f} s), ratio {mb / ma:.3f}; init parts: compose {t_comp * 1000:.0f} ms + "
+          f"encode/shift {t_lat * 1000:.0f} ms = {(t_comp + t_lat) / ma * 100:.1f} % of plain")
 
 
 def sd15_full_cpu(steps: int, size: int, repeats: int) -> None:
@@ -145,11 +161,17 @@ def main() -> None:
     p.add_argument("--full-cpu-size", type=int, default=256)
     p.add_argument("--full-cpu-repeats", type=int, default=2)
     p.add_argument("--only-full-cpu", action="store_true", help="skip the tiny backbones")
+    p.add_argument("--only-gpu", action="store_true", help="only part (b)")
+    p.add_argument("--smoke", action="store_true", help="run part (b)'s code on the CPU with tiny-sdxl")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     subjects = load_subjects([SAMPLES / "dog6", SAMPLES / "cat2"])
     for s in subjects:
         s.cutouts(max_side=64)
+    if args.only_gpu or args.smoke:
+        print("(b) GPU")
+        sdxl_full_gpu(args.steps if args.smoke else 30, args.repeats, smoke=args.smoke)
+        return
     if not args.only_full_cpu:
         print(f"(a) tiny backbones, 64x64, {args.steps} steps, batch {args.batch}, {args.threads} thread(s), "
               f"best of {args.repeats} alternating runs")
@@ -164,7 +186,7 @@ def main() -> None:
               f"{args.steps} steps, best of {args.full_cpu_repeats} alternating runs")
         sd15_full_cpu(args.steps, args.full_cpu_size, args.full_cpu_repeats)
     print("(b) GPU")
-    sdxl_full_gpu(30)
+    sdxl_full_gpu(30, args.repeats)
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@
     plain loop that re-encodes the prompts every step (the diffusers example's behaviour with per-image
     captions) instead of using the text-embedding cache: seconds/step and peak memory.
 
-    python benchmarks/train_step.py [--steps 30] [--threads 1] [--skip-gpu]
+    python benchmarks/train_step.py [--steps 30] [--threads 1] [--skip-gpu | --only-gpu] [--smoke]
 """
 
 from __future__ import annotations
@@ -89,38 +89,56 @@ def part_a(steps: int) -> None:
         print(f"  {label:<20} {(time.perf_counter() - t0) / 50 * 1000:>8.1f} ms/batch")
 
 
-def part_b(steps: int) -> None:
-    if not torch.cuda.is_available():
+def part_b(steps: int, smoke: bool = False) -> None:
+    """``smoke``: the same code on the CPU with tiny-sdxl at 64 px (checks the plumbing where no GPU is)."""
+    if not smoke and not torch.cuda.is_available():
         print("(b) skipped: no CUDA GPU on this machine (full-size SDXL, 1024², batch 2, rank 32, bf16)")
         return
-    torch.backends.cuda.matmul.allow_tf32 = True
-    print(f"(b) {torch.cuda.get_device_name()}, full-size SDXL (random weights), 1024², batch 2, rank 32, bf16, "
-          f"{steps} steps each")
-    bb = build_sdxl("cuda", torch.bfloat16)
+    cuda = not smoke
+    sync = torch.cuda.synchronize if cuda else (lambda: None)
+    if cuda:
+        torch.backends.cuda.matmul.allow_tf32 = True
+        print(f"(b) {torch.cuda.get_device_name()}, full-size SDXL (random weights), 1024², batch 2, rank 32, "
+              f"bf16, {steps} steps each (after 3 warm-up steps)")
+        t0 = time.perf_counter()
+        bb = build_sdxl("cuda", torch.bfloat16)
+        sync()
+        print(f"    built in {time.perf_counter() - t0:.1f} s; UNet "
+              f"{sum(p.numel() for p in bb.pipeline.unet.parameters()) / 1e9:.2f} B parameters")
+        res = 1024
+    else:
+        from mudi.adapters.registry import load_backbone
+
+        print(f"(b, smoke) CPU, tiny-sdxl, 64 px, batch 2, rank 32, bf16, {steps} steps each")
+        bb = load_backbone("tiny-sdxl", dtype=torch.bfloat16)
+        res = 64
     with tempfile.TemporaryDirectory() as tmp:
-        tr = _trainer(tmp, backbone="sdxl", inject=bb, rank=32, resolution=1024, train_batch_size=2,
-                      mixed_precision="bf16", composition_prob=0.3)
+        tr = _trainer(tmp, backbone="sdxl", inject=bb, rank=32, resolution=res, train_batch_size=2,
+                      mixed_precision="bf16", composition_prob=0.3, device="cuda" if cuda else "cpu")
         unet = tr.accelerator.unwrap_model(tr.model)
         rows = []
         for label, gc, reencode in [("cached prompts", False, False), ("cached prompts + grad ckpt", True, False),
                                     ("re-encode every step", False, True),
                                     ("re-encode every step + grad ckpt", True, True)]:
             (unet.enable_gradient_checkpointing if gc else unet.disable_gradient_checkpointing)()
-            torch.cuda.empty_cache()
-            torch.cuda.reset_peak_memory_stats()
+            if cuda:
+                torch.cuda.empty_cache()
+                torch.cuda.reset_peak_memory_stats()
             ts = []
             try:
                 for k in range(steps + 3):
                     if reencode:
                         tr._text_cache.clear()
-                    torch.cuda.synchronize()
+                    sync()
                     t = _step(tr)
-                    torch.cuda.synchronize()
+                    sync()
                     if k >= 3:
                         ts.append(t)
-                rows.append((label, statistics.median(ts), torch.cuda.max_memory_allocated() / 2**30))
+                peak = torch.cuda.max_memory_allocated() / 2**30 if cuda else float("nan")
+                rows.append((label, statistics.median(ts), peak))
             except torch.OutOfMemoryError:
                 rows.append((label, float("nan"), float("nan")))
+            print(f"    {label}: done", flush=True)
     base = rows[0][1]
     print(f"{'variant':<34} {'s/step':>8} {'ratio':>7} {'peak GiB':>9}")
     for label, s, mem in rows:
@@ -133,11 +151,14 @@ def main() -> None:
     ap.add_argument("--gpu-steps", type=int, default=10)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--skip-gpu", action="store_true")
+    ap.add_argument("--only-gpu", action="store_true", help="skip part (a)")
+    ap.add_argument("--smoke", action="store_true", help="run part (b)'s code on the CPU with tiny-sdxl")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    part_a(args.steps)
+    if not (args.only_gpu or args.smoke):
+        part_a(args.steps)
     if not args.skip_gpu:
-        part_b(args.gpu_steps)
+        part_b(args.gpu_steps, smoke=args.smoke)
 
 
 if __name__ == "__main__":
