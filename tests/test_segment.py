@@ -199,3 +199,32 @@ def test_missing_weights_name_checkpoint_and_grabcut(tmp_path, backend, capsys, 
     assert cli_main(["segment", str(folder), "--backend", backend, "--detector-model", missing]) == 2
     err = capsys.readouterr().err
     assert "no-such-owlv2" in err and "grabcut" in err and "download" in err
+
+
+class GroupSegmenter(BoxSegmenter):
+    """A segmenter with ``segment_group``: records each group call's image count and boxes."""
+
+    def __init__(self):
+        super().__init__()
+        self.groups = []
+
+    def segment_group(self, images, boxes):
+        self.groups.append((len(images), list(boxes)))
+        return self.segment(images, boxes)
+
+
+def test_a_segmenter_with_segment_group_gets_all_photos_of_a_subject_at_once(tmp_path):
+    folder = _native(tmp_path, n=5)
+    other = _native(tmp_path, name="cat2", n=3)
+    (other / "subject.yaml").write_text("identifier: ult\nclass_noun: cat\n")
+    (folder / "masks").mkdir()
+    Image.fromarray(np.ones((48, 64), np.uint8) * 255).save(folder / "masks" / "01.png")  # a user mask
+    seg = GroupSegmenter()
+    result = run(SegmentConfig(subjects=[str(folder), str(other)], backend="grabcut", batch_size=2), None, seg)
+    # one call per subject with every photo still to segment, whatever the batch size; user masks kept
+    assert seg.groups == [(4, [None] * 4), (3, [None] * 3)]
+    assert sorted(r.status for r in result.images) == ["kept_user_mask"] + ["ok"] * 7
+    # a segmenter without it still gets batches of batch_size
+    plain = BoxSegmenter()
+    run(SegmentConfig(subjects=[str(other)], backend="grabcut", batch_size=2, overwrite=True), None, plain)
+    assert len(plain.boxes) == 3

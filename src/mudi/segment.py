@@ -234,8 +234,12 @@ def _segment_subject(subject: Any, config: SegmentConfig, detector: Any, segment
             continue
         todo.append(i)
     queries = subject_queries(subject)
-    for start in range(0, len(todo), config.batch_size):
-        batch_idx = todo[start:start + config.batch_size]
+    # A segmenter with ``segment_group`` (GrabCut) sees all of the subject's photos at once: it chooses each
+    # photo's cut with the others in view (the subject looks alike in all of them). Others go in batches.
+    group = getattr(segmenter, "segment_group", None)
+    step = max(1, len(todo)) if group is not None else config.batch_size
+    for start in range(0, len(todo), step):
+        batch_idx = todo[start:start + step]
         loaded: list[tuple[int, np.ndarray]] = []
         for i in batch_idx:
             item = subject.images[i]
@@ -262,8 +266,9 @@ def _segment_subject(subject: Any, config: SegmentConfig, detector: Any, segment
                 detections = [None] * len(images)
             chosen = [choose_detection(d)[0] if d is not None else None for d in detections]
             seg_idx = [k for k, d in enumerate(detections) if d is None or chosen[k] is not None]
-            masks = segmenter.segment([images[k] for k in seg_idx],
-                                      [chosen[k].box_xyxy if chosen[k] is not None else None for k in seg_idx])
+            masks = (group or segmenter.segment)([images[k] for k in seg_idx],
+                                                 [chosen[k].box_xyxy if chosen[k] is not None else None
+                                                  for k in seg_idx])
             mask_by_k = dict(zip(seg_idx, masks))
         except MudiError:
             raise

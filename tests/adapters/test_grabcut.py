@@ -6,9 +6,17 @@ import numpy as np
 import pytest
 
 from mudi.adapters.base import Segmenter
-from mudi.adapters.grabcut import GrabCutSegmenter, border_saliency, colour_separation
+from mudi.adapters.grabcut import (
+    GrabCutSegmenter,
+    border_saliency,
+    choose_cuts_jointly,
+    colour_separation,
+    content_box,
+    guided_upsample,
+)
 from mudi.adapters.mask_cleanup import clean_mask, count_components, fill_holes, largest_component
 from mudi.core.geometry import mask_iou
+from mudi.errors import MudiError
 
 
 def _scene(h=240, w=320, seed=0, centre=(0.55, 0.45), radii=(0.3, 0.2)):
@@ -95,12 +103,14 @@ def test_border_saliency_and_colour_separation():
 
 
 def test_grabcut_rejects_bad_settings():
-    from mudi.errors import MudiError
-
     with pytest.raises(MudiError, match="max_side"):
         GrabCutSegmenter(max_side=8)
     with pytest.raises(MudiError, match="border_insets"):
         GrabCutSegmenter(border_insets=(0.6,))
+    with pytest.raises(MudiError, match=r"four \(left, top, right, bottom\)"):
+        GrabCutSegmenter(border_insets=((0.1, 0.2),))
+    with pytest.raises(MudiError, match="border_insets"):
+        GrabCutSegmenter(border_insets=((0.1, 0.1, 0.1, 0.5),))
     with pytest.raises(MudiError, match="box-free"):
         GrabCutSegmenter(border_insets=(), use_saliency=False)
     with pytest.raises(MudiError, match="uint8"):
@@ -245,3 +255,122 @@ def test_focus_initialisation_finds_the_in_focus_subject():
     a, b = only_focus.segment([img], [None])[0], with_focus.segment([img], [None])[0]
     assert mask_iou(a, truth) > 0.8
     assert b.shape == truth.shape and b.dtype == bool
+
+
+def _letterbox(img, left=0, right=0, top=0, bottom=0, colour=(0, 0, 0)):
+    h, w = img.shape[:2]
+    out = np.empty((h + top + bottom, w + left + right, 3), np.uint8)
+    out[:] = colour
+    out[top:top + h, left:left + w] = img
+    return out
+
+
+def test_content_box_finds_uniform_bars_and_nothing_else():
+    img, _ = _scene(seed=3)
+    assert content_box(img) == (0, 0, 320, 240)
+    boxed = _letterbox(img, left=40, right=40)
+    assert content_box(boxed) == (40, 0, 360, 240)
+    boxed = _letterbox(img, top=30, bottom=12, colour=(255, 255, 255))
+    assert content_box(boxed) == (0, 30, 320, 270)
+    assert content_box(_letterbox(img, left=2)) == (0, 0, 322, 240)  # under 2 % of the width: not a bar
+    # JPEG-like noise within the tolerance still counts as a bar; a textured border does not
+    noisy = _letterbox(img, left=40)
+    noisy[:, :40] += np.random.default_rng(0).integers(0, 4, (240, 40, 3), dtype=np.uint8)
+    assert content_box(noisy)[0] == 40
+
+
+def test_box_free_grabcut_ignores_letterbox_bars():
+    img, truth = _scene(seed=4, centre=(0.5, 0.5), radii=(0.3, 0.25))
+    boxed, boxed_truth = _letterbox(img, left=80, right=80), np.pad(truth, ((0, 0), (80, 80)))
+    mask = GrabCutSegmenter().segment([boxed], [None])[0]
+    assert mask.shape == boxed_truth.shape
+    assert not mask[:, :80].any() and not mask[:, -80:].any()
+    assert mask_iou(mask, boxed_truth) > 0.9
+
+
+def _blob(h, w, cy, cx, r):
+    yy, xx = np.mgrid[:h, :w]
+    return (yy - cy) ** 2 + (xx - cx) ** 2 <= r * r
+
+
+def test_choose_cuts_jointly_prefers_the_cut_that_looks_like_the_subject_elsewhere():
+    """Photo 0 has a well-separated distractor (a flat cyan patch) and the subject (red, with some red in its
+    background, so it separates less well); photos 1 and 2 show the same red subject. Alone, separation picks
+    the distractor; jointly, the subject."""
+    import cv2
+
+    rng = np.random.default_rng(0)
+    h, w = 80, 100
+    labs, cands = [], []
+    for k in range(3):
+        img = np.empty((h, w, 3), np.float32)
+        img[:] = (90, 130, 90)
+        img[:, :12] = (200, 60, 50)  # red-ish strip in the background
+        subject = _blob(h, w, 45, 55 + 5 * k, 18)
+        img[subject] = (210, 50, 40)
+        cand = [subject]
+        if k == 0:
+            patch = np.zeros((h, w), bool)
+            patch[5:25, 70:95] = True
+            img[patch] = (40, 220, 230)
+            cand = [patch, subject]
+        img = np.clip(img + rng.normal(0, 6, img.shape), 0, 255).astype(np.uint8)
+        labs.append(cv2.cvtColor(img, cv2.COLOR_RGB2LAB))
+        cands.append(cand)
+    assert colour_separation(labs[0], cands[0][0]) > colour_separation(labs[0], cands[0][1])
+    assert choose_cuts_jointly(labs, cands, consensus_weight=0.0) == [0, 0, 0]
+    assert choose_cuts_jointly(labs, cands, consensus_weight=2.0) == [1, 0, 0]
+    assert choose_cuts_jointly(labs[:1], cands[:1], consensus_weight=2.0) == [0]  # one photo: separation
+    with pytest.raises(MudiError, match="one non-empty candidate list per photo"):
+        choose_cuts_jointly(labs, cands[:2])
+
+
+def test_segment_group_matches_segment_for_boxes_and_without_consensus():
+    imgs = [_scene(seed=s)[0] for s in (5, 6, 7)]
+    ys, xs = np.nonzero(_scene(seed=6)[1])
+    box = (float(xs.min()), float(ys.min()), float(xs.max() + 1), float(ys.max() + 1))
+    boxes = [None, box, None]
+    independent = GrabCutSegmenter(consensus_weight=0.0)
+    grouped = independent.segment_group(imgs, boxes)
+    alone = independent.segment(imgs, boxes)
+    assert all((a == b).all() for a, b in zip(grouped, alone))
+    joint = GrabCutSegmenter().segment_group(imgs, boxes)
+    assert (joint[1] == alone[1]).all()  # a boxed photo is cut from its box either way
+    for (_, truth), mask in zip((_scene(seed=s) for s in (5, 6, 7)), joint):
+        assert mask.shape == truth.shape and mask_iou(mask, truth) > 0.9
+    with pytest.raises(MudiError, match="2 images but 1 boxes"):
+        GrabCutSegmenter().segment_group(imgs[:2], [None])
+    with pytest.raises(MudiError, match="consensus_weight"):
+        GrabCutSegmenter(consensus_weight=-1)
+
+
+def test_an_asymmetric_inset_rectangle_keeps_its_sides():
+    """The ground-prior rectangle (20 % at the bottom) finds a subject in the upper part of the photo and
+    marks the bottom band as background in its initialisation."""
+    img, truth = _scene(seed=8, centre=(0.4, 0.5), radii=(0.25, 0.2))
+    seg = GrabCutSegmenter(max_side=320, border_insets=((0.1, 0.1, 0.1, 0.2),), use_saliency=False,
+                           refine_ring=0.0)
+    assert seg.border_insets == ((0.1, 0.1, 0.1, 0.2),)
+    work = seg._prepare(img)
+    mask = seg._box_free_candidates(work)[0]
+    assert not mask[-int(0.2 * 240):].any()  # no second cut: the band stays background
+    assert mask_iou(mask, truth) > 0.9
+
+
+def test_guided_upsampling_snaps_a_coarse_mask_to_the_photo_edges():
+    h = w = 400
+    yy, xx = np.mgrid[:h, :w]
+    truth = (yy - 210) ** 2 + (xx - 190) ** 2 <= 120 ** 2
+    photo = np.where(truth[..., None], np.uint8(220), np.uint8(40)).repeat(3, axis=2)
+    photo = np.clip(photo + np.random.default_rng(0).normal(0, 4, photo.shape), 0, 255).astype(np.uint8)
+    import cv2
+
+    coarse = cv2.resize(truth.astype(np.uint8), (25, 25), interpolation=cv2.INTER_AREA) > 0  # blocky, too big
+    bilinear = cv2.resize(coarse.astype(np.uint8) * 255, (w, h), interpolation=cv2.INTER_LINEAR) > 127
+    guided = guided_upsample(coarse, photo, max_side=1024, radius=0.02)
+    assert guided.shape == truth.shape and guided.dtype == bool
+    assert mask_iou(guided, truth) > mask_iou(bilinear, truth) + 0.02
+    assert mask_iou(guided, truth) > 0.97
+    # GrabCut uses it for the final upsampling unless guide_max_side is 0
+    with pytest.raises(MudiError, match="guide_max_side"):
+        GrabCutSegmenter(guide_max_side=-1)

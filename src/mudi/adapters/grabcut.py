@@ -32,12 +32,50 @@ that RNG with ``seed``: the same photo always gives the same mask.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from mudi.adapters.mask_cleanup import clean_mask
 from mudi.errors import MudiError
+
+
+@dataclass
+class _Work:
+    """One photo prepared for cutting: the original, the crop without bars (``(x0, y0, x1, y1)`` in its
+    pixels), the working scale and the crop at the working size (RGB; BGR and Lab computed once)."""
+
+    image: np.ndarray
+    crop: tuple[int, int, int, int]
+    scale: float
+    small: np.ndarray
+    _bgr: np.ndarray | None = field(default=None, repr=False)
+    _lab: np.ndarray | None = field(default=None, repr=False)
+
+    @property
+    def bgr(self) -> np.ndarray:
+        if self._bgr is None:
+            self._bgr = np.ascontiguousarray(self.small[..., ::-1])
+        return self._bgr
+
+    @property
+    def lab(self) -> np.ndarray:
+        import cv2
+
+        if self._lab is None:
+            self._lab = cv2.cvtColor(self.small, cv2.COLOR_RGB2LAB)
+        return self._lab
+
+
+def _sides(inset: float | Sequence[float]) -> tuple[float, float, float, float]:
+    """A border inset as ``(left, top, right, bottom)`` fractions (one number: the same on every side)."""
+    if isinstance(inset, (int, float)):
+        return (float(inset),) * 4
+    sides = tuple(float(v) for v in inset)
+    if len(sides) != 4:
+        raise ValueError(inset)
+    return sides  # type: ignore[return-value]
 
 
 class GrabCutSegmenter:
@@ -49,7 +87,9 @@ class GrabCutSegmenter:
         box_padding: the detector box is grown by this fraction of its size on each side (0: OWLv2 boxes are
             tight; on the benchmark photos any padding lowers the IoU, see docs/segment.md).
         border_insets: without a box, one rectangle initialisation per value, treating this fraction of each
-            image side as background (besides the border-saliency initialisation).
+            image side as background (besides the border-saliency initialisation); a value is one fraction for
+            every side or four, ``(left, top, right, bottom)``. The default's third, 20 % at the bottom, is a
+            ground prior: a subject standing on a floor or table has it along the bottom of the photo.
         use_saliency: without a box, also try the border-saliency initialisation.
         use_focus: without a box, also try the focus initialisation (:func:`focus_saliency_labels`); off by
             default: no gain on the benchmark photos (mean IoU 0.827 either way) at 15 % more time.
@@ -58,19 +98,31 @@ class GrabCutSegmenter:
             of this fraction of the longer side as probable background (0: no second cut).
         refine_max_side: longer side of the final coarse-to-fine cut around the chosen mask (ring 5 %,
             3 iterations); 0, or not above ``max_side``, skips it.
+        crop_bars: without a box, cut uniform bars along the photo's sides (letterboxing, padding to a square)
+            away first (:func:`content_box`); they count as background.
+        consensus_weight: in :meth:`segment_group`, the weight of the colour agreement with the other photos
+            against the photo's own colour separation (:func:`choose_cuts_jointly`); 0 chooses per photo.
+        guide_max_side: the final mask is upsampled edge-aware (:func:`guided_upsample`, guided by the photo at
+            longer side at most this) instead of bilinearly; 0, or not above the mask's size, turns it off.
         seed: OpenCV RNG seed set before every cut (``cv2.grabCut`` has no generator argument).
     """
 
     def __init__(self, max_side: int = 256, num_iterations: int = 5, box_padding: float = 0.0,
-                 border_insets: Sequence[float] = (0.04, 0.10), use_saliency: bool = True,
+                 border_insets: Sequence[float | Sequence[float]] = (0.04, 0.10, (0.10, 0.10, 0.10, 0.20)),
+                 use_saliency: bool = True,
                  use_focus: bool = False, use_cleanup: bool = True, refine_ring: float = 0.10, refine_max_side: int = 512,
+                 crop_bars: bool = True, consensus_weight: float = 2.0, guide_max_side: int = 1024,
                  seed: int = 0) -> None:
         if max_side < 32:
             raise MudiError(f"GrabCutSegmenter max_side must be >= 32 pixels, got {max_side}")
         if num_iterations < 1:
             raise MudiError(f"GrabCutSegmenter num_iterations must be >= 1, got {num_iterations}")
-        border_insets = tuple(float(v) for v in border_insets)
-        if any(not 0.0 <= v < 0.5 for v in border_insets):
+        try:
+            border_insets = tuple(_sides(v) for v in border_insets)
+        except (TypeError, ValueError):
+            raise MudiError("GrabCutSegmenter border_insets: each is a fraction or four (left, top, right, "
+                            f"bottom), got {list(border_insets)}") from None
+        if any(not 0.0 <= v < 0.5 for sides in border_insets for v in sides):
             raise MudiError(f"GrabCutSegmenter border_insets must be in [0, 0.5), got {list(border_insets)}")
         if not border_insets and not use_saliency and not use_focus:
             raise MudiError("GrabCutSegmenter needs a box-free initialisation: give border_insets, use_saliency "
@@ -81,6 +133,13 @@ class GrabCutSegmenter:
             raise MudiError(f"GrabCutSegmenter refine_ring must be in [0, 0.5), got {refine_ring}")
         if refine_max_side < 0:
             raise MudiError(f"GrabCutSegmenter refine_max_side must be >= 0 (0: off), got {refine_max_side}")
+        if consensus_weight < 0:
+            raise MudiError(f"GrabCutSegmenter consensus_weight must be >= 0, got {consensus_weight}")
+        if guide_max_side < 0:
+            raise MudiError(f"GrabCutSegmenter guide_max_side must be >= 0 (0: off), got {guide_max_side}")
+        self.guide_max_side = int(guide_max_side)
+        self.crop_bars = bool(crop_bars)
+        self.consensus_weight = float(consensus_weight)
         self.refine_ring = float(refine_ring)
         self.refine_max_side = int(refine_max_side)
         self.seed = int(seed)
@@ -100,12 +159,48 @@ class GrabCutSegmenter:
     def segment(self, images: Sequence[np.ndarray],
                 boxes: Sequence[tuple[float, float, float, float] | None]) -> list[np.ndarray]:
         """One ``(H, W)`` bool mask per ``(H, W, 3)`` uint8 image, for the object in its box (``(x0, y0, x1, y1)``
-        in original pixels) or, for a ``None`` box, the main object of the image."""
-        if len(images) != len(boxes):
-            raise MudiError(f"segment: {len(images)} images but {len(boxes)} boxes; give one box (or None) per image")
+        in original pixels) or, for a ``None`` box, the main object of the image. Each image on its own."""
+        self._check_lengths(images, boxes)
         return [self.segment_one(np.asarray(im), box) for im, box in zip(images, boxes)]
 
+    def segment_group(self, images: Sequence[np.ndarray],
+                      boxes: Sequence[tuple[float, float, float, float] | None]) -> list[np.ndarray]:
+        """Like :meth:`segment`, for photos **of one subject** (a subject's reference photos): box-free photos
+        choose among their candidate cuts jointly (:func:`choose_cuts_jointly`), preferring a cut whose colours
+        look like a cut of the same subject in the other photos. ``mudi segment`` calls this per subject."""
+        self._check_lengths(images, boxes)
+        out: list[np.ndarray | None] = [None] * len(images)
+        free = []
+        for k, (im, box) in enumerate(zip(images, boxes)):
+            if box is not None:
+                out[k] = self.segment_one(np.asarray(im), box)
+            else:
+                free.append((k, self._prepare(np.asarray(im))))
+        if free:
+            cands = [self._box_free_candidates(work) for _, work in free]
+            labs = [work.lab for _, work in free]
+            picks = choose_cuts_jointly(labs, cands, self.consensus_weight)
+            for (k, work), cand, pick in zip(free, cands, picks):
+                out[k] = self._finish(work, cand[pick])
+        return out  # type: ignore[return-value]
+
+    @staticmethod
+    def _check_lengths(images: Sequence[Any], boxes: Sequence[Any]) -> None:
+        if len(images) != len(boxes):
+            raise MudiError(f"segment: {len(images)} images but {len(boxes)} boxes; give one box (or None) per image")
+
     def segment_one(self, image: np.ndarray, box_xyxy: tuple[float, float, float, float] | None) -> np.ndarray:
+        work = self._prepare(image, crop_bars=box_xyxy is None)
+        if box_xyxy is not None:
+            h, w = work.small.shape[:2]
+            box = self._pad_box(tuple(v * work.scale for v in box_xyxy), w, h, self.box_padding)
+            cut = self._cut(work.bgr, self._box_labels(h, w, box))
+        else:
+            cut = choose_cut(work.lab, self._box_free_candidates(work))
+        return self._finish(work, cut)
+
+    def _prepare(self, image: np.ndarray, crop_bars: bool = True) -> _Work:
+        """The photo at the working size, without uniform bars along its sides (``crop_bars``)."""
         import cv2
 
         if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
@@ -114,20 +209,38 @@ class GrabCutSegmenter:
         scale = min(1.0, self.max_side / max(h, w))
         sw, sh = max(1, round(w * scale)), max(1, round(h * scale))
         small = cv2.resize(image, (sw, sh), interpolation=cv2.INTER_AREA) if scale < 1 else image
-        bgr = np.ascontiguousarray(small[..., ::-1])
-        if box_xyxy is not None:
-            box = self._pad_box(tuple(v * scale for v in box_xyxy), sw, sh, self.box_padding)
-            cut = self._cut(bgr, self._box_labels(sh, sw, box))
-        else:
-            cut = self._best_box_free_cut(small, bgr, image)
+        crop = (0, 0, w, h)
+        if crop_bars and self.crop_bars:
+            x0, y0, x1, y1 = content_box(small)
+            if (x0, y0, x1, y1) != (0, 0, sw, sh):
+                small = small[y0:y1, x0:x1]
+                crop = (min(w - 1, round(x0 / scale)), min(h - 1, round(y0 / scale)),
+                        max(1, min(w, round(x1 / scale))), max(1, min(h, round(y1 / scale))))
+        small = np.ascontiguousarray(small)
+        return _Work(image, crop, scale, small)
+
+    def _finish(self, work: _Work, cut: np.ndarray) -> np.ndarray:
+        """Clean-up, the coarse-to-fine cut and the upsampling of a working-size ``cut`` to the photo."""
+        import cv2
+
+        h, w = work.image.shape[:2]
+        x0, y0, x1, y1 = work.crop
+        photo = work.image[y0:y1, x0:x1]
         if self.use_cleanup:
             cut = clean_mask(cut)
-        if self.refine_max_side > self.max_side and scale < 1 and cut.any():
-            cut = self._refine_fine(image, cut)
-        if cut.shape == (h, w):
+        if self.refine_max_side > self.max_side and work.scale < 1 and cut.any():
+            cut = self._refine_fine(photo, cut)
+        ph, pw = photo.shape[:2]
+        if cut.shape != (ph, pw):
+            if self.guide_max_side > max(cut.shape) and cut.any():
+                cut = guided_upsample(cut, photo, self.guide_max_side)
+            else:
+                cut = cv2.resize(cut.astype(np.uint8) * 255, (pw, ph), interpolation=cv2.INTER_LINEAR) > 127
+        if (ph, pw) == (h, w):
             return cut
-        big = cv2.resize(cut.astype(np.uint8) * 255, (w, h), interpolation=cv2.INTER_LINEAR)
-        return big > 127
+        full = np.zeros((h, w), bool)
+        full[y0:y1, x0:x1] = cut
+        return full
 
     def _refine_fine(self, image: np.ndarray, cut: np.ndarray) -> np.ndarray:
         """Coarse to fine: the working-resolution ``cut`` upsampled to longer side ``refine_max_side`` (at
@@ -150,28 +263,27 @@ class GrabCutSegmenter:
         x1, y1 = min(w, int(np.ceil(x1 + px))), min(h, int(np.ceil(y1 + py)))
         return x0, y0, max(x1, x0 + 1), max(y1, y0 + 1)
 
-    def _best_box_free_cut(self, rgb: np.ndarray, bgr: np.ndarray, full: np.ndarray) -> np.ndarray:
-        """Cut from every box-free initialisation; keep the (cleaned) mask separating the colours best.
-        ``rgb``/``bgr``: the photo at the working size; ``full``: the original photo (for the focus map)."""
-        import cv2
-
+    def _box_free_candidates(self, work: _Work) -> list[np.ndarray]:
+        """One cleaned, re-cut mask per box-free initialisation, at the working size."""
+        rgb, bgr = work.small, work.bgr
         h, w = rgb.shape[:2]
         inits = []
         if self.use_saliency:
             inits.append(border_saliency_labels(rgb))
         if self.use_focus:
-            inits.append(focus_saliency_labels(full, rgb))
-        for inset in self.border_insets:
-            iw, ih = int(w * inset), int(h * inset)
-            inits.append(self._box_labels(h, w, (iw, ih, max(w - iw, iw + 1), max(h - ih, ih + 1))))
-        lab = cv2.cvtColor(rgb, cv2.COLOR_RGB2LAB)
+            x0, y0, x1, y1 = work.crop
+            inits.append(focus_saliency_labels(work.image[y0:y1, x0:x1], rgb))
+        for left, top, right, bottom in self.border_insets:
+            x0, y0 = int(w * left), int(h * top)
+            inits.append(self._box_labels(h, w, (x0, y0, max(w - int(w * right), x0 + 1),
+                                                 max(h - int(h * bottom), y0 + 1))))
         cuts = []
         for labels in inits:
             cut = clean_mask(self._cut(bgr, labels))
             if self.refine_ring > 0 and cut.any():
                 cut = clean_mask(self._cut(bgr, ring_labels(cut, self.refine_ring)))
             cuts.append(cut)
-        return choose_cut(lab, cuts)
+        return cuts
 
     @staticmethod
     def _box_labels(h: int, w: int, box: tuple[int, int, int, int]) -> np.ndarray:
@@ -216,6 +328,102 @@ def choose_cut(lab: np.ndarray, cuts: Sequence[np.ndarray], min_fraction: float 
         raise MudiError("choose_cut needs at least one candidate mask")
     plausible = [c for c in cuts if min_fraction <= c.mean() <= max_fraction] or list(cuts)
     return max(plausible, key=lambda c: colour_separation(lab, c))
+
+
+def choose_cuts_jointly(labs: Sequence[np.ndarray], candidates: Sequence[Sequence[np.ndarray]],
+                        consensus_weight: float = 2.0, bins: int = 4, min_fraction: float = 0.01,
+                        max_fraction: float = 0.9) -> list[int]:
+    """For photos of **one subject**, the index of the chosen cut in each photo's ``candidates``.
+
+    A cut scores its :func:`colour_separation` plus ``consensus_weight`` x its mean, over the other photos, of
+    the best Bhattacharyya coefficient between its inside colour histogram (Lab, ``bins`` per channel) and any
+    plausible cut of that photo: the subject looks alike from photo to photo, a patch of floor or a window
+    does not. Only cuts covering ``min_fraction``..``max_fraction`` of their photo compete (all, where none
+    does). One photo alone, or ``consensus_weight=0``: the separation alone, as :func:`choose_cut`.
+    ``labs``: ``(H, W, 3)`` uint8 Lab photos, each the size of its candidates.
+    """
+    if len(labs) != len(candidates) or any(not c for c in candidates):
+        raise MudiError("choose_cuts_jointly needs one non-empty candidate list per photo")
+    plausible = [[min_fraction <= c.mean() <= max_fraction for c in cands] for cands in candidates]
+    plausible = [p if any(p) else [True] * len(p) for p in plausible]
+    hists = [[colour_histogram(lab, c, bins) for c in cands] for lab, cands in zip(labs, candidates)]
+    picks = []
+    for k, (lab, cands) in enumerate(zip(labs, candidates)):
+        scores = []
+        for i, cut in enumerate(cands):
+            if not plausible[k][i]:
+                scores.append(-np.inf)
+                continue
+            score = colour_separation(lab, cut)
+            if consensus_weight > 0 and len(labs) > 1:
+                agree = [max(float(np.sqrt(hists[k][i] * h).sum()) for h, ok in zip(hists[j], plausible[j]) if ok)
+                         for j in range(len(labs)) if j != k]
+                score += consensus_weight * float(np.mean(agree))
+            scores.append(score)
+        picks.append(int(np.argmax(scores)))
+    return picks
+
+
+def guided_upsample(mask: np.ndarray, photo: np.ndarray, max_side: int = 1024, radius: float = 0.004,
+                    eps: float = 0.01) -> np.ndarray:
+    """``mask`` (``(h, w)`` bool, a low-resolution cut of ``photo``) at ``photo``'s size, its edges snapped to
+    the photo's edges by a guided filter (He et al., "Guided image filtering", ECCV 2010) on the grey photo at
+    longer side ``max_side`` (window radius ``radius`` x that side, regularisation ``eps``), then bilinearly
+    to full size and thresholded at 0.5. ``photo``: ``(H, W, 3)`` uint8."""
+    import cv2
+
+    h, w = photo.shape[:2]
+    s = min(1.0, max_side / max(h, w))
+    gw, gh = max(1, round(w * s)), max(1, round(h * s))
+    guide = cv2.cvtColor(cv2.resize(photo, (gw, gh), interpolation=cv2.INTER_AREA) if s < 1 else photo,
+                         cv2.COLOR_RGB2GRAY).astype(np.float32) / 255.0
+    p = cv2.resize(mask.astype(np.float32), (gw, gh), interpolation=cv2.INTER_LINEAR)
+    r = max(1, round(radius * max(gw, gh)))
+
+    def box(x: np.ndarray) -> np.ndarray:
+        return cv2.boxFilter(x, -1, (2 * r + 1, 2 * r + 1), borderType=cv2.BORDER_REFLECT)
+
+    mean_i, mean_p = box(guide), box(p)
+    a = (box(guide * p) - mean_i * mean_p) / (box(guide * guide) - mean_i * mean_i + eps)
+    q = box(a) * guide + box(mean_p - a * mean_i)
+    if (gh, gw) != (h, w):
+        q = cv2.resize(q, (w, h), interpolation=cv2.INTER_LINEAR)
+    return q > 0.5
+
+
+def content_box(rgb: np.ndarray, tolerance: int = 4, min_fraction: float = 0.02) -> tuple[int, int, int, int]:
+    """``(x0, y0, x1, y1)`` of ``rgb`` without uniform bars along its sides (letterboxing, padding to a square).
+
+    From each side inwards, rows / columns whose every pixel is within ``tolerance`` of the first line's
+    colour are a bar; bars narrower than ``min_fraction`` of the side are ignored, and at most half the image
+    is taken from each side. A photo without bars gives ``(0, 0, W, H)``.
+    """
+    im = rgb.astype(np.int16)
+    h, w = im.shape[:2]
+
+    def bar(lines: np.ndarray) -> int:  # (n, L, 3), from the border inwards
+        ref = np.median(lines[0], axis=0)
+        ok = (np.abs(lines - ref).max(axis=(1, 2)) <= tolerance)
+        n = int(np.argmin(ok)) if not ok.all() else len(ok)
+        return n
+
+    left = bar(im[:, : w // 2].transpose(1, 0, 2))
+    right = bar(im[:, w - w // 2:][:, ::-1].transpose(1, 0, 2))
+    top = bar(im[: h // 2])
+    bottom = bar(im[h - h // 2:][::-1])
+    left, right = (v if v >= min_fraction * w else 0 for v in (left, right))
+    top, bottom = (v if v >= min_fraction * h else 0 for v in (top, bottom))
+    return left, top, w - right, h - bottom
+
+
+def colour_histogram(lab: np.ndarray, mask: np.ndarray, bins: int = 8) -> np.ndarray:
+    """Normalised colour histogram (``bins`` per channel) of ``lab``'s pixels inside ``mask`` (zeros if empty)."""
+    q = (lab.astype(np.int32) * bins) // 256
+    code = (q[..., 0] * bins + q[..., 1]) * bins + q[..., 2]
+    n = int(mask.sum())
+    if n == 0:
+        return np.zeros(bins ** 3)
+    return np.bincount(code[mask], minlength=bins ** 3) / n
 
 
 def ring_labels(mask: np.ndarray, ring: float) -> np.ndarray:
@@ -322,11 +530,6 @@ def colour_separation(lab: np.ndarray, mask: np.ndarray, bins: int = 8) -> float
     """One minus the Bhattacharyya coefficient of the colour histograms inside and outside ``mask``: 1 when
     subject and background share no colour, 0 when they look alike (or the mask is empty or full).
     ``lab``: ``(H, W, 3)`` uint8 (OpenCV Lab); ``mask``: ``(H, W)`` bool."""
-    inside, outside = int(mask.sum()), int((~mask).sum())
-    if inside == 0 or outside == 0:
+    if not mask.any() or mask.all():
         return 0.0
-    q = (lab.astype(np.int32) * bins) // 256
-    code = (q[..., 0] * bins + q[..., 1]) * bins + q[..., 2]
-    hist_in = np.bincount(code[mask], minlength=bins ** 3) / inside
-    hist_out = np.bincount(code[~mask], minlength=bins ** 3) / outside
-    return float(1.0 - np.sqrt(hist_in * hist_out).sum())
+    return float(1.0 - np.sqrt(colour_histogram(lab, mask, bins) * colour_histogram(lab, ~mask, bins)).sum())
