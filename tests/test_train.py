@@ -207,3 +207,16 @@ def test_bad_subjects_prior_and_checkpoint(tmp_path):
     with pytest.raises(MudiError, match="not a training checkpoint"):
         run(TrainConfig(backbone="tiny-sd", output_dir=str(tmp_path / "o"), resume_from_checkpoint=str(tmp_path),
                         max_train_steps=1, **KW))
+
+
+def test_a_non_finite_loss_stops_the_run_with_a_clear_error_and_keeps_the_last_checkpoint(tmp_path):
+    def poison(trainer, batch, losses):
+        if trainer.global_step == 2:  # weights gone bad after step 2 (as an overflow would leave them)
+            with torch.no_grad():
+                next(iter(trainer.trainable.values())).fill_(float("nan"))
+
+    cfg = TrainConfig(backbone="tiny-sd", output_dir=str(tmp_path), max_train_steps=5, checkpointing_steps=2, **KW)
+    with pytest.raises(MudiError, match=r"loss became nan at step 3 \(sd15, mixed_precision no.*--resume_from_checkpoint"):
+        run(cfg, callback=poison)
+    assert (tmp_path / "checkpoint-2").is_dir()
+    assert not (tmp_path / "pytorch_lora_weights.safetensors").exists()

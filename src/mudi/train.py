@@ -427,6 +427,7 @@ def run(config: TrainConfig, backbone: Any = None, callback: Any = None, validat
     ``callback(trainer, batch, losses)`` is called after every step (tests use it to inspect batches).
     ``Ctrl-C`` saves a checkpoint at the current step before re-raising.
     """
+    import math
     import time
 
     import torch
@@ -451,6 +452,13 @@ def run(config: TrainConfig, backbone: Any = None, callback: Any = None, validat
             batch = trainer.draw_batch()
             losses = trainer.train_step(batch)
             trainer.global_step += 1
+            if not math.isfinite(losses["loss"]):
+                bar.close()
+                raise MudiError(
+                    f"the loss became {losses['loss']} at step {trainer.global_step} ({trainer.backbone.family}, "
+                    f"mixed_precision {c.mixed_precision}, learning_rate {c.learning_rate:g}); stopped without "
+                    "writing the LoRA. Try --mixed_precision no (or the other of fp16/bf16) or a lower "
+                    "--learning_rate; --resume_from_checkpoint latest continues from the last good checkpoint")
             losses["step_seconds"] = time.perf_counter() - t0
             acc.log(losses, step=trainer.global_step)
             bar.update(1)
