@@ -207,9 +207,11 @@ class GroupSegmenter(BoxSegmenter):
     def __init__(self):
         super().__init__()
         self.groups = []
+        self.references = []
 
-    def segment_group(self, images, boxes):
+    def segment_group(self, images, boxes, references=()):
         self.groups.append((len(images), list(boxes)))
+        self.references.append([(rgb.shape, mask.shape, int(mask.sum())) for rgb, mask in references])
         return self.segment(images, boxes)
 
 
@@ -223,6 +225,8 @@ def test_a_segmenter_with_segment_group_gets_all_photos_of_a_subject_at_once(tmp
     result = run(SegmentConfig(subjects=[str(folder), str(other)], backend="grabcut", batch_size=2), None, seg)
     # one call per subject with every photo still to segment, whatever the batch size; user masks kept
     assert seg.groups == [(4, [None] * 4), (3, [None] * 3)]
+    # and the user's mask of that subject came along as a reference (the other subject has none)
+    assert seg.references == [[((48, 64, 3), (48, 64), 48 * 64)], []]
     assert sorted(r.status for r in result.images) == ["kept_user_mask"] + ["ok"] * 7
     # a segmenter without it still gets batches of batch_size
     plain = BoxSegmenter()

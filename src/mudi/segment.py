@@ -35,6 +35,7 @@ OUTPUT_DIR = "segment"  # a subfolder, so the preview sheet is never taken for a
 REPORT_FILE = "segment_report.json"
 PREVIEW_FILE = "segment_preview.png"
 CONFIG_FILE = "segment_config.yaml"
+REFERENCE_SIDE = 512  # user-masked photos handed to segment_group as references, at this longer side
 STATUSES = ("ok", "multiple_detections", "no_detection", "tiny_mask", "kept_user_mask", "error")
 log = logging.getLogger(__name__)
 
@@ -215,6 +216,7 @@ def _segment_subject(subject: Any, config: SegmentConfig, detector: Any, segment
 
     rows: list[tuple[ImageResult, np.ndarray | None, np.ndarray | None]] = []
     todo: list[int] = []
+    references: list[tuple[np.ndarray, np.ndarray]] = []  # the subject's user masks, for segment_group
     for i, item in enumerate(subject.images):
         existing = _existing_mask(subject, i)
         if existing is not None and not config.overwrite:
@@ -230,6 +232,7 @@ def _segment_subject(subject: Any, config: SegmentConfig, detector: Any, segment
                 res = ImageResult(subject.name, item.path.name, "kept_user_mask", mask_path=str(existing),
                                   mask_fraction=round(float(mask.mean()), 5))
                 rows.append((res, *_thumb(rgb, mask, None, config.preview_tile)))
+                references.append(_reference(rgb, mask))
             bar.update(1)
             continue
         todo.append(i)
@@ -253,6 +256,7 @@ def _segment_subject(subject: Any, config: SegmentConfig, detector: Any, segment
                 res = ImageResult(subject.name, item.path.name, "kept_user_mask", mask_path="(alpha channel)",
                                   mask_fraction=round(float(alpha.mean()), 5))
                 rows.append((res, *_thumb(rgb, alpha, None, config.preview_tile)))
+                references.append(_reference(rgb, alpha))
                 bar.update(1)
                 continue
             loaded.append((i, rgb))
@@ -266,9 +270,12 @@ def _segment_subject(subject: Any, config: SegmentConfig, detector: Any, segment
                 detections = [None] * len(images)
             chosen = [choose_detection(d)[0] if d is not None else None for d in detections]
             seg_idx = [k for k, d in enumerate(detections) if d is None or chosen[k] is not None]
-            masks = (group or segmenter.segment)([images[k] for k in seg_idx],
-                                                 [chosen[k].box_xyxy if chosen[k] is not None else None
-                                                  for k in seg_idx])
+            seg_images = [images[k] for k in seg_idx]
+            seg_boxes = [chosen[k].box_xyxy if chosen[k] is not None else None for k in seg_idx]
+            if group is not None:  # the user's own masks of this subject count as photos cut right
+                masks = group(seg_images, seg_boxes, references=references)
+            else:
+                masks = segmenter.segment(seg_images, seg_boxes)
             mask_by_k = dict(zip(seg_idx, masks))
         except MudiError:
             raise
@@ -308,6 +315,15 @@ def _segment_subject(subject: Any, config: SegmentConfig, detector: Any, segment
     order = {item.path.name: n for n, item in enumerate(subject.images)}
     rows.sort(key=lambda r: order.get(r[0].image, 0))
     return rows
+
+
+def _reference(rgb: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """A user-masked photo and its mask for ``segment_group``, at longer side at most ``REFERENCE_SIDE``."""
+    h, w = rgb.shape[:2]
+    if max(h, w) <= REFERENCE_SIDE:
+        return rgb, np.asarray(mask, dtype=bool)
+    rgb_small, mask_small = _thumb(rgb, mask, None, REFERENCE_SIDE)
+    return rgb_small, mask_small
 
 
 def _thumb(rgb: np.ndarray, mask: np.ndarray | None, box: Any, tile: int) -> tuple[np.ndarray, np.ndarray | None]:

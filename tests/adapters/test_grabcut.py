@@ -374,3 +374,29 @@ def test_guided_upsampling_snaps_a_coarse_mask_to_the_photo_edges():
     # GrabCut uses it for the final upsampling unless guide_max_side is 0
     with pytest.raises(MudiError, match="guide_max_side"):
         GrabCutSegmenter(guide_max_side=-1)
+
+
+def test_segment_group_takes_user_masks_as_references():
+    """One photo alone picks a well-separated distractor; with a user-masked photo of the same subject as a
+    reference, the subject."""
+    rng = np.random.default_rng(1)
+    h, w = 120, 160
+
+    def photo(with_patch):
+        img = np.empty((h, w, 3), np.float32)
+        img[:] = (90, 130, 90)
+        img[:, :20] = (200, 60, 50)  # red-ish strip in the background
+        subject = _blob(h, w, 80, 56, 28)
+        img[subject] = (210, 50, 40)
+        if with_patch:
+            img[8:40, 110:150] = (40, 220, 230)
+        return np.clip(img + rng.normal(0, 6, img.shape), 0, 255).astype(np.uint8), subject
+
+    (img, truth), (ref, ref_mask) = photo(True), photo(False)
+    seg = GrabCutSegmenter(max_side=160, refine_max_side=0, use_saliency=False,
+                           border_insets=((0.49, 0.02, 0.02, 0.49), (0.15, 0.35, 0.45, 0.05)), refine_ring=0.0)
+    alone = seg.segment_group([img], [None])[0]
+    anchored = seg.segment_group([img], [None], references=[(ref, ref_mask)])[0]
+    assert mask_iou(anchored, truth) > 0.8 > mask_iou(alone, truth)
+    with pytest.raises(MudiError, match="reference mask of size"):
+        seg.segment_group([img], [None], references=[(ref, ref_mask[:10])])

@@ -164,10 +164,15 @@ class GrabCutSegmenter:
         return [self.segment_one(np.asarray(im), box) for im, box in zip(images, boxes)]
 
     def segment_group(self, images: Sequence[np.ndarray],
-                      boxes: Sequence[tuple[float, float, float, float] | None]) -> list[np.ndarray]:
+                      boxes: Sequence[tuple[float, float, float, float] | None],
+                      references: Sequence[tuple[np.ndarray, np.ndarray]] = ()) -> list[np.ndarray]:
         """Like :meth:`segment`, for photos **of one subject** (a subject's reference photos): box-free photos
         choose among their candidate cuts jointly (:func:`choose_cuts_jointly`), preferring a cut whose colours
-        look like a cut of the same subject in the other photos. ``mudi segment`` calls this per subject."""
+        look like a cut of the same subject in the other photos. ``references``: ``(rgb, bool mask)`` pairs
+        of the same subject with known masks (the user's own), which count as photos already cut right.
+        ``mudi segment`` calls this per subject, with the subject's user masks as references."""
+        import cv2
+
         self._check_lengths(images, boxes)
         out: list[np.ndarray | None] = [None] * len(images)
         free = []
@@ -179,6 +184,18 @@ class GrabCutSegmenter:
         if free:
             cands = [self._box_free_candidates(work) for _, work in free]
             labs = [work.lab for _, work in free]
+            for rgb, mask in references:  # at the working size: histograms only need the colours
+                rgb, mask = np.asarray(rgb), np.asarray(mask, dtype=bool)
+                if rgb.shape[:2] != mask.shape:
+                    raise MudiError(f"segment_group: a reference mask of size {mask.shape} for a "
+                                    f"{rgb.shape[:2]} photo")
+                if not mask.any():
+                    continue
+                work = self._prepare(rgb, crop_bars=False)
+                h, w = work.small.shape[:2]
+                small = cv2.resize(mask.astype(np.uint8) * 255, (w, h), interpolation=cv2.INTER_AREA) > 127
+                labs.append(work.lab)
+                cands.append([small if small.any() else np.ones((h, w), bool)])
             picks = choose_cuts_jointly(labs, cands, self.consensus_weight)
             for (k, work), cand, pick in zip(free, cands, picks):
                 out[k] = self._finish(work, cand[pick])
