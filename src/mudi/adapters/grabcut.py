@@ -2,31 +2,36 @@
 
 GrabCut (Rother et al., 2004) fits two colour mixtures, subject and background, and cuts the image graph
 between them. It needs an initialisation: the detector's box when there is one (``owlv2+grabcut``). Without
-a box (``grabcut`` alone) it makes several and keeps the most convincing result:
+a box (``grabcut`` alone) uniform bars along the photo's sides (letterboxing) are cropped first, then it
+makes several initialisations and keeps the most convincing result:
 
 - a *border-saliency* initialisation: the geodesic colour distance of each pixel to the image border
   (background prior of Wei et al., ECCV 2012, on a 64 px grid), Otsu-thresholded into probable subject /
   probable background, with the least salient pixels as definite background; it finds subjects that do
   not fill the frame, wherever they are;
 - rectangles inset from the image border (4 % and 10 %); they find subjects that fill the frame and touch
-  several borders, where the saliency has no background to measure from.
+  several borders, where the saliency has no background to measure from;
+- a ground-prior rectangle (10 % from the sides and top, 20 % from the bottom) for subjects standing on a
+  floor or table.
 
-An optional fourth initialisation (``use_focus``, off by default) adds a *focus* cue: reference photos are
+An optional further initialisation (``use_focus``, off by default) adds a *focus* cue: reference photos are
 often shot with the subject in focus before a blurred background, so :func:`focus_map` (local energy of the
 grey image minus its Gaussian blur) times the border saliency, Otsu-thresholded, seeds one more cut. On the
 benchmark photos it does not help (phone photos keep the background sharp; docs/segment.md has the figures).
 
 Each cut is cleaned (largest component, holes filled), then cut again from its own mask (the mask probably
 subject, a ring around it probably background, the rest background: the colour models now come from the
-first cut's regions rather than from a rectangle), cleaned, and scored by how well it separates the colours:
-one minus the Bhattacharyya coefficient of the inside / outside colour histograms (Lab, 8x8x8 bins). The
-best-separating mask wins (see docs/segment.md for the measurements behind these choices).
+first cut's regions rather than from a rectangle) and cleaned. One photo alone keeps the mask that best
+separates the colours (one minus the Bhattacharyya coefficient of the inside / outside colour histograms,
+Lab, 8x8x8 bins). A subject's photos together (:meth:`GrabCutSegmenter.segment_group`, what ``mudi segment``
+uses) add to that each mask's colour agreement with the subject's other photos and its user masks
+(:func:`choose_cuts_jointly`): the subject looks alike in all of them, a window or a patch of floor does not.
 
 Photos are cut at a bounded working resolution (longer side ``max_side``); the chosen mask is then refined
 once at ``refine_max_side`` (coarse to fine: a ring-seeded cut around the upsampled mask) and upsampled to
-the original size, so a 3000x3600 phone photo costs about the same as a 512x512 one. ``cv2.grabCut`` takes
-no random generator (its colour mixtures start from k-means on OpenCV's thread RNG), so every cut reseeds
-that RNG with ``seed``: the same photo always gives the same mask.
+the original size edge-aware (:func:`guided_upsample`), so a 3000x3600 phone photo costs about the same as a
+512x512 one. ``cv2.grabCut`` takes no random generator (its colour mixtures start from k-means on OpenCV's
+thread RNG), so every cut reseeds that RNG with ``seed``: the same photo always gives the same mask.
 """
 
 from __future__ import annotations
@@ -92,7 +97,7 @@ class GrabCutSegmenter:
             ground prior: a subject standing on a floor or table has it along the bottom of the photo.
         use_saliency: without a box, also try the border-saliency initialisation.
         use_focus: without a box, also try the focus initialisation (:func:`focus_saliency_labels`); off by
-            default: no gain on the benchmark photos (mean IoU 0.827 either way) at 15 % more time.
+            default: no gain on the benchmark photos (third round: mean IoU 0.827 either way) at 15 % more time.
         use_cleanup: keep the largest connected component and fill holes.
         refine_ring: without a box, every initialisation's cut is cut again from its own mask with a ring
             of this fraction of the longer side as probable background (0: no second cut).
