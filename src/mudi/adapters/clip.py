@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from mudi.adapters.dinov2 import preprocess_images
-from mudi.adapters.weights import missing_weights_error
+from mudi.adapters.weights import missing_weights_error, place_model
 
 DEFAULT_CLIP = "openai/clip-vit-large-patch14"
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -59,11 +59,7 @@ def build_tiny_clip(seed: int = 0) -> tuple[Any, Any]:
 
 class _ClipImages:
     def __init__(self, model: Any, image_size: int | None, device: Any, dtype: Any, batch_size: int):
-        import torch
-
-        self.dtype = dtype or torch.float32
-        self.device = torch.device(device)
-        self.model = model.to(device=self.device, dtype=self.dtype).eval()
+        self.device, self.dtype, self.model = place_model(model, device, dtype)
         self.image_size = image_size or int(model.config.vision_config.image_size)
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from mudi.adapters.weights import missing_weights_error
+from mudi.adapters.weights import missing_weights_error, place_model
 
 DEFAULT_DINOV2 = "facebook/dinov2-base"
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -60,11 +60,7 @@ class Dinov2Embedder:
     def __init__(self, model: Any, resize_size: int = 256, crop_size: int = 224,
                  mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD,
                  device: Any = "cpu", dtype: Any = None, batch_size: int = 16):
-        import torch
-
-        self.dtype = dtype or torch.float32
-        self.device = torch.device(device)
-        self.model = model.to(device=self.device, dtype=self.dtype).eval()
+        self.device, self.dtype, self.model = place_model(model, device, dtype)
         self.resize_size, self.crop_size = resize_size, crop_size
         self.mean, self.std = tuple(mean), tuple(std)
         if batch_size < 1:

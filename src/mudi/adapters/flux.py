@@ -21,6 +21,8 @@ from typing import Any
 
 import torch
 
+from mudi.adapters.weights import DenoiserPlacement
+
 FLUX_LORA_TARGETS = ["to_k", "to_q", "to_v", "to_out.0", "add_k_proj", "add_q_proj", "add_v_proj", "to_add_out"]
 
 # SDXL's default (EulerDiscrete) noise schedule, used only to define FLUX's equivalent signal coefficient.
@@ -28,7 +30,7 @@ SDXL_SCHEDULE = dict(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.01
                      timestep_spacing="leading", steps_offset=1)
 
 
-class FluxBackbone:
+class FluxBackbone(DenoiserPlacement):
     """A ``FluxPipeline`` wrapped for MuDI (``family == "flux"``)."""
 
     family = "flux"
@@ -66,15 +68,6 @@ class FluxBackbone:
     @property
     def denoiser(self) -> Any:
         return self.pipeline.transformer
-
-    @property
-    def device(self) -> torch.device:
-        # the first parameter's, not ``transformer.device``: diffusers' property walks every module (~3 ms a call)
-        return next(self.pipeline.transformer.parameters()).device
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return next(self.pipeline.transformer.parameters()).dtype
 
     prediction_type = "flow_matching"
 

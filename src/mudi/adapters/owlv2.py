@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from mudi.adapters.base import Detection
-from mudi.adapters.weights import missing_weights_error, torch_dtype
+from mudi.adapters.weights import missing_weights_error, place_model, torch_dtype
 from mudi.errors import MudiError
 
 DEFAULT_OWLV2 = "google/owlv2-base-patch16-ensemble"
@@ -92,13 +92,9 @@ class Owlv2Detector:
 
     def __init__(self, model: Any, processor: Any, device: Any = "cpu", dtype: Any = None,
                  batch_size: int = 4, nms_iou: float | None = 0.3, use_fast_preprocess: bool = True) -> None:
-        import torch
-
         if batch_size < 1:
             raise MudiError(f"Owlv2Detector batch_size must be >= 1, got {batch_size}")
-        self.device = torch.device(device)
-        self.dtype = torch_dtype(dtype)
-        self.model = model.to(device=self.device, dtype=self.dtype).eval()
+        self.device, self.dtype, self.model = place_model(model, device, dtype)
         self.processor = processor
         self.batch_size = batch_size
         self.nms_iou = nms_iou

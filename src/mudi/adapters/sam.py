@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from mudi.adapters.mask_cleanup import clean_mask
-from mudi.adapters.weights import missing_weights_error, torch_dtype
+from mudi.adapters.weights import missing_weights_error, place_model, torch_dtype
 from mudi.errors import MudiError
 
 DEFAULT_SAM = "facebook/sam-vit-huge"
@@ -34,13 +34,9 @@ class SamSegmenter:
 
     def __init__(self, model: Any, processor: Any, device: Any = "cpu", dtype: Any = None, batch_size: int = 2,
                  use_cleanup: bool = True, mask_threshold: float = 0.0) -> None:
-        import torch
-
         if batch_size < 1:
             raise MudiError(f"SamSegmenter batch_size must be >= 1, got {batch_size}")
-        self.device = torch.device(device)
-        self.dtype = torch_dtype(dtype)
-        self.model = model.to(device=self.device, dtype=self.dtype).eval()
+        self.device, self.dtype, self.model = place_model(model, device, dtype)
         self.processor = processor
         self.batch_size = batch_size
         self.use_cleanup = use_cleanup

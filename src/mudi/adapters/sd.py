@@ -15,10 +15,12 @@ from typing import Any
 
 import torch
 
+from mudi.adapters.weights import DenoiserPlacement
+
 SD_LORA_TARGETS = ["to_k", "to_q", "to_v", "to_out.0"]
 
 
-class StableDiffusionBackbone:
+class StableDiffusionBackbone(DenoiserPlacement):
     """A ``StableDiffusionPipeline`` (or a subclass's pipeline) wrapped for MuDI.
 
     ``__init__`` takes an already-built pipeline (tests pass a tiny one); :meth:`from_pretrained` loads
@@ -67,15 +69,6 @@ class StableDiffusionBackbone:
     @property
     def denoiser(self) -> Any:
         return self.pipeline.unet
-
-    @property
-    def device(self) -> torch.device:
-        # the first parameter's, not ``unet.device``: diffusers' property walks every module (~3 ms a call)
-        return next(self.pipeline.unet.parameters()).device
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return next(self.pipeline.unet.parameters()).dtype
 
     @property
     def prediction_type(self) -> str:
