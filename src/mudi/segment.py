@@ -216,7 +216,11 @@ def _segment_subject(subject: Any, config: SegmentConfig, detector: Any, segment
 
     rows: list[tuple[ImageResult, np.ndarray | None, np.ndarray | None]] = []
     todo: list[int] = []
-    references: list[tuple[np.ndarray, np.ndarray]] = []  # the subject's user masks, for segment_group
+    # A segmenter with ``segment_group`` (GrabCut) sees all of the subject's photos at once: it chooses each
+    # photo's cut with the others in view (the subject looks alike in all of them), and the subject's user
+    # masks as references. Others go in batches and get no references.
+    group = getattr(segmenter, "segment_group", None)
+    references: list[tuple[np.ndarray, np.ndarray]] = []
     for i, item in enumerate(subject.images):
         existing = _existing_mask(subject, i)
         if existing is not None and not config.overwrite:
@@ -232,14 +236,12 @@ def _segment_subject(subject: Any, config: SegmentConfig, detector: Any, segment
                 res = ImageResult(subject.name, item.path.name, "kept_user_mask", mask_path=str(existing),
                                   mask_fraction=round(float(mask.mean()), 5))
                 rows.append((res, *_thumb(rgb, mask, None, config.preview_tile)))
-                references.append(_reference(rgb, mask))
+                if group is not None:
+                    references.append(_reference(rgb, mask))
             bar.update(1)
             continue
         todo.append(i)
     queries = subject_queries(subject)
-    # A segmenter with ``segment_group`` (GrabCut) sees all of the subject's photos at once: it chooses each
-    # photo's cut with the others in view (the subject looks alike in all of them). Others go in batches.
-    group = getattr(segmenter, "segment_group", None)
     step = max(1, len(todo)) if group is not None else config.batch_size
     for start in range(0, len(todo), step):
         batch_idx = todo[start:start + step]
@@ -256,7 +258,8 @@ def _segment_subject(subject: Any, config: SegmentConfig, detector: Any, segment
                 res = ImageResult(subject.name, item.path.name, "kept_user_mask", mask_path="(alpha channel)",
                                   mask_fraction=round(float(alpha.mean()), 5))
                 rows.append((res, *_thumb(rgb, alpha, None, config.preview_tile)))
-                references.append(_reference(rgb, alpha))
+                if group is not None:
+                    references.append(_reference(rgb, alpha))
                 bar.update(1)
                 continue
             loaded.append((i, rgb))

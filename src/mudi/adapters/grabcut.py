@@ -348,8 +348,7 @@ def choose_cut(lab: np.ndarray, cuts: Sequence[np.ndarray], min_fraction: float 
     can separate its few colours perfectly; a subject is rarely under 1 % or over 90 % of its photo)."""
     if not cuts:
         raise MudiError("choose_cut needs at least one candidate mask")
-    plausible = [c for c in cuts if min_fraction <= c.mean() <= max_fraction] or list(cuts)
-    return max(plausible, key=lambda c: colour_separation(lab, c))
+    return cuts[choose_cuts_jointly([lab], [cuts], 0.0, min_fraction=min_fraction, max_fraction=max_fraction)[0]]
 
 
 def choose_cuts_jointly(labs: Sequence[np.ndarray], candidates: Sequence[Sequence[np.ndarray]],
@@ -368,7 +367,8 @@ def choose_cuts_jointly(labs: Sequence[np.ndarray], candidates: Sequence[Sequenc
         raise MudiError("choose_cuts_jointly needs one non-empty candidate list per photo")
     plausible = [[min_fraction <= c.mean() <= max_fraction for c in cands] for cands in candidates]
     plausible = [p if any(p) else [True] * len(p) for p in plausible]
-    hists = [[colour_histogram(lab, c, bins) for c in cands] for lab, cands in zip(labs, candidates)]
+    joint = consensus_weight > 0 and len(labs) > 1
+    hists = [[colour_histogram(lab, c, bins) for c in cands] for lab, cands in zip(labs, candidates)] if joint else []
     picks = []
     for k, (lab, cands) in enumerate(zip(labs, candidates)):
         scores = []
@@ -377,7 +377,7 @@ def choose_cuts_jointly(labs: Sequence[np.ndarray], candidates: Sequence[Sequenc
                 scores.append(-np.inf)
                 continue
             score = colour_separation(lab, cut)
-            if consensus_weight > 0 and len(labs) > 1:
+            if joint:
                 agree = [max(float(np.sqrt(hists[k][i] * h).sum()) for h, ok in zip(hists[j], plausible[j]) if ok)
                          for j in range(len(labs)) if j != k]
                 score += consensus_weight * float(np.mean(agree))
@@ -425,9 +425,8 @@ def content_box(rgb: np.ndarray, tolerance: int = 4, min_fraction: float = 0.02)
 
     def bar(lines: np.ndarray) -> int:  # (n, L, 3), from the border inwards
         ref = np.median(lines[0], axis=0)
-        ok = (np.abs(lines - ref).max(axis=(1, 2)) <= tolerance)
-        n = int(np.argmin(ok)) if not ok.all() else len(ok)
-        return n
+        ok = np.abs(lines - ref).max(axis=(1, 2)) <= tolerance
+        return len(ok) if ok.all() else int(np.argmin(ok))
 
     left = bar(im[:, : w // 2].transpose(1, 0, 2))
     right = bar(im[:, w - w // 2:][:, ::-1].transpose(1, 0, 2))
