@@ -14,14 +14,15 @@ and upsampling included). ``count_ablation`` and ``teddy_bears_flux`` repeat pho
 skipped. Target: mean IoU >= 0.85. Means are also given per split: the settings were chosen on the ``TUNE``
 pairs (dogs, cat, action figure); the other three pairs (toys, can) share no subject with them and are the
 held-out figure. (The held-out pairs repeat two subjects between them: monster toy and robot toy photos
-appear in two pairs each.)
+appear in two pairs each, so the 60 photos are 50 distinct ones; the ``distinct`` column counts each photo once.)
 
-    .venv/bin/python benchmarks/segment_quality.py [--limit-subjects N] [--threads 1]
+    .venv/bin/python benchmarks/segment_quality.py [--limit-subjects N] [--threads 1] [--seeds 0,1,2]
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import time
 from pathlib import Path
 
@@ -38,6 +39,8 @@ def main() -> None:
     parser.add_argument("--limit-subjects", type=int, default=0, help="only the first N subjects (0: all)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--json", help="also write every photo's IoU per row to this file")
+    parser.add_argument("--seeds", help="comma-separated OpenCV RNG seeds: only the default row, once per seed "
+                                        "(GrabCut's mixtures start from k-means on OpenCV's RNG)")
     args = parser.parse_args()
 
     import cv2
@@ -65,15 +68,24 @@ def main() -> None:
             "grabcut (no box), per subject, no ground inset": (no_ground, "group"),
             "grabcut (no box), alone, 3rd round (no bars/ground)": (old, "one"),
             "grabcut + box of the authors' mask": (seg, "box")}
+    if args.seeds:
+        rows = {f"grabcut (no box), per subject, seed {v}": (GrabCutSegmenter(seed=int(v)), "group")
+                for v in args.seeds.split(",")}
     ious: dict[str, list[float]] = {k: [] for k in rows}
     total = dict.fromkeys(rows, 0.0)
     worst = {k: ("", 1.0) for k in rows}
     is_tune = []
+    first = []  # the first time a photo's bytes are seen (a photo in two pairs counts once in ``distinct``)
+    seen: set[str] = set()
     for s in tqdm(subjects, desc="subjects"):
         loaded = [s.load(i) for i in range(len(s.images))]
         photos, truths = [rgb for rgb, _ in loaded], [t for _, t in loaded]
         names = [f"{s.root.name}/{im.path.name}" for im in s.images]
         is_tune += [s.root.name in TUNE] * len(photos)
+        for im in s.images:
+            digest = hashlib.sha256(im.path.read_bytes()).hexdigest()
+            first.append(digest not in seen)
+            seen.add(digest)
         for key, (model, how) in rows.items():
             t = time.perf_counter()
             if how == "group":
@@ -89,21 +101,28 @@ def main() -> None:
                 if iou < worst[key][1]:
                     worst[key] = (name, iou)
     n = len(is_tune)
-    print(f"{n} photos of {len(subjects)} subjects from {root} (threads={args.threads})")
-    tune = np.array(is_tune)
-    print(f"{'backend':52s} {'mean IoU':>8s} {'tune':>7s} {'held':>7s} {'worst IoU':>9s} {'img/s':>6s}  worst photo")
+    tune, once = np.array(is_tune), np.array(first)
+    print(f"{n} photos ({once.sum()} distinct) of {len(subjects)} subjects from {root} (threads={args.threads})")
+    print(f"{'backend':52s} {'mean IoU':>8s} {'tune':>7s} {'held':>7s} {'distinct':>8s} {'worst IoU':>9s} "
+          f"{'img/s':>6s}  worst photo")
     for key in rows:
         a = np.array(ious[key])
         held = f"{a[~tune].mean():7.4f}" if (~tune).any() else "      -"
         tuned = f"{a[tune].mean():7.4f}" if tune.any() else "      -"
-        print(f"{key:52s} {a.mean():8.4f} {tuned} {held} {worst[key][1]:9.3f} {n / total[key]:6.2f}  {worst[key][0]}")
+        print(f"{key:52s} {a.mean():8.4f} {tuned} {held} {a[once].mean():8.4f} {worst[key][1]:9.3f} "
+              f"{n / total[key]:6.2f}  {worst[key][0]}")
     if args.json:
         import json
 
         photos = [f"{s.root.name}/{im.path.name}" for s in subjects for im in s.images]
         Path(args.json).write_text(json.dumps({"photos": photos, "tune": [bool(t) for t in is_tune],
+                                               "distinct": [bool(f) for f in first],
                                                "iou": {k: [round(v, 5) for v in ious[k]] for k in rows}}, indent=1))
     keys = list(rows)
+    if args.seeds:
+        means = [np.mean(ious[k]) for k in keys]
+        print(f"over {len(keys)} seeds: mean IoU {np.mean(means):.4f} (min {min(means):.4f}, max {max(means):.4f})")
+        return
     for a, b in ((keys[0], keys[1]), (keys[0], keys[2]), (keys[0], keys[3]), (keys[4], keys[0])):
         print(f"ratio {a} / {b}: mean IoU x{np.mean(ious[a]) / np.mean(ious[b]):.3f}, "
               f"speed x{total[b] / total[a]:.2f}")
