@@ -496,10 +496,17 @@ def border_saliency(rgb: np.ndarray, grid_side: int = 64, clip: float = 3.0) -> 
 def border_saliency_labels(rgb: np.ndarray, definite_fraction: float = 0.15) -> np.ndarray:
     """GrabCut labels from :func:`border_saliency`: above its Otsu threshold probably subject, below probably
     background, below ``definite_fraction`` of the threshold definitely background."""
+    sal = border_saliency(rgb)
+    return otsu_labels(sal / max(float(sal.max()), 1e-6), definite_fraction)
+
+
+def otsu_labels(cue: np.ndarray, definite_fraction: float) -> np.ndarray:
+    """GrabCut labels from a ``(H, W)`` cue in [0, 1] (higher: more likely subject), Otsu-thresholded on 256
+    levels: above the threshold probably subject, below probably background, at or below ``definite_fraction``
+    of it definitely background."""
     import cv2
 
-    sal = border_saliency(rgb)
-    u8 = np.clip(sal / max(float(sal.max()), 1e-6) * 255, 0, 255).astype(np.uint8)
+    u8 = np.clip(cue * 255, 0, 255).astype(np.uint8)
     threshold, _ = cv2.threshold(u8, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
     labels = np.full(u8.shape, cv2.GC_PR_BGD, np.uint8)
     labels[u8 > threshold] = cv2.GC_PR_FGD
@@ -535,16 +542,9 @@ def focus_saliency_labels(rgb: np.ndarray, work_rgb: np.ndarray, definite_fracti
     ``rgb``) and the normalised :func:`border_saliency` (of ``work_rgb``): above the Otsu threshold probably
     subject, below probably background, below ``definite_fraction`` of it definitely background. (Focus alone
     also lights up sharp backgrounds, e.g. asphalt or a brick wall; see docs/segment.md.)"""
-    import cv2
-
     sal = border_saliency(work_rgb)
-    cue = np.sqrt(focus_map(rgb, work_rgb.shape[:2]) * sal / max(float(sal.max()), 1e-6))
-    u8 = np.clip(cue * 255, 0, 255).astype(np.uint8)
-    threshold, _ = cv2.threshold(u8, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
-    labels = np.full(u8.shape, cv2.GC_PR_BGD, np.uint8)
-    labels[u8 > threshold] = cv2.GC_PR_FGD
-    labels[u8 <= definite_fraction * threshold] = cv2.GC_BGD
-    return labels
+    return otsu_labels(np.sqrt(focus_map(rgb, work_rgb.shape[:2]) * sal / max(float(sal.max()), 1e-6)),
+                       definite_fraction)
 
 
 def colour_separation(lab: np.ndarray, mask: np.ndarray, bins: int = 8) -> float:
