@@ -12,10 +12,12 @@ import pytest
 import yaml
 from PIL import Image
 
+import mudi.benchmark.cells
 import mudi.cli
-import mudi.generate
-import mudi.train
-from mudi.benchmark import METHODS, BenchmarkConfig, build_tables, run
+from mudi.benchmark.config import BenchmarkConfig
+from mudi.benchmark.methods import METHODS
+from mudi.benchmark.runner import run_benchmark as run
+from mudi.benchmark.tables import build_tables
 from mudi.config import load_config
 from mudi.errors import MudiError
 
@@ -58,7 +60,7 @@ def _config(bench: Path, out: Path, **kw) -> BenchmarkConfig:
 
 def _count_calls(monkeypatch) -> dict[str, int]:
     calls = {"train": 0, "generate": 0}
-    real_train, real_gen = mudi.train.run, mudi.generate.generate_images
+    real_train, real_gen = mudi.benchmark.cells.train, mudi.benchmark.cells.generate_images
 
     def train(*a, **k):
         calls["train"] += 1
@@ -68,8 +70,8 @@ def _count_calls(monkeypatch) -> dict[str, int]:
         calls["generate"] += 1
         return real_gen(*a, **k)
 
-    monkeypatch.setattr(mudi.train, "run", train)
-    monkeypatch.setattr(mudi.generate, "generate_images", gen)
+    monkeypatch.setattr(mudi.benchmark.cells, "train", train)
+    monkeypatch.setattr(mudi.benchmark.cells, "generate_images", gen)
     return calls
 
 
@@ -208,7 +210,7 @@ def test_config_errors_name_the_key_and_the_fix(kw, message):
 
 
 def test_pair_selection_errors(bench, tmp_path):
-    from mudi.benchmark import select_pairs
+    from mudi.benchmark.methods import select_pairs
 
     assert [p for p, _, _ in select_pairs(_config(bench, tmp_path))] == [PAIR]
     with pytest.raises(MudiError, match="did you mean 'dog6_and_cat2'"):

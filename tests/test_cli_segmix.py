@@ -128,24 +128,7 @@ def test_flag_spellings_and_set_overrides_are_uniform(tmp_path):
     subs = [str(p) for p in sample_subject_dirs()][:2]
     out = tmp_path / "o"
     assert main(["segmix", "--subjects", *subs, "--num", "1", "--size", "128", "--out", str(out),
-                 "--num_subjects", "2", "--set", "max_margin_frac=0.1", "allow_overlap=false"]) == 0
+                 "--num_subjects", "2", "--set", "segmix.max_margin_frac=0.1", "segmix.allow_overlap=false"]) == 0
     cfg = (out / "segmix_config.yaml").read_text()
     assert "max_margin_frac: 0.1" in cfg and "allow_overlap: false" in cfg
     assert main(["segmix", "--subjects", *subs, "--out", str(out), "--set", "max_margn_frac=0.1"]) == 2
-
-
-def test_gpu_hint_only_when_a_gpu_would_sit_idle(monkeypatch, caplog):
-    import argparse
-
-    import torch
-
-    from mudi.cli import _hint_unused_gpu
-
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    with caplog.at_level("WARNING"):
-        _hint_unused_gpu(argparse.Namespace(command="generate", device=None, overrides=[]))
-        _hint_unused_gpu(argparse.Namespace(command="generate", device="cuda", overrides=[]))
-        _hint_unused_gpu(argparse.Namespace(command="generate", device=None, overrides=["device=cuda:1"]))
-        _hint_unused_gpu(argparse.Namespace(command="segmix", overrides=[]))
-    hints = [r for r in caplog.records if "--device cuda" in r.getMessage()]
-    assert len(hints) == 1 and "mudi generate" in hints[0].getMessage()

@@ -13,17 +13,10 @@ from PIL import Image
 
 from mudi.adapters.base import Detection, Detector, Embedder
 from mudi.errors import MudiError
-from mudi.evaluate import (
-    DncEvaluator,
-    EvaluateConfig,
-    crop_box,
-    merge_detections,
-    pad_to_white_square,
-    prompt_orders,
-    prompt_template,
-    run,
-    score_images,
-)
+from mudi.scoring.config import EvaluateConfig
+from mudi.scoring.evaluator import DncEvaluator, crop_box, merge_detections, pad_to_white_square, score_images
+from mudi.scoring.folder import evaluate_folder as run
+from mudi.scoring.text import prompt_orders, prompt_template
 
 PALETTE = [(220, 20, 60), (30, 144, 255), (50, 205, 50), (255, 165, 0), (148, 0, 211)]
 SIDE = 32  # pixels per subject square
@@ -254,18 +247,18 @@ def test_config_validation_and_cli_errors(tmp_path, capsys):
 
 @pytest.mark.skipif(importlib.util.find_spec("dreamsim") is not None, reason="dreamsim is installed")
 def test_dreamsim_missing_is_a_clear_error():
-    from mudi.adapters.eval_registry import EMBEDDERS, build
+    from mudi.adapters import registry
 
     with pytest.raises(MudiError, match=r"pip install 'mudi\[dreamsim\]'"):
-        build(EMBEDDERS, "dreamsim", "embedder")
+        registry.load("embedder", "dreamsim")
 
 
 def _tiny_detector_or_scripted(n_images, size_hw):
     """tiny OWLv2 once `mudi.adapters.owlv2` exists; until then two fixed boxes per image."""
     if importlib.util.find_spec("mudi.adapters.owlv2") is not None:
-        from mudi.adapters.eval_registry import DETECTORS, build
+        from mudi.adapters import registry
 
-        return build(DETECTORS, "tiny-owlv2", "detector")
+        return registry.load("detector", "tiny-owlv2")
     h, w = size_hw
     return ScriptedDetector([[(0, h // 4, w // 2, 3 * h // 4), (w // 2, h // 4, w, 3 * h // 4)]] * n_images)
 

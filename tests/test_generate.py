@@ -15,7 +15,8 @@ from mudi.cli import main as cli_main
 from mudi.core.geometry import mask_to_box, normalized_to_pixel_box
 from mudi.core.init_latents import masked_correlation
 from mudi.data.subjects import load_subjects
-from mudi.generate import build_initial_latents, compose_init, generate_images, resolve_prompt
+from mudi.sampling.images import _generators, _pipeline_call, generate_images, resolve_prompt
+from mudi.sampling.init import build_initial_latents, compose_init
 
 SAMPLES = Path(str(files("mudi") / "samples"))
 FAMILIES = ["tiny-sd", "tiny-sdxl", "tiny-flux"]
@@ -180,8 +181,6 @@ def test_lora_with_subjects_file_is_loaded_and_weighted(tmp_path, subjects):
 def test_the_shift_survives_sampling(name, subjects):
     """The composition is still in the sampler's *final* latents, more so for larger γ. For FLUX (first sigma
     1, where forward noising would erase any shift) this shows the SNR-matched coefficient at work."""
-    from mudi.generate import _generators, _pipeline_call
-
     bb = load_backbone(name)
     seeds = list(range(6))
     comps = [compose_init(subjects, s, (SIZE, SIZE))[0] for s in seeds]
@@ -201,14 +200,14 @@ def test_the_shift_survives_sampling(name, subjects):
 
 def test_lora_subjects_from_one_benchmark_pair_folder(benchmark_dir):
     """`mudi train` on a benchmark pair folder lists that folder for both subjects; it is read once."""
-    from mudi.generate import _subjects_of_lora
+    from mudi.data.manifests import subjects_of_manifest
 
     pair = benchmark_dir / "pairs" / "actionfigure_2_and_dog0"
     if not pair.is_dir():
         pytest.skip(f"{pair} not found")
     rows = [{"name": "dog0", "identifier": "hta", "path": str(pair)},
             {"name": "actionfigure_2", "identifier": "olis", "path": str(pair)}]
-    subs = _subjects_of_lora(rows)
+    subs = subjects_of_manifest(rows)
     assert [s.identifier for s in subs] == ["hta", "olis"]
     assert [s.phrase for s in subs] == ["hta corgi", "olis harry potter toy"]
 

@@ -8,7 +8,7 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 import pytest
 
 from mudi.errors import MudiError
-from mudi.layout_llm import chat_completions_url, llm_layout_or_none, parse_llm_reply, request_layout
+from mudi.sampling.layout_llm import chat_completions_url, llm_layout_or_none, parse_llm_reply, request_layout
 
 PHRASES = ["olis monster toy", "hta drink can"]
 

@@ -8,7 +8,8 @@ import pytest
 from mudi.adapters.base import Detection
 from mudi.cli import main as cli_main
 from mudi.data.subjects import find_subjects
-from mudi.prior import PriorConfig, judge_prior, run
+from mudi.segmentation.prior import PriorConfig, judge_prior
+from mudi.segmentation.prior import make_prior_set as run
 
 
 class CountingDetector:

@@ -12,7 +12,8 @@ from mudi.cli import main as cli_main
 from mudi.core.geometry import mask_iou
 from mudi.data.images import read_mask
 from mudi.data.subjects import find_subjects
-from mudi.segment import SegmentConfig, run
+from mudi.segmentation.config import SegmentConfig
+from mudi.segmentation.folder import segment_subjects as run
 
 
 def _disc_image(h=48, w=64, cx=30, cy=22, r=12, seed=0):

@@ -12,7 +12,9 @@ import torch
 
 import mudi.cli
 from mudi.errors import MudiError
-from mudi.train import LoraTrainer, TrainConfig, run
+from mudi.training.config import TrainConfig
+from mudi.training.loop import train as run
+from mudi.training.trainer import LoraTrainer
 
 SAMPLES = Path(__file__).resolve().parents[1] / "src" / "mudi" / "samples"
 SUBJECTS = [str(SAMPLES / "dog6"), str(SAMPLES / "cat2")]
@@ -179,7 +181,7 @@ def test_cli_runs_from_config_with_overrides(tmp_path, capsys):
 
 @pytest.mark.parametrize("argv,message", [
     (["max_train_step=3"], "did you mean 'max_train_steps'"),
-    (["--resolution", "60"], "not divisible by 8"),
+    (["--resolution", "60"], "not a multiple of 8"),
     (["--composition", "segmix", "--backbone", "tiny-sdx"], "did you mean 'tiny-sdxl'"),
     (["--with_prior_preservation"], "--class_data_dir"),
 ])

@@ -1,7 +1,10 @@
-"""The one ``mudi`` command. Each verb lives in its own workflow module, imported only when used.
+"""The one ``mudi`` command. Each verb is a module of :mod:`mudi.commands`, imported only when used.
 
-A workflow module provides ``HELP`` (one line), ``add_arguments(parser)`` and ``main(args) -> int``.
-Errors a user can fix (:class:`MudiError`) print one line and exit 2; ``--debug`` shows the traceback.
+A verb module provides ``HELP`` (one line), ``CONFIG`` (its config dataclass: the flags are generated from its
+fields, :mod:`mudi.cliargs`), optionally ``POSITIONAL`` and ``ALIASES``, and ``main(config) -> int``. Every
+verb takes ``--config FILE.yaml``, ``--set key=value`` (and, without a positional argument, trailing
+``key=value``). Errors a user can fix (:class:`MudiError`) print one line and exit 2; ``--debug`` shows the
+traceback.
 """
 
 from __future__ import annotations
@@ -14,21 +17,12 @@ import os
 import sys
 
 from mudi import __version__
+from mudi.cliargs import add_config_arguments, load_from_args
 from mudi.errors import MudiError
 
 # verb -> module; plain strings keep `import mudi.cli` light.
-COMMANDS: dict[str, str] = {
-    "demo": "mudi.demo",
-    "segmix": "mudi.compose",
-    "convert": "mudi.convert",
-    "segment": "mudi.segment",
-    "prior": "mudi.prior",
-    "train": "mudi.train",
-    "generate": "mudi.generate",
-    "evaluate": "mudi.evaluate",
-    "benchmark": "mudi.benchmark",
-    "env": "mudi.envinfo",
-}
+COMMANDS: dict[str, str] = {verb: f"mudi.commands.{verb}" for verb in (
+    "demo", "segmix", "convert", "segment", "prior", "train", "generate", "evaluate", "benchmark", "env")}
 # One-line help per verb, so `mudi --help` imports no workflow module.
 SUMMARIES: dict[str, str] = {
     "demo": "run the whole pipeline on the bundled sample subjects with tiny offline models",
@@ -61,7 +55,12 @@ def build_parser(verb: str | None = None) -> argparse.ArgumentParser:
         mod = importlib.import_module(modname)
         p = sub.add_parser(name, help=mod.HELP, description=mod.HELP)
         p.add_argument("--debug", action="store_true", help="show full tracebacks")
-        mod.add_arguments(p)
+        p.add_argument("--config", help=f"YAML file of {mod.CONFIG.__name__} keys; flags and overrides win over it")
+        positional = getattr(mod, "POSITIONAL", None)
+        add_config_arguments(p, mod.CONFIG, positional, getattr(mod, "ALIASES", None))
+        if positional is None:
+            p.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
+                           help="dotted overrides, e.g. segmix.max_margin_frac=0.2")
         p.add_argument("--set", dest="set_overrides", action="extend", nargs="+", default=[], metavar="KEY=VALUE",
                        help="override any config key (repeatable); same as a trailing key=value")
         _add_spelling_aliases(p)
@@ -80,26 +79,7 @@ def _add_spelling_aliases(parser: argparse.ArgumentParser) -> None:
                     parser._option_string_actions[alias] = action
 
 
-# Verbs whose models run on `--device` (default cpu: devices are never guessed; `mudi train` uses accelerate's).
-DEVICE_VERBS = ("generate", "evaluate", "segment", "prior", "benchmark")
-
-
-def _hint_unused_gpu(args: argparse.Namespace) -> None:
-    """Say so when a GPU is there but the command will run on the CPU because no --device was given."""
-    if args.command not in DEVICE_VERBS or getattr(args, "device", None) not in (None, "cpu"):
-        return
-    if "device=" in " ".join(getattr(args, "overrides", None) or []):
-        return
-    try:
-        import torch
-    except ImportError:  # pragma: no cover
-        return
-    if torch.cuda.is_available() and getattr(args, "device", None) is None:
-        logging.getLogger("mudi").warning("note: a CUDA GPU is available but `mudi %s` runs on the CPU by default; "
-                                          "pass --device cuda", args.command)
-
-
-MODEL_VERBS = DEVICE_VERBS + ("train", "demo")
+MODEL_VERBS = ("generate", "evaluate", "segment", "prior", "benchmark", "train", "demo")
 
 
 class _DropNotice(logging.Filter):
@@ -138,12 +118,12 @@ def main(argv: list[str] | None = None) -> int:
     debug = args.debug or os.environ.get("MUDI_DEBUG") == "1"
     if hasattr(args, "set_overrides"):  # `--set k=v` and trailing `k=v` are one list
         args.overrides = list(getattr(args, "overrides", None) or []) + list(args.set_overrides)
-    _hint_unused_gpu(args)
     if args.command in MODEL_VERBS:
         _quiet_known_notices()
     try:
         mod = importlib.import_module(COMMANDS[args.command])
-        return int(mod.main(args) or 0)
+        config = load_from_args(mod.CONFIG, args)
+        return int(mod.main(config) or 0)
     except MudiError as e:
         if debug:
             raise

@@ -26,9 +26,24 @@ def _field_names(cls: type) -> list[str]:
     return [f.name for f in dataclasses.fields(cls) if not f.name.startswith("_")]
 
 
+def _nested_names(cls: type, prefix: str = "") -> list[str]:
+    """Every dotted key of ``cls``, nested dataclass fields included (``segmix.max_margin_frac``)."""
+    hints = get_type_hints(cls)
+    out = []
+    for name in _field_names(cls):
+        tp = hints[name]
+        args = [a for a in get_args(tp) if a is not type(None)] if get_origin(tp) in (Union, types.UnionType) else []
+        tp = args[0] if len(args) == 1 else tp
+        out.append(prefix + name)
+        if dataclasses.is_dataclass(tp):
+            out += _nested_names(tp, f"{prefix}{name}.")
+    return out
+
+
 def _unknown_key_error(key: str, cls: type, where: str) -> MudiError:
     names = _field_names(cls)
-    close = difflib.get_close_matches(key, names, n=1, cutoff=0.5)
+    nested = [n for n in _nested_names(cls) if n.rsplit(".", 1)[-1] == key]
+    close = nested or difflib.get_close_matches(key, names, n=1, cutoff=0.5)
     hint = f"; did you mean '{where}{close[0]}'?" if close else f"; known keys: {', '.join(names)}"
     return MudiError(f"unknown config key '{where}{key}'{hint}")
 

@@ -52,7 +52,7 @@ def test_clip_score_is_the_cosine_of_image_and_text_features():
 
 
 def test_text_scores_average_over_orders():
-    from mudi.evaluate import text_scores
+    from mudi.scoring.text import text_scores
 
     scorer = ClipScorer.build_tiny()
     imgs = _images(2)

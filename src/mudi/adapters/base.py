@@ -17,6 +17,8 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
+from mudi.errors import MudiError
+
 
 @dataclass(frozen=True)
 class Detection:
@@ -50,6 +52,18 @@ class Segmenter(Protocol):
 
 
 @runtime_checkable
+class GroupSegmenter(Segmenter, Protocol):
+    """A segmenter that cuts one subject's photos together (GrabCut's joint choice): it sees every photo of
+    the subject at once, and the user's own masks of it as ``references`` (``(rgb, mask)`` pairs)."""
+
+    def segment_group(self, images: Sequence[np.ndarray],
+                      boxes: Sequence[tuple[float, float, float, float] | None],
+                      references: Sequence[tuple[np.ndarray, np.ndarray]] = ()) -> list[np.ndarray]:
+        """Like :meth:`Segmenter.segment`, for the photos of one subject."""
+        ...
+
+
+@runtime_checkable
 class Embedder(Protocol):
     """Image embedder for subject fidelity (DINOv2, DreamSim, CLIP image features)."""
 
@@ -61,19 +75,37 @@ class Embedder(Protocol):
 
 
 @runtime_checkable
-class Backbone(Protocol):
-    """One text-to-image model family (SD1.5, SD2.x, SDXL, FLUX) wrapped for training and inference.
+class TextScorer(Protocol):
+    """Text fidelity of an image (CLIP score, ImageReward)."""
 
-    Latents in this interface are always *unpacked* ``(B, C, H/f, W/f)`` in the denoiser's space
-    (VAE scaling factor and shift applied); only :meth:`to_pipeline_latents` produces the pipeline's
-    own layout (FLUX packs 2x2 patches).
+    def score(self, images: Sequence[np.ndarray], prompts: Sequence[str]) -> list[float]:
+        """One score per (image, prompt) pair."""
+        ...
+
+
+@runtime_checkable
+class Backbone(Protocol):
+    """One text-to-image model family wrapped for training and inference: **every** difference between
+    families lives behind these members, so no workflow ever branches on a family name.
+
+    Latents in this interface are always *unpacked* ``(B, C, H/f, W/f)`` in the denoiser's space (VAE scaling
+    factor and shift applied); only :meth:`to_pipeline_latents` produces the pipeline's own layout (FLUX
+    packs 2x2 patches). Random draws take an explicit ``torch.Generator``.
     """
 
-    family: str            # "sd15" | "sd2" | "sdxl" | "flux"
-    pipeline: Any          # the diffusers pipeline holding every component, on its device and dtype
-    vae_scale_factor: int  # image pixels per latent cell (8 for every family here)
-    latent_channels: int   # 4 for SD/SDXL, 16 for FLUX
-    default_resolution: int  # native image size in pixels (512 / 768 / 1024; tiny backbones: 64)
+    family: str                     # e.g. "sd15", "sd2", "sdxl", "flux": a label for files and messages only
+    pipeline: Any                   # the diffusers pipeline holding every component, on its device and dtype
+    pipeline_class_name: str        # the diffusers class a checkpoint of this family declares (model cards)
+    vae_scale_factor: int           # image pixels per latent cell
+    latent_channels: int            # channels of the unpacked latents
+    default_resolution: int         # native image size in pixels
+    pixel_multiple: int             # image sides must be multiples of this (VAE factor, x2 where latents pack)
+    supports_negative_prompt: bool  # whether the pipeline takes ``negative_prompt``
+    frozen_components: tuple[str, ...]  # pipeline components frozen while the LoRA trains
+    default_num_inference_steps: int
+    default_guidance_scale: float | None  # None: the pipeline's own default
+    prediction_type: str            # "epsilon" | "v_prediction" | "flow_matching"
+    training_guidance_scale: float  # the guidance-embedding value while training (distilled models)
 
     @property
     def device(self) -> Any:
@@ -90,12 +122,26 @@ class Backbone(Protocol):
         """The module LoRA is added to: the UNet, or the FLUX transformer."""
         ...
 
-    def lora_target_modules(self) -> list[str]:
-        """Module names for peft ``LoraConfig(target_modules=...)`` (the attention projections)."""
+    # ------------------------------------------------------------------------------------- LoRA
+    def lora_target_modules(self, preset: str | None = None) -> list[str]:
+        """Module names for peft ``LoraConfig(target_modules=...)``; ``preset`` picks a documented set
+        (``None``: the family's default, the attention projections)."""
         ...
 
-    def encode_images(self, pixels: Any) -> Any:
-        """``(B, 3, H, W)`` float in [-1, 1] → ``(B, C, H/f, W/f)`` latents (scaled and shifted)."""
+    def save_lora(self, output_dir: str, lora_state_dict: dict[str, Any], lora_metadata: dict | None = None) -> None:
+        """Write ``output_dir/pytorch_lora_weights.safetensors`` that this family's pipeline loads with
+        ``load_lora_weights``; ``lora_state_dict`` is in peft key format (no ``unet.`` prefix)."""
+        ...
+
+    def to_kohya(self, lora_state_dict: dict[str, Any]) -> dict[str, Any]:
+        """The saved diffusers-format LoRA in kohya / A1111 keys (raises :class:`MudiError` where the family
+        has no such format or needs none)."""
+        ...
+
+    # ------------------------------------------------------------------------------------- encoding
+    def encode_images(self, pixels: Any, generator: Any = None) -> Any:
+        """``(B, 3, H, W)`` float in [-1, 1] → ``(B, C, H/f, W/f)`` latents (scaled and shifted): a sample of
+        the VAE posterior drawn from ``generator``, or its mean when ``generator`` is None."""
         ...
 
     def decode_latents(self, latents: Any) -> Any:
@@ -107,6 +153,7 @@ class Backbone(Protocol):
         pipeline take (``prompt_embeds``, and ``pooled_prompt_embeds`` for SDXL/FLUX)."""
         ...
 
+    # ------------------------------------------------------------------------------------- sampling
     def initial_noise(self, batch_size: int, height: int, width: int, generator: Any) -> Any:
         """Unit Gaussian ``(B, C, H/f, W/f)`` drawn exactly as the pipeline's own ``prepare_latents``
         would draw it from ``generator`` (same shape, dtype, device and order of draws), so that
@@ -120,5 +167,37 @@ class Backbone(Protocol):
 
     def to_pipeline_latents(self, latents: Any) -> Any:
         """Unit-variance unpacked latents → what the pipeline takes as ``latents=`` (SD/SDXL: as is,
-        the pipeline multiplies by ``scheduler.init_noise_sigma``; FLUX: packed)."""
+        the pipeline multiplies by ``scheduler.init_noise_sigma``; FLUX: packed, not scaled)."""
         ...
+
+    def from_pipeline_latents(self, latents: Any, height: int, width: int) -> Any:
+        """Inverse of :meth:`to_pipeline_latents` for a ``height x width`` (pixels) image."""
+        ...
+
+    # ------------------------------------------------------------------------------------- training
+    def sample_timesteps(self, batch_size: int, generator: Any) -> Any:
+        """``(B,)`` training timesteps (SD/SDXL: long in ``[0, T)``; FLUX: sigmas in ``(0, 1]``)."""
+        ...
+
+    def add_noise(self, latents: Any, noise: Any, timesteps: Any) -> Any:
+        """The noisy latents ``x_t`` of the family's forward process (unpacked ``(B, C, h, w)``)."""
+        ...
+
+    def training_target(self, latents: Any, noise: Any, timesteps: Any) -> Any:
+        """What the denoiser regresses: ``ε``, ``v = sqrt(ᾱ)ε - sqrt(1-ᾱ)x_0``, or ``ε - x_0`` (flow)."""
+        ...
+
+    def predict(self, noisy_latents: Any, timesteps: Any, text: dict[str, Any], denoiser: Any = None) -> Any:
+        """Denoiser output in the unpacked latent layout (adds SDXL's time ids, FLUX's packing/ids/guidance).
+        ``denoiser`` overrides :attr:`denoiser` (e.g. the accelerate/DDP-wrapped module)."""
+        ...
+
+
+def check_image_size(backbone: Any, height: int, width: int, what: str = "image size") -> None:
+    """The one pixel-size rule: both sides positive multiples of ``backbone.pixel_multiple``."""
+    m = int(backbone.pixel_multiple)
+    for side, value in (("height", height), ("width", width)):
+        if int(value) < m or int(value) % m:
+            fix = max(m, int(value) // m * m)
+            raise MudiError(f"{what}: {side} {value} is not a multiple of {m} (the {backbone.family} VAE and "
+                            f"latent layout need it); use e.g. {fix}")

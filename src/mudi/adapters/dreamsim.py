@@ -38,7 +38,10 @@ class DreamsimEmbedder:
 
     @classmethod
     def from_pretrained(cls, dreamsim_type: str = "ensemble", cache_dir: str = "~/.cache/dreamsim",
-                        device: Any = "cpu", batch_size: int = 16, **kwargs: Any) -> DreamsimEmbedder:
+                        device: Any = "cpu", dtype: Any = None, batch_size: int = 16,
+                        **kwargs: Any) -> DreamsimEmbedder:
+        """DreamSim's own loader (it downloads its weights on first use). It runs in float32: ``dtype`` is
+        accepted for a uniform factory signature and ignored."""
         import os
 
         dreamsim = _import_dreamsim()

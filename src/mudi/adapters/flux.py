@@ -21,9 +21,13 @@ from typing import Any
 
 import torch
 
-from mudi.adapters.weights import DenoiserPlacement
+from mudi.adapters.sd import lora_preset, scheduler_first_step_signal
+from mudi.adapters.weights import DenoiserPlacement, load_pipeline, missing_weights_error
+from mudi.devices import parse_dtype
+from mudi.errors import MudiError
 
 FLUX_LORA_TARGETS = ["to_k", "to_q", "to_v", "to_out.0", "add_k_proj", "add_q_proj", "add_v_proj", "to_add_out"]
+FLUX_LORA_PRESETS = {"attention": FLUX_LORA_TARGETS}
 
 # SDXL's default (EulerDiscrete) noise schedule, used only to define FLUX's equivalent signal coefficient.
 SDXL_SCHEDULE = dict(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
@@ -35,32 +39,44 @@ class FluxBackbone(DenoiserPlacement):
 
     family = "flux"
     pipeline_class_name = "FluxPipeline"
+    default_checkpoint = "black-forest-labs/FLUX.1-dev"
     default_resolution = 1024
+    # FLUX.1-dev is guidance-distilled: a negative prompt acts only with true CFG (``true_cfg_scale > 1``, twice
+    # the cost), which the paper's FLUX recipe does not use, so mudi passes none.
+    supports_negative_prompt = False
+    frozen_components = ("vae", "text_encoder", "text_encoder_2", "transformer")
+    default_num_inference_steps = 30
+    default_guidance_scale: float | None = None
 
     def __init__(self, pipeline: Any, default_resolution: int | None = None, max_sequence_length: int = 512,
-                 guidance_scale: float = 1.0) -> None:
+                 training_guidance_scale: float = 1.0) -> None:
         self.pipeline = pipeline
         if default_resolution is not None:
             self.default_resolution = default_resolution
         self.vae_scale_factor = int(pipeline.vae_scale_factor)
         self.latent_channels = int(pipeline.transformer.config.in_channels) // 4
         self.max_sequence_length = max_sequence_length
-        self.guidance_scale = guidance_scale
+        self.training_guidance_scale = training_guidance_scale
         self.noise_scheduler = type(pipeline.scheduler).from_config(pipeline.scheduler.config)
 
+    @property
+    def pixel_multiple(self) -> int:
+        """The VAE factor times 2: latents are packed in 2x2 patches."""
+        return 2 * self.vae_scale_factor
+
     @classmethod
-    def from_pretrained(cls, pretrained_model_name_or_path: str, family: str | None = None,
-                        device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32) -> FluxBackbone:
+    def from_pretrained(cls, pretrained_model_name_or_path: str | None = None, device: str | torch.device = "cpu",
+                        dtype: Any = None) -> FluxBackbone:
         from diffusers import FluxPipeline
 
-        from mudi.adapters.registry import check_pipeline_class, missing_checkpoint_error
-        from mudi.adapters.weights import load_pipeline
+        from mudi.adapters.registry import check_pipeline_class
 
-        check_pipeline_class(pretrained_model_name_or_path, "flux", cls.pipeline_class_name)
+        path = pretrained_model_name_or_path or cls.default_checkpoint
+        check_pipeline_class(path, cls.family, cls.pipeline_class_name)
         try:
-            pipe = load_pipeline(FluxPipeline, pretrained_model_name_or_path, dtype)
+            pipe = load_pipeline(FluxPipeline, path, parse_dtype(dtype))
         except (OSError, ValueError) as e:
-            raise missing_checkpoint_error(pretrained_model_name_or_path, "flux", e) from None
+            raise missing_weights_error(cls.family, path, e, "--pretrained_model_name_or_path") from None
         pipe.set_progress_bar_config(disable=True)
         return cls(pipe.to(device))
 
@@ -71,8 +87,12 @@ class FluxBackbone(DenoiserPlacement):
 
     prediction_type = "flow_matching"
 
-    def lora_target_modules(self) -> list[str]:
-        return list(FLUX_LORA_TARGETS)
+    def lora_target_modules(self, preset: str | None = None) -> list[str]:
+        return list(lora_preset(FLUX_LORA_PRESETS, preset or "attention", self.family))
+
+    def to_kohya(self, lora_state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        raise MudiError("--export kohya is not supported for flux: ComfyUI loads the diffusers-format "
+                        "pytorch_lora_weights.safetensors of a FLUX LoRA directly; drop --export kohya")
 
     def encode_images(self, pixels: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         """``(B, 3, H, W)`` in [-1, 1] → ``(B, C, H/8, W/8)``: ``(z - shift_factor) * scaling_factor``."""
@@ -114,8 +134,6 @@ class FluxBackbone(DenoiserPlacement):
         """SDXL's ``sqrt(ᾱ_{t0})`` at the same step count (see the module docstring), 0.076 at 50 steps."""
         from diffusers import EulerDiscreteScheduler
 
-        from mudi.adapters.sd import scheduler_first_step_signal
-
         return scheduler_first_step_signal(EulerDiscreteScheduler(**SDXL_SCHEDULE), num_inference_steps)
 
     def to_pipeline_latents(self, latents: torch.Tensor) -> torch.Tensor:
@@ -154,7 +172,8 @@ class FluxBackbone(DenoiserPlacement):
         txt_ids = torch.zeros(embeds.shape[1], 3, device=embeds.device, dtype=embeds.dtype)
         guidance = None
         if self.pipeline.transformer.config.guidance_embeds:
-            guidance = torch.full((b,), self.guidance_scale, device=noisy_latents.device, dtype=torch.float32)
+            guidance = torch.full((b,), self.training_guidance_scale, device=noisy_latents.device,
+                                  dtype=torch.float32)
         out = model(hidden_states=packed, timestep=timesteps.to(device=packed.device, dtype=packed.dtype),
                     guidance=guidance, pooled_projections=text["pooled_prompt_embeds"], encoder_hidden_states=embeds,
                     txt_ids=txt_ids, img_ids=img_ids, return_dict=False)[0]

@@ -21,28 +21,12 @@ from typing import Any
 import numpy as np
 
 from mudi.adapters.base import Detection
-from mudi.adapters.weights import missing_weights_error, place_model, torch_dtype
+from mudi.adapters.weights import missing_weights_error, place_model
+from mudi.core.geometry import nms
+from mudi.devices import parse_dtype
 from mudi.errors import MudiError
 
 DEFAULT_OWLV2 = "google/owlv2-base-patch16-ensemble"
-
-
-def _box_nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float) -> list[int]:
-    """Greedy non-maximum suppression; ``boxes`` ``(N, 4)`` xyxy. Returns kept indices, best first."""
-    order = np.argsort(-scores, kind="stable")
-    keep: list[int] = []
-    areas = np.clip(boxes[:, 2] - boxes[:, 0], 0, None) * np.clip(boxes[:, 3] - boxes[:, 1], 0, None)
-    while order.size:
-        i = int(order[0])
-        keep.append(i)
-        rest = order[1:]
-        ix = np.clip(np.minimum(boxes[i, 2], boxes[rest, 2]) - np.maximum(boxes[i, 0], boxes[rest, 0]), 0, None)
-        iy = np.clip(np.minimum(boxes[i, 3], boxes[rest, 3]) - np.maximum(boxes[i, 1], boxes[rest, 1]), 0, None)
-        inter = ix * iy
-        union = areas[i] + areas[rest] - inter
-        iou = np.where(union > 0, inter / np.maximum(union, 1e-12), 0.0)
-        order = rest[iou <= iou_threshold]
-    return keep
 
 
 def preprocess_images(images: Sequence[np.ndarray], image_processor: Any) -> Any:
@@ -108,7 +92,7 @@ class Owlv2Detector:
 
         try:
             processor = Owlv2Processor.from_pretrained(pretrained_model_name_or_path)
-            model = Owlv2ForObjectDetection.from_pretrained(pretrained_model_name_or_path, dtype=torch_dtype(dtype))
+            model = Owlv2ForObjectDetection.from_pretrained(pretrained_model_name_or_path, dtype=parse_dtype(dtype))
         except (OSError, ValueError) as e:
             raise missing_weights_error("OWLv2", pretrained_model_name_or_path, e) from None
         return cls(model, processor, device=device, dtype=dtype, **kwargs)
@@ -185,7 +169,7 @@ class Owlv2Detector:
         boxes = np.clip(boxes, 0.0, [w, h, w, h])  # the padding's rows/columns are not the image
         keep = (scores >= threshold) & (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
         scores, labels, boxes = scores[keep], labels[keep], boxes[keep]
-        order = (_box_nms(boxes, scores, self.nms_iou) if self.nms_iou is not None
+        order = (nms(boxes, scores, self.nms_iou) if self.nms_iou is not None
                  else list(np.argsort(-scores, kind="stable")))
         return [Detection(box_xyxy=tuple(float(v) for v in boxes[i]), score=float(scores[i]),
                           query_index=int(labels[i]), query=queries[int(labels[i])]) for i in order]

@@ -1,65 +1,147 @@
-"""Backbone names → adapter classes (plain dotted paths, so ``import mudi`` stays light).
+"""The one registry: per kind of model, a table of names → ``"module:attribute"`` and one :func:`load`.
 
-``load_backbone("sdxl")`` loads the default hub checkpoint of the family; ``pretrained_model_name_or_path``
-overrides it (hub id or local diffusers folder). The ``tiny-*`` names build random tiny models in memory
-and ignore the checkpoint argument (giving one is an error).
+Kinds: ``backbone`` (text-to-image families), ``detector`` (open-vocabulary boxes), ``segmenter`` (box-prompted
+masks), ``embedder`` (subject fidelity) and ``text_scorer`` (text fidelity). Targets are plain strings, so
+``import mudi`` imports no model code; :func:`register` adds an entry at run time (a plugin, or a test's own
+made-up family) with a string or the factory itself.
+
+Every factory takes ``device`` and ``dtype``; those that read weights also take
+``pretrained_model_name_or_path`` (``None``: their default checkpoint). ``tiny-*`` entries build random models
+from configs in memory (tests, the offline demo) and take no checkpoint.
 """
 
 from __future__ import annotations
 
 import importlib
+import inspect
 import json
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-import torch
+from mudi.errors import MudiError, unknown_name_error
 
-from mudi.adapters.lookup import check_names
-from mudi.adapters.weights import missing_weights_error
-from mudi.errors import MudiError
-
-# name -> (adapter class path, family, default checkpoint)
-BACKBONES: dict[str, tuple[str, str, str | None]] = {
-    "sd15": ("mudi.adapters.sd.StableDiffusionBackbone", "sd15", "stable-diffusion-v1-5/stable-diffusion-v1-5"),
-    "sd2": ("mudi.adapters.sd.StableDiffusionBackbone", "sd2", "stabilityai/stable-diffusion-2-1"),
-    "sdxl": ("mudi.adapters.sdxl.StableDiffusionXLBackbone", "sdxl", "stabilityai/stable-diffusion-xl-base-1.0"),
-    "flux": ("mudi.adapters.flux.FluxBackbone", "flux", "black-forest-labs/FLUX.1-dev"),
-    "tiny-sd": ("mudi.adapters.tiny_backbones.build_tiny_backbone", "sd15", None),
-    "tiny-sd2": ("mudi.adapters.tiny_backbones.build_tiny_backbone", "sd2", None),
-    "tiny-sdxl": ("mudi.adapters.tiny_backbones.build_tiny_backbone", "sdxl", None),
-    "tiny-flux": ("mudi.adapters.tiny_backbones.build_tiny_backbone", "flux", None),
+REGISTRY: dict[str, dict[str, str | Callable[..., Any]]] = {
+    "backbone": {
+        "sd15": "mudi.adapters.sd:StableDiffusion15Backbone.from_pretrained",
+        "sd2": "mudi.adapters.sd:StableDiffusion2Backbone.from_pretrained",
+        "sdxl": "mudi.adapters.sdxl:StableDiffusionXLBackbone.from_pretrained",
+        "flux": "mudi.adapters.flux:FluxBackbone.from_pretrained",
+        "tiny-sd": "mudi.adapters.tiny_backbones:build_tiny_sd",
+        "tiny-sd2": "mudi.adapters.tiny_backbones:build_tiny_sd2",
+        "tiny-sdxl": "mudi.adapters.tiny_backbones:build_tiny_sdxl",
+        "tiny-flux": "mudi.adapters.tiny_backbones:build_tiny_flux",
+    },
+    "detector": {
+        "owlv2": "mudi.adapters.owlv2:Owlv2Detector.from_pretrained",
+        "tiny-owlv2": "mudi.adapters.owlv2:Owlv2Detector.build_tiny",
+    },
+    "segmenter": {
+        "sam": "mudi.adapters.sam:SamSegmenter.from_pretrained",
+        "grabcut": "mudi.adapters.grabcut:GrabCutSegmenter.build",
+        "tiny-sam": "mudi.adapters.sam:SamSegmenter.build_tiny",
+    },
+    "embedder": {
+        "dinov2": "mudi.adapters.dinov2:Dinov2Embedder.from_pretrained",
+        "dreamsim": "mudi.adapters.dreamsim:DreamsimEmbedder.from_pretrained",
+        "clip": "mudi.adapters.clip:ClipEmbedder.from_pretrained",
+        "tiny-dinov2": "mudi.adapters.dinov2:Dinov2Embedder.build_tiny",
+        "tiny-clip": "mudi.adapters.clip:ClipEmbedder.build_tiny",
+    },
+    "text_scorer": {
+        "clip": "mudi.adapters.clip:ClipScorer.from_pretrained",
+        "image_reward": "mudi.adapters.image_reward:ImageRewardScorer.from_pretrained",
+        "tiny-clip": "mudi.adapters.clip:ClipScorer.build_tiny",
+    },
 }
-TINY_BACKBONES = tuple(n for n in BACKBONES if n.startswith("tiny-"))
-
-# family -> the diffusers pipeline class names a checkpoint of that family declares in model_index.json
-PIPELINE_CLASSES: dict[str, tuple[str, ...]] = {
-    "sd15": ("StableDiffusionPipeline",),
-    "sd2": ("StableDiffusionPipeline",),
-    "sdxl": ("StableDiffusionXLPipeline",),
-    "flux": ("FluxPipeline",),
-}
-_FAMILY_OF_CLASS = {"StableDiffusionPipeline": "sd15 or sd2", "StableDiffusionXLPipeline": "sdxl",
-                    "FluxPipeline": "flux"}
 
 
-def _import(dotted: str) -> Any:
-    mod, _, attr = dotted.rpartition(".")
-    return getattr(importlib.import_module(mod), attr)
+def _table(kind: str) -> dict[str, str | Callable[..., Any]]:
+    if kind not in REGISTRY:
+        raise unknown_name_error("kind of model", kind, REGISTRY)
+    return REGISTRY[kind]
 
 
-def load_backbone(backbone: str, pretrained_model_name_or_path: str | None = None, device: str | torch.device = "cpu",
-                  dtype: torch.dtype = torch.float32) -> Any:
-    """A :class:`~mudi.adapters.base.Backbone` for ``backbone`` (one of :data:`BACKBONES`)."""
-    check_names(BACKBONES, [backbone], "backbone")
-    path, family, default = BACKBONES[backbone]
-    if default is None:
-        if pretrained_model_name_or_path:
-            raise MudiError(f"--backbone {backbone} builds a random tiny model and takes no checkpoint; drop "
-                            f"--pretrained_model_name_or_path {pretrained_model_name_or_path} or use --backbone "
-                            f"{family}")
-        return _import(path)(backbone, device=device, dtype=dtype)
-    cls = _import(path)
-    return cls.from_pretrained(pretrained_model_name_or_path or default, family=family, device=device, dtype=dtype)
+def names(kind: str) -> list[str]:
+    """The registered names of ``kind``, in registration order."""
+    return list(_table(kind))
+
+
+def register(kind: str, name: str, target: str | Callable[..., Any], replace: bool = False) -> None:
+    """Add ``name`` to ``kind``'s table: ``target`` is ``"module:attribute"`` or the factory itself."""
+    table = _table(kind)
+    if name in table and not replace:
+        raise MudiError(f"the {kind} {name!r} is registered already; pass replace=True to replace it")
+    table[name] = target
+
+
+def unregister(kind: str, name: str) -> None:
+    _table(kind).pop(name, None)
+
+
+def check(kind: str, requested: Iterable[str]) -> None:
+    """Raise a one-line :class:`MudiError` (with the closest name) for any name not registered as ``kind``."""
+    table = _table(kind)
+    for name in requested:
+        if name not in table:
+            raise unknown_name_error(kind.replace("_", " "), name, table)
+
+
+def resolve(kind: str, name: str) -> Callable[..., Any]:
+    """The factory registered as ``name`` (imported on first use)."""
+    check(kind, [name])
+    target = _table(kind)[name]
+    if not isinstance(target, str):
+        return target
+    module, _, attr = target.partition(":")
+    try:
+        obj: Any = importlib.import_module(module)
+    except ModuleNotFoundError as e:
+        raise MudiError(f"the {kind} {name!r} needs module {module}, which is not available ({e})") from None
+    for part in attr.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+def load(kind: str, name: str, /, pretrained_model_name_or_path: str | None = None, **kwargs: Any) -> Any:
+    """Build the ``kind`` registered as ``name`` with ``kwargs`` (``device=``, ``dtype=``, ``batch_size=``…).
+
+    Keywords the factory does not take are left out (a segmenter without weights has no ``dtype``), except a
+    checkpoint: giving one to a factory that reads none is an error.
+    """
+    factory = resolve(kind, name)
+    params = inspect.signature(factory).parameters
+    takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+    if pretrained_model_name_or_path:
+        if "pretrained_model_name_or_path" not in params:
+            raise MudiError(f"the {kind.replace('_', ' ')} {name!r} builds its model in memory and takes no "
+                            f"checkpoint; drop {pretrained_model_name_or_path!r} (or pick a {kind} that loads "
+                            "weights)")
+        kwargs["pretrained_model_name_or_path"] = pretrained_model_name_or_path
+    if not takes_any:
+        kwargs = {k: v for k, v in kwargs.items() if k in params}
+    return factory(**kwargs)
+
+
+def load_backbone(name: str, pretrained_model_name_or_path: str | None = None, device: Any = "cpu",
+                  dtype: Any = None) -> Any:
+    """``load("backbone", ...)`` with the usual positional order (a :class:`~mudi.adapters.base.Backbone`)."""
+    return load("backbone", name, pretrained_model_name_or_path, device=device, dtype=dtype)
+
+
+# ------------------------------------------------------------------------------------------------ checkpoints
+def pipeline_families() -> dict[str, list[str]]:
+    """diffusers pipeline class name → the registered backbone names whose adapter loads it."""
+    out: dict[str, list[str]] = {}
+    for name in names("backbone"):
+        try:
+            owner = getattr(resolve("backbone", name), "__self__", None)
+        except MudiError:
+            continue
+        cls_name = getattr(owner, "pipeline_class_name", None)
+        if cls_name:
+            out.setdefault(cls_name, []).append(name)
+    return out
 
 
 def read_model_index(pretrained_model_name_or_path: str) -> dict | None:
@@ -81,18 +163,14 @@ def read_model_index(pretrained_model_name_or_path: str) -> dict | None:
 
 
 def check_pipeline_class(pretrained_model_name_or_path: str, family: str, expected: str) -> None:
-    """Raise a one-line MudiError if the checkpoint declares a pipeline of another family."""
+    """Raise a one-line MudiError if the checkpoint declares a pipeline other than ``expected``."""
     index = read_model_index(pretrained_model_name_or_path)
     if index is None:
         return
     found = str(index.get("_class_name", ""))
-    if found and found not in PIPELINE_CLASSES.get(family, (expected,)):
-        other = _FAMILY_OF_CLASS.get(found, "another family")
-        raise MudiError(f"{pretrained_model_name_or_path} is a {found} checkpoint ({other}), not {family}: use "
-                        f"--backbone {other.split(' ')[0]} or give a {expected} checkpoint")
-
-
-def missing_checkpoint_error(pretrained_model_name_or_path: str, family: str, cause: Exception) -> MudiError:
-    """The one-line error for a checkpoint that cannot be loaded (typically: not downloaded while offline)."""
-    return missing_weights_error(family, pretrained_model_name_or_path, cause, "--pretrained_model_name_or_path")
-
+    if found and found != expected:
+        others = pipeline_families().get(found, [])
+        which = f"{' or '.join(others)}" if others else "another family"
+        use = f"use --backbone {others[0]} or " if others else ""
+        raise MudiError(f"{pretrained_model_name_or_path} is a {found} checkpoint ({which}), not {family}: {use}"
+                        f"give a {expected} checkpoint")

@@ -13,7 +13,8 @@ from typing import Any
 import numpy as np
 
 from mudi.adapters.mask_cleanup import clean_mask
-from mudi.adapters.weights import missing_weights_error, place_model, torch_dtype
+from mudi.adapters.weights import missing_weights_error, place_model
+from mudi.devices import parse_dtype
 from mudi.errors import MudiError
 
 DEFAULT_SAM = "facebook/sam-vit-huge"
@@ -59,7 +60,7 @@ class SamSegmenter:
             from transformers import SamProcessor as Processor
         try:
             processor = Processor.from_pretrained(pretrained_model_name_or_path)
-            model = Model.from_pretrained(pretrained_model_name_or_path, dtype=torch_dtype(dtype))
+            model = Model.from_pretrained(pretrained_model_name_or_path, dtype=parse_dtype(dtype))
         except (OSError, ValueError) as e:
             raise missing_weights_error("SAM", pretrained_model_name_or_path, e) from None
         return cls(model, processor, device=device, dtype=dtype, **kwargs)

@@ -15,22 +15,33 @@ from typing import Any
 
 import torch
 
-from mudi.adapters.weights import DenoiserPlacement
+from mudi.adapters.weights import DenoiserPlacement, load_pipeline, missing_weights_error
+from mudi.devices import parse_dtype
+from mudi.errors import unknown_name_error
 
 SD_LORA_TARGETS = ["to_k", "to_q", "to_v", "to_out.0"]
+#: LoRA target presets of the UNet families: the attention projections (the paper's and diffusers' default).
+SD_LORA_PRESETS = {"attention": SD_LORA_TARGETS}
 
 
 class StableDiffusionBackbone(DenoiserPlacement):
     """A ``StableDiffusionPipeline`` (or a subclass's pipeline) wrapped for MuDI.
 
     ``__init__`` takes an already-built pipeline (tests pass a tiny one); :meth:`from_pretrained` loads
-    weights. ``family`` is ``"sd15"`` or ``"sd2"`` (SDXL subclasses this).
+    weights. :class:`StableDiffusion15Backbone` / :class:`StableDiffusion2Backbone` fix the family's label and
+    default checkpoint (SDXL subclasses this).
     """
 
     family = "sd15"
     pipeline_class_name = "StableDiffusionPipeline"
     pipeline_kwargs: dict = {"safety_checker": None, "requires_safety_checker": False}
+    default_checkpoint = "stable-diffusion-v1-5/stable-diffusion-v1-5"
     default_resolution = 512
+    supports_negative_prompt = True
+    frozen_components: tuple[str, ...] = ("vae", "text_encoder", "unet")
+    default_num_inference_steps = 30
+    default_guidance_scale: float | None = None
+    training_guidance_scale = 1.0  # no guidance embedding: unused
 
     def __init__(self, pipeline: Any, family: str | None = None, default_resolution: int | None = None) -> None:
         self.pipeline = pipeline
@@ -43,27 +54,30 @@ class StableDiffusionBackbone(DenoiserPlacement):
         # A private copy for training: set_timesteps on the pipeline's own scheduler must not change it.
         self.noise_scheduler = _ddpm_from(pipeline.scheduler)
 
+    @property
+    def pixel_multiple(self) -> int:
+        return self.vae_scale_factor
+
     # ----------------------------------------------------------------------------------------- loading
     @classmethod
-    def from_pretrained(cls, pretrained_model_name_or_path: str, family: str | None = None,
-                        device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32) -> StableDiffusionBackbone:
-        """Load a diffusers-format checkpoint (hub id or local folder); the only place weights are read.
-        Subclasses change only ``pipeline_class_name`` and ``pipeline_kwargs``."""
+    def from_pretrained(cls, pretrained_model_name_or_path: str | None = None, device: str | torch.device = "cpu",
+                        dtype: Any = None) -> StableDiffusionBackbone:
+        """Load a diffusers-format checkpoint (hub id or local folder; ``None``: the family's default); the
+        only place weights are read. Subclasses change only the class attributes."""
         import diffusers
 
-        from mudi.adapters.registry import check_pipeline_class, missing_checkpoint_error
-        from mudi.adapters.weights import load_pipeline
+        from mudi.adapters.registry import check_pipeline_class
 
-        family = family or cls.family
-        check_pipeline_class(pretrained_model_name_or_path, family, cls.pipeline_class_name)
+        path = pretrained_model_name_or_path or cls.default_checkpoint
+        check_pipeline_class(path, cls.family, cls.pipeline_class_name)
         pipeline_class = getattr(diffusers, cls.pipeline_class_name)
         try:
-            pipe = load_pipeline(pipeline_class, pretrained_model_name_or_path, dtype, **cls.pipeline_kwargs)
+            pipe = load_pipeline(pipeline_class, path, parse_dtype(dtype), **cls.pipeline_kwargs)
         except (OSError, ValueError) as e:
-            raise missing_checkpoint_error(pretrained_model_name_or_path, family, e) from None
+            raise missing_weights_error(cls.family, path, e, "--pretrained_model_name_or_path") from None
         pipe.set_progress_bar_config(disable=True)
         resolution = int(pipe.unet.config.sample_size) * int(pipe.vae_scale_factor)
-        return cls(pipe.to(device), family=family, default_resolution=resolution)
+        return cls(pipe.to(device), default_resolution=resolution)
 
     # ----------------------------------------------------------------------------------------- protocol
     @property
@@ -74,8 +88,14 @@ class StableDiffusionBackbone(DenoiserPlacement):
     def prediction_type(self) -> str:
         return str(self.noise_scheduler.config.prediction_type)
 
-    def lora_target_modules(self) -> list[str]:
-        return list(SD_LORA_TARGETS)
+    def lora_target_modules(self, preset: str | None = None) -> list[str]:
+        return list(lora_preset(SD_LORA_PRESETS, preset or "attention", self.family))
+
+    def to_kohya(self, lora_state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """diffusers → kohya keys (``lora_unet_…`` with ``alpha``), as A1111 and ComfyUI read them."""
+        from diffusers.utils import convert_all_state_dict_to_peft, convert_state_dict_to_kohya
+
+        return convert_state_dict_to_kohya(convert_all_state_dict_to_peft(lora_state_dict))
 
     def encode_images(self, pixels: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         """``(B, 3, H, W)`` in [-1, 1] → ``(B, 4, H/8, W/8)``: a sample of the VAE posterior (its mean when
@@ -117,6 +137,10 @@ class StableDiffusionBackbone(DenoiserPlacement):
         """As is: the pipeline multiplies ``latents=`` by ``scheduler.init_noise_sigma`` itself."""
         return latents
 
+    def from_pipeline_latents(self, latents: torch.Tensor, height: int, width: int) -> torch.Tensor:
+        """Inverse of :meth:`to_pipeline_latents` (the identity here)."""
+        return latents
+
     # ----------------------------------------------------------------------------------------- training
     def sample_timesteps(self, batch_size: int, generator: torch.Generator) -> torch.Tensor:
         """``(B,)`` long timesteps uniform over the training schedule, drawn on ``generator``'s device."""
@@ -149,6 +173,24 @@ class StableDiffusionBackbone(DenoiserPlacement):
     def _prompt_dtype(self) -> torch.dtype:
         te = getattr(self.pipeline, "text_encoder", None)
         return te.dtype if te is not None else self.dtype
+
+
+class StableDiffusion15Backbone(StableDiffusionBackbone):
+    """Stable Diffusion 1.x (epsilon prediction, 512 px)."""
+
+
+class StableDiffusion2Backbone(StableDiffusionBackbone):
+    """Stable Diffusion 2.x (v-prediction at 768 px for 2.1; the prediction type is read from the scheduler)."""
+
+    family = "sd2"
+    default_checkpoint = "stabilityai/stable-diffusion-2-1"
+    default_resolution = 768
+
+
+def lora_preset(presets: dict[str, list[str]], name: str, family: str) -> list[str]:
+    if name not in presets:
+        raise unknown_name_error(f"{family} LoRA target preset", name, presets)
+    return presets[name]
 
 
 def _ddpm_from(scheduler: Any) -> Any:

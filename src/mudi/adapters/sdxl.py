@@ -21,8 +21,10 @@ class StableDiffusionXLBackbone(StableDiffusionBackbone):
 
     family = "sdxl"
     pipeline_class_name = "StableDiffusionXLPipeline"
+    default_checkpoint = "stabilityai/stable-diffusion-xl-base-1.0"
     default_resolution = 1024
     pipeline_kwargs: dict = {}
+    frozen_components = ("vae", "text_encoder", "text_encoder_2", "unet")
 
     def encode_prompts(self, prompts: Sequence[str]) -> dict[str, torch.Tensor]:
         """``{"prompt_embeds": (B, 77, D1+D2), "pooled_prompt_embeds": (B, P)}``."""

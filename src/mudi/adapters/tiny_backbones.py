@@ -16,6 +16,11 @@ from typing import Any
 
 import torch
 
+from mudi.adapters.flux import FluxBackbone
+from mudi.adapters.sd import StableDiffusion2Backbone, StableDiffusion15Backbone
+from mudi.adapters.sdxl import StableDiffusionXLBackbone
+from mudi.devices import parse_dtype
+
 TINY_RESOLUTION = 64
 TINY_SEED = 0
 
@@ -150,21 +155,24 @@ def build_tiny_flux_pipeline(device: str | torch.device = "cpu", dtype: torch.dt
     return _finish(pipe, device, dtype)
 
 
-def build_tiny_backbone(name: str, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32) -> Any:
-    """``"tiny-sd"`` (epsilon), ``"tiny-sd2"`` (v-prediction), ``"tiny-sdxl"`` or ``"tiny-flux"`` as a Backbone."""
-    if name in ("tiny-sd", "tiny-sd2"):
-        from mudi.adapters.sd import StableDiffusionBackbone
+def build_tiny_sd(device: str | torch.device = "cpu", dtype: Any = None) -> Any:
+    """``tiny-sd``: the SD1.5 adapter (epsilon prediction) on a tiny pipeline."""
+    return StableDiffusion15Backbone(build_tiny_sd_pipeline("epsilon", device, parse_dtype(dtype)),
+                                     default_resolution=TINY_RESOLUTION)
 
-        pred = "v_prediction" if name == "tiny-sd2" else "epsilon"
-        return StableDiffusionBackbone(build_tiny_sd_pipeline(pred, device, dtype),
-                                       family="sd2" if name == "tiny-sd2" else "sd15",
-                                       default_resolution=TINY_RESOLUTION)
-    if name == "tiny-sdxl":
-        from mudi.adapters.sdxl import StableDiffusionXLBackbone
 
-        return StableDiffusionXLBackbone(build_tiny_sdxl_pipeline(device, dtype), default_resolution=TINY_RESOLUTION)
-    if name == "tiny-flux":
-        from mudi.adapters.flux import FluxBackbone
+def build_tiny_sd2(device: str | torch.device = "cpu", dtype: Any = None) -> Any:
+    """``tiny-sd2``: the SD2.x adapter (v-prediction, DDIM) on a tiny pipeline."""
+    return StableDiffusion2Backbone(build_tiny_sd_pipeline("v_prediction", device, parse_dtype(dtype)),
+                                    default_resolution=TINY_RESOLUTION)
 
-        return FluxBackbone(build_tiny_flux_pipeline(device, dtype), default_resolution=TINY_RESOLUTION)
-    raise ValueError(f"unknown tiny backbone {name!r}; expected tiny-sd, tiny-sd2, tiny-sdxl or tiny-flux")
+
+def build_tiny_sdxl(device: str | torch.device = "cpu", dtype: Any = None) -> Any:
+    """``tiny-sdxl``: the SDXL adapter on a tiny pipeline."""
+    return StableDiffusionXLBackbone(build_tiny_sdxl_pipeline(device, parse_dtype(dtype)),
+                                     default_resolution=TINY_RESOLUTION)
+
+
+def build_tiny_flux(device: str | torch.device = "cpu", dtype: Any = None) -> Any:
+    """``tiny-flux``: the FLUX adapter on a tiny pipeline."""
+    return FluxBackbone(build_tiny_flux_pipeline(device, parse_dtype(dtype)), default_resolution=TINY_RESOLUTION)

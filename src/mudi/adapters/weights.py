@@ -1,4 +1,4 @@
-"""What every adapter shares about weights: one error for a checkpoint that cannot be loaded, one dtype parser."""
+"""What every adapter shares about weights: one error for a checkpoint that cannot be loaded, model placement."""
 
 from __future__ import annotations
 
@@ -6,31 +6,16 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+from mudi.devices import parse_dtype
 from mudi.errors import MudiError
-
-DTYPE_NAMES = {"float32": "float32", "fp32": "float32", "float16": "float16", "fp16": "float16",
-               "bfloat16": "bfloat16", "bf16": "bfloat16"}
-
-
-def torch_dtype(dtype: Any) -> Any:
-    """``None`` → float32; ``"float16"``/``"fp16"``/``"bf16"``… → the torch dtype; a torch dtype as is."""
-    import torch
-
-    if dtype is None:
-        return torch.float32
-    if isinstance(dtype, str):
-        if dtype not in DTYPE_NAMES:
-            raise MudiError(f"dtype {dtype!r} is not one of float32, float16, bfloat16")
-        return getattr(torch, DTYPE_NAMES[dtype])
-    return dtype
 
 
 def place_model(model: Any, device: Any, dtype: Any) -> tuple[Any, Any, Any]:
-    """``(torch.device, torch dtype, model)``: ``model`` moved to ``device`` in ``dtype`` (:func:`torch_dtype`:
+    """``(torch.device, torch dtype, model)``: ``model`` moved to ``device`` in ``dtype`` (:func:`mudi.devices.parse_dtype`:
     ``None`` is float32) and put in eval mode, as every detector, segmenter and embedder holds it."""
     import torch
 
-    device, dtype = torch.device(device), torch_dtype(dtype)
+    device, dtype = torch.device(device), parse_dtype(dtype)
     return device, dtype, model.to(device=device, dtype=dtype).eval()
 
 

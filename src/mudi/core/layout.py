@@ -8,7 +8,7 @@ The composition the sampler starts from is "either random, manually set, or obta
 - **boxes**: one normalised ``(x0, y0, x1, y1)`` box per subject, each subject's cut-out fitted inside its box
   (aspect ratio kept, centred) — from a JSON file or an LLM (:mod:`mudi.layout_llm`, Appendix B.5).
 
-Layout JSON (``--layout PATH.json``) accepts any of::
+Layout JSON (``--layout PATH.json``, read by :func:`mudi.data.layouts.load_layout`) accepts any of::
 
     [[0.05, 0.3, 0.5, 0.95], [0.5, 0.2, 0.95, 0.95]]                  # boxes in subject order
     {"boxes": [[...], [...]]}                                          # same, wrapped
@@ -21,9 +21,7 @@ Boxes are normalised to the image: ``0 <= x0 < x1 <= 1``, ``0 <= y0 < y1 <= 1``.
 from __future__ import annotations
 
 import dataclasses
-import json
 from collections.abc import Sequence
-from pathlib import Path
 
 import numpy as np
 
@@ -104,18 +102,6 @@ def parse_layout(data: object, subject_keys: Sequence[Sequence[str]], source: st
             raise MudiError(f"{source}: no box for subject(s) {missing}; give one box per subject")
         return [b for b in boxes if b is not None]
     raise MudiError(f"{source}: a layout must be a list of boxes or a mapping, e.g. {LAYOUT_EXAMPLE}")
-
-
-def load_layout(path: str | Path, subject_keys: Sequence[Sequence[str]]) -> list[NormBox]:
-    """Read a layout JSON file; errors name the file and what is wrong."""
-    path = Path(path)
-    if not path.is_file():
-        raise MudiError(f"{path}: layout file not found; give 'random' or a JSON file like {LAYOUT_EXAMPLE}")
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        raise MudiError(f"{path}: not valid JSON ({e.msg} at line {e.lineno} column {e.colno})") from None
-    return parse_layout(data, subject_keys, source=str(path))
 
 
 def fit_box(size_hw: tuple[int, int], box_xyxy: BoxXYXY) -> BoxXYXY:

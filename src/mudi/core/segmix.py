@@ -59,6 +59,14 @@ class SegMixParams:
             raise MudiError(f"background {self.background} must be three values in 0..255, e.g. 255,255,255")
 
 
+def check_segmix_block(params: SegMixParams) -> None:
+    """Relative sizes are given per subject (``relative_sizes`` of a verb, or subject.yaml), never in a
+    config's ``segmix`` block, whose values apply to every composition."""
+    if params.relative_sizes is not None:
+        raise MudiError("segmix.relative_sizes is set per composition by mudi itself; give relative sizes per "
+                        "subject with relative_sizes (or in subject.yaml) instead")
+
+
 def cutout_max_side(size_hw: tuple[int, int], params: SegMixParams) -> int:
     """The longest side a cutout can have in a composition of ``size_hw``: caching cutouts at this size
     (``Subject.cutouts(max_side=...)``) loses nothing and makes every resize cheaper."""

@@ -39,6 +39,7 @@ from mudi.core.prompts import subject_phrase
 from mudi.core.types import Cutout
 from mudi.data.images import list_images, read_image, read_mask
 from mudi.errors import MudiError
+from mudi.io import write_jsonl_atomic, write_text_atomic
 
 SUBJECT_FILE = "subject.yaml"
 MASK_DIR = "masks"
@@ -267,3 +268,37 @@ def load_subjects(paths: list[str | Path]) -> list[Subject]:
     if dup:
         raise MudiError(f"several subjects are named {sorted(dup)}; rename them in their {SUBJECT_FILE}")
     return subjects
+
+
+# ------------------------------------------------------------------------------------------------ writing
+def mask_path_for(subject: Subject, image_path: Path) -> Path:
+    """Where the mask of ``image_path`` goes in ``subject``'s on-disk format."""
+    if subject.source == "native":
+        return image_path.parent / MASK_DIR / f"{image_path.stem}.png"
+    return image_path.parent / f"mask_{image_path.stem}.png"
+
+
+def record_masks(root: Path, subjects: list[Subject], written: dict[str, str]) -> None:
+    """Benchmark / prior folders: point the metadata line of each image in ``written`` (file name → mask file
+    name) at its mask. Native folders need nothing (masks are found by name)."""
+    if not subjects or subjects[0].source == "native" or not written:
+        return
+    meta = root / (PRIOR_FILE if subjects[0].source == "prior" else BENCHMARK_FILE)
+    if not meta.is_file():
+        return
+    lines = meta.read_text(encoding="utf-8").splitlines()
+    out = []
+    for n, line in enumerate(lines):
+        if n > 0 and line.strip():
+            row = json.loads(line)
+            if row.get("file_name") in written:
+                row["mask_path"] = written[row["file_name"]]
+                line = json.dumps(row)
+        out.append(line)
+    write_text_atomic(meta, "\n".join(out) + "\n")
+
+
+def write_prior_metadata(folder: Path, ids: dict[str, str], rows: list[dict]) -> None:
+    """``class_metadata.jsonl`` of a prior set: ``{"id": {letter: class}}``, then one line per image
+    (``id``, ``file_name``, ``mask_path``, ``text``)."""
+    write_jsonl_atomic(Path(folder) / PRIOR_FILE, [{"id": ids}] + list(rows))

@@ -11,18 +11,15 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from peft.utils import get_peft_model_state_dict
+from safetensors.torch import load_file, save_file
 
-from mudi.errors import MudiError
+from mudi.data.manifests import KOHYA_FILE, LORA_FILE
 from mudi.io import atomic_path
-
-LORA_FILE = "pytorch_lora_weights.safetensors"
-KOHYA_FILE = "pytorch_lora_weights_kohya.safetensors"
 
 
 def lora_state_dict(denoiser: Any) -> dict[str, torch.Tensor]:
     """The denoiser's LoRA weights in peft key format (``...to_q.lora_A.weight``), detached, on CPU."""
-    from peft.utils import get_peft_model_state_dict
-
     return {k: v.detach().to("cpu").contiguous() for k, v in get_peft_model_state_dict(denoiser).items()}
 
 
@@ -44,21 +41,11 @@ def save_diffusers_lora(backbone: Any, denoiser: Any, output_dir: str | Path) ->
     return target
 
 
-def export_kohya(output_dir: str | Path, family: str) -> Path:
-    """Convert ``OUTPUT_DIR/pytorch_lora_weights.safetensors`` to kohya keys (``lora_unet_…``, ``alpha``).
-
-    Supported for the UNet families (sd15, sd2, sdxl). FLUX LoRAs in the diffusers format are read directly
-    by ComfyUI and recent A1111 forks, so no second file is written for FLUX.
-    """
-    from diffusers.utils import convert_all_state_dict_to_peft, convert_state_dict_to_kohya
-    from safetensors.torch import load_file, save_file
-
-    if family == "flux":
-        raise MudiError("--export kohya is not supported for flux: ComfyUI loads the diffusers-format "
-                        f"{LORA_FILE} of a FLUX LoRA directly; drop --export kohya")
-    src = Path(output_dir) / LORA_FILE
-    state = load_file(str(src))
-    kohya = convert_state_dict_to_kohya(convert_all_state_dict_to_peft(state))
+def export_kohya(output_dir: str | Path, backbone: Any) -> Path:
+    """Convert ``OUTPUT_DIR/pytorch_lora_weights.safetensors`` to kohya keys (``lora_unet_…``, ``alpha``) with
+    the backbone's own mapping (:meth:`~mudi.adapters.base.Backbone.to_kohya`), for A1111 and ComfyUI."""
+    state = load_file(str(Path(output_dir) / LORA_FILE))
+    kohya = backbone.to_kohya(state)
     target = Path(output_dir) / KOHYA_FILE
     with atomic_path(target) as tmp:
         save_file({k: v.contiguous() for k, v in kohya.items()}, str(tmp))

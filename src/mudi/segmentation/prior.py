@@ -1,4 +1,4 @@
-"""``mudi prior``: prior (class) images for prior preservation, segmented and filtered (paper Appendix A.1).
+"""``mudi prior`` as a library call: prior (class) images for prior preservation, segmented and filtered (paper Appendix A.1).
 
 For each class, K images are generated with the *base* model from "A photo of <class>, simple background,
 full body shot."; each is detected and segmented, and only those with exactly one detection and one mask
@@ -16,7 +16,7 @@ every index already recorded and an interrupted run resumes where it stopped wit
 
 from __future__ import annotations
 
-import argparse
+import dataclasses
 import json
 import logging
 import string
@@ -25,10 +25,20 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
+from tqdm.auto import tqdm
 
+from mudi.adapters import registry
+from mudi.adapters.mask_cleanup import count_components, fill_holes
+from mudi.config import save_config
+from mudi.core.prompts import prior_prompt
+from mudi.data.subjects import load_subjects, write_prior_metadata
+from mudi.devices import check_dtype_name, describe, dtype_name, resolve_device, resolve_dtype
 from mudi.errors import MudiError
+from mudi.io import save_image_atomic, write_json_atomic
+from mudi.segmentation.config import parse_backend
+from mudi.segmentation.detect import class_queries, detect_and_segment, load_models
 
-HELP = "Generate, segment and filter prior (class) images for prior preservation (Appendix A.1)."
 PROGRESS_FILE = "prior_progress.json"
 CONFIG_FILE = "prior_config.yaml"
 log = logging.getLogger(__name__)
@@ -56,20 +66,18 @@ class PriorConfig:
     segmenter_model: str | None = field(default=None, metadata={"help": "segmenter checkpoint"})
     threshold: float = field(default=0.1, metadata={"help": "detection score threshold"})
     min_mask_fraction: float = field(default=0.01, metadata={"help": "reject masks smaller than this"})
-    device: str = field(default="cpu", metadata={"help": "torch device"})
-    dtype: str = field(default="float32", metadata={"help": "float32 | float16 | bfloat16"})
+    device: str = field(default="auto", metadata={"help": "torch device: auto (CUDA, then MPS, then CPU), cpu, ..."})
+    dtype: str = field(default="auto", metadata={
+        "help": "auto (bfloat16/float16 on a GPU, float32 on the CPU), float32, float16 or bfloat16"})
 
     def __post_init__(self) -> None:
-        from mudi.adapters.segment_registry import parse_backend
-
         if not self.output_dir:
             raise MudiError("prior needs an output folder: pass --output_dir DIR")
         if self.num_images < 1:
             raise MudiError(f"num_images must be >= 1, got {self.num_images}")
         if self.num_inference_steps < 1 or self.generation_batch_size < 1:
             raise MudiError("num_inference_steps and generation_batch_size must be >= 1")
-        if self.dtype not in ("float32", "float16", "bfloat16"):
-            raise MudiError(f"dtype {self.dtype!r} is not one of float32, float16, bfloat16")
+        check_dtype_name(self.dtype)
         parse_backend(self.backend)
 
 
@@ -77,8 +85,6 @@ def resolve_classes(config: PriorConfig) -> list[str]:
     """The classes to generate: ``config.classes`` then each subject's class name, without repeats."""
     names = [c.strip() for c in config.classes if c.strip()]
     if config.subjects:
-        from mudi.data.subjects import load_subjects
-
         names += [s.class_name for s in load_subjects(config.subjects)]
     out: list[str] = []
     for n in names:
@@ -89,16 +95,8 @@ def resolve_classes(config: PriorConfig) -> list[str]:
     return out
 
 
-def class_queries(class_name: str) -> list[str]:
-    """Detector queries: the class name and, for a descriptive class, its last word (the noun)."""
-    noun = class_name.split()[-1]
-    return [class_name] if noun == class_name else [class_name, noun]
-
-
 def judge_prior(detections: list[Any] | None, mask: np.ndarray | None, min_mask_fraction: float) -> str:
     """``"kept"`` or the reason for rejecting one generated image (Appendix A.1's single-subject filter)."""
-    from mudi.adapters.mask_cleanup import count_components
-
     if detections is not None and len(detections) != 1:
         return f"{len(detections)} detections"
     if mask is None or not mask.any():
@@ -124,10 +122,6 @@ def _load_progress(path: Path) -> dict:
 
 
 def _write_metadata(out: Path, progress: dict) -> None:
-    from mudi.core.prompts import prior_prompt
-    from mudi.data.subjects import PRIOR_FILE
-    from mudi.io import write_jsonl_atomic
-
     ids, rows = {}, []
     for name, entry in progress["classes"].items():
         kept = sorted((int(i), r) for i, r in entry["images"].items() if r["status"] == "kept")
@@ -138,19 +132,11 @@ def _write_metadata(out: Path, progress: dict) -> None:
             rows.append({"id": entry["letter"], "file_name": r["file_name"], "mask_path": r["mask_path"],
                          "text": prior_prompt(name)})
     if ids:
-        write_jsonl_atomic(out / PRIOR_FILE, [{"id": ids}] + rows)
+        write_prior_metadata(out, ids, rows)
 
 
-def run(config: PriorConfig, detector: Any = None, segmenter: Any = None, backbone: Any = None) -> dict:
+def make_prior_set(config: PriorConfig, detector: Any = None, segmenter: Any = None, backbone: Any = None) -> dict:
     """Generate, segment and filter; returns ``{class: {"kept": n, "rejected": n}}``. Models may be injected."""
-    import torch
-    from tqdm.auto import tqdm
-
-    from mudi.adapters.mask_cleanup import fill_holes
-    from mudi.config import save_config
-    from mudi.core.prompts import prior_prompt
-    from mudi.io import save_image_atomic, write_json_atomic
-
     classes = resolve_classes(config)
     out = Path(config.output_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -165,24 +151,21 @@ def run(config: PriorConfig, detector: Any = None, segmenter: Any = None, backbo
             used.add(free[0])
     todo = [(name, i) for name in classes for i in range(config.num_images)
             if str(i) not in progress["classes"][name]["images"]]
+    device = resolve_device(config.device)
+    dtype = resolve_dtype(config.dtype, device)
+    config = dataclasses.replace(config, device=str(device), dtype=dtype_name(dtype))
     save_config(config, out / CONFIG_FILE)
     if todo:
-        dtype = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}[config.dtype]
+        log.info("mudi prior: %s", describe(device, dtype))
         if backbone is None:
-            from mudi.adapters.registry import load_backbone
-
-            backbone = load_backbone(config.backbone, config.pretrained_model_name_or_path, config.device, dtype)
-        if segmenter is None:
-            from mudi.adapters.segment_registry import load_detector, load_segmenter, parse_backend
-
-            det_name, seg_name = parse_backend(config.backend)
-            detector = load_detector(det_name, config.detector_model, config.device, config.dtype) if det_name else None
-            segmenter = load_segmenter(seg_name, config.segmenter_model, config.device, config.dtype,
-                                       use_cleanup=False)  # the raw mask must show its components
+            backbone = registry.load_backbone(config.backbone, config.pretrained_model_name_or_path, device, dtype)
+        if segmenter is None:  # the raw mask must show its components: no clean-up
+            detector, segmenter = load_models(config.backend, config.detector_model, config.segmenter_model,
+                                              device, dtype, use_cleanup=False)
         pipe = backbone.pipeline
         pipe.set_progress_bar_config(disable=True)
-        side = config.resolution or getattr(backbone, "default_resolution", None) or 512
-        gen_device = torch.device(config.device)
+        side = config.resolution or backbone.default_resolution
+        gen_device = backbone.device
     with tqdm(total=len(todo), desc="prior", unit="img", disable=None) as bar:
         for start in range(0, len(todo), config.generation_batch_size):
             chunk = todo[start:start + config.generation_batch_size]
@@ -200,18 +183,11 @@ def run(config: PriorConfig, detector: Any = None, segmenter: Any = None, backbo
                     images = pipe(prompt=[prior_prompt(name)] * len(indices), generator=generators, **kwargs).images
                 images = [(np.clip(np.asarray(im, dtype=np.float32), 0, 1) * 255).round().astype(np.uint8)
                           for im in images]
-                if detector is not None:
-                    detections = detector.detect(images, [class_queries(name)] * len(images), config.threshold)
-                else:
-                    detections = [None] * len(images)
-                boxes = [d[0].box_xyxy if d else None for d in detections]
-                seg_idx = [k for k, d in enumerate(detections) if d is None or len(d) == 1]
-                masks = dict(zip(seg_idx, segmenter.segment([images[k] for k in seg_idx],
-                                                            [boxes[k] for k in seg_idx]) if seg_idx else []))
+                found = detect_and_segment(images, class_queries(name), detector, segmenter, config.threshold,
+                                           single_only=True)
                 for k, i in enumerate(indices):
-                    mask = masks.get(k)
-                    mask = None if mask is None else np.asarray(mask, dtype=bool)
-                    status = judge_prior(detections[k], mask, config.min_mask_fraction)
+                    mask = found[k].mask
+                    status = judge_prior(found[k].detections, mask, config.min_mask_fraction)
                     record: dict = {"status": "kept" if status == "kept" else "rejected", "seed": config.seed + i}
                     if status == "kept":
                         stem = f"{entry['letter']}{i:02d}"
@@ -231,39 +207,3 @@ def run(config: PriorConfig, detector: Any = None, segmenter: Any = None, backbo
         kept = sum(r["status"] == "kept" for r in recs)
         summary[name] = {"letter": progress["classes"][name]["letter"], "kept": kept, "rejected": len(recs) - kept}
     return summary
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--output_dir", "--output-dir", dest="output_dir", help="prior folder to write")
-    parser.add_argument("--classes", nargs="+", help="class names, e.g. corgi 'harry potter toy'")
-    parser.add_argument("--subjects", nargs="+", help="subject folders whose descriptive classes to use")
-    parser.add_argument("--num_images", "--num-images", dest="num_images", type=int, help="K per class (50)")
-    parser.add_argument("--backbone", help="sd15 | sd2 | sdxl | flux | tiny-sd | tiny-sdxl | tiny-flux")
-    parser.add_argument("--pretrained_model_name_or_path", help="base model checkpoint")
-    parser.add_argument("--backend", help="DETECTOR+SEGMENTER (owlv2+sam) or SEGMENTER (grabcut)")
-    parser.add_argument("--device", help="torch device (default cpu)")
-    parser.add_argument("--dtype", help="float32 | float16 | bfloat16")
-    parser.add_argument("--seed", type=int, help="image i uses seed + i (default 0)")
-    parser.add_argument("--config", help="YAML file with PriorConfig keys")
-
-
-def main(args: argparse.Namespace) -> int:
-    from mudi.config import load_config
-
-    values = {k: v for k, v in {
-        "output_dir": args.output_dir, "classes": args.classes, "subjects": args.subjects,
-        "num_images": args.num_images, "backbone": args.backbone,
-        "pretrained_model_name_or_path": args.pretrained_model_name_or_path, "backend": args.backend,
-        "device": args.device, "dtype": args.dtype, "seed": args.seed}.items() if v is not None}
-    config = load_config(PriorConfig, args.config, args.overrides, values)
-    summary = run(config)
-    width = max(len(n) for n in summary)
-    print(f"{'class'.ljust(width)}  id  kept  rejected")
-    for name, s in summary.items():
-        print(f"{name.ljust(width)}  {s['letter']}   {s['kept']:>4}  {s['rejected']:>8}")
-    empty = [n for n, s in summary.items() if s["kept"] == 0]
-    print(f"prior folder: {config.output_dir}")
-    if empty:
-        print(f"no image kept for {empty}: raise --num_images, lower --set threshold=..., or check the backend")
-        return 1
-    return 0

@@ -15,30 +15,18 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-from PIL import Image, ImageDraw
 
-BOX_COLORS = ["#e6194b", "#3cb44b", "#4363d8", "#f58231", "#911eb4", "#42d4f4", "#f032e6", "#9a6324"]
+from mudi.visualize import numbered_boxes_thumbnail
+
 FAILURE_TEXT = {"count": "count error", "duplicate": "duplicated subject", "mixed": "identity mixed"}
 
 
 def thumbnail_data_uri(rgb: np.ndarray, detections: Sequence[Any] = (), max_side: int = 320,
                        quality: int = 82) -> str:
     """A JPEG data URI of ``rgb`` (``(H, W, 3)`` uint8) downscaled to ``max_side``, boxes drawn and numbered
-    in detection order."""
-    img = Image.fromarray(np.asarray(rgb))
-    scale = min(1.0, max_side / max(img.size))
-    if scale < 1.0:
-        img = img.resize((max(1, round(img.width * scale)), max(1, round(img.height * scale))), Image.BILINEAR)
-    draw = ImageDraw.Draw(img)
-    width = max(2, round(max(img.size) / 160))
-    for k, d in enumerate(detections):
-        x0, y0, x1, y1 = (v * scale for v in d.box_xyxy)
-        color = BOX_COLORS[k % len(BOX_COLORS)]
-        draw.rectangle([x0, y0, x1, y1], outline=color, width=width)
-        draw.rectangle([x0, y0, x0 + 14, y0 + 14], fill=color)
-        draw.text((x0 + 4, y0 + 1), str(k), fill="white")
+    in detection order (:func:`mudi.visualize.numbered_boxes_thumbnail`)."""
     buf = io.BytesIO()
-    img.save(buf, format="JPEG", quality=quality)
+    numbered_boxes_thumbnail(rgb, detections, max_side).save(buf, format="JPEG", quality=quality)
     return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
 
 

@@ -1,32 +1,36 @@
-"""``mudi env``: the versions and devices a bug report needs."""
+"""The versions and devices a bug report needs (``mudi env``, and the versions recorded with every output)."""
 
 from __future__ import annotations
 
-import argparse
 import importlib.metadata
-import json
 import platform
 import sys
+from collections.abc import Sequence
 
 from mudi import __version__
-
-HELP = "print versions of mudi, python and the model libraries, and the available devices"
 
 PACKAGES = ("torch", "diffusers", "transformers", "peft", "accelerate", "safetensors", "numpy", "pillow",
             "opencv-python-headless", "scipy", "bitsandbytes", "dreamsim", "image-reward")
 
 
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--json", action="store_true", help="print JSON instead of text")
+#: The packages whose versions every output records.
+RECORDED = ("mudi", "torch", "diffusers", "transformers", "peft")
+
+
+def package_versions(packages: Sequence[str] = RECORDED) -> dict[str, str | None]:
+    """``{package: version or None}`` of installed distributions."""
+    out: dict[str, str | None] = {}
+    for pkg in packages:
+        try:
+            out[pkg] = importlib.metadata.version(pkg)
+        except importlib.metadata.PackageNotFoundError:
+            out[pkg] = None
+    return out
 
 
 def collect() -> dict:
     info: dict = {"mudi": __version__, "python": sys.version.split()[0], "platform": platform.platform()}
-    for pkg in PACKAGES:
-        try:
-            info[pkg] = importlib.metadata.version(pkg)
-        except importlib.metadata.PackageNotFoundError:
-            info[pkg] = None
+    info.update(package_versions(PACKAGES))
     try:
         import torch
 
@@ -39,13 +43,3 @@ def collect() -> dict:
     except ImportError:
         info["devices"] = ["torch not installed"]
     return info
-
-
-def main(args: argparse.Namespace) -> int:
-    info = collect()
-    if args.json:
-        print(json.dumps(info, indent=2))
-    else:
-        for k, v in info.items():
-            print(f"{k:24s} {v if v is not None else '-'}")
-    return 0

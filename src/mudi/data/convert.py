@@ -1,4 +1,4 @@
-"""``mudi convert``: MuDI benchmark pair folder (or prior set) → native subject folders.
+"""``mudi convert`` as a library call: MuDI benchmark pair folder (or prior set) → native subject folders.
 
 Each subject becomes ``OUT/<name>/`` with its original image files copied byte for byte, its JPEG masks
 thresholded (> 127) and saved as lossless ``masks/<stem>.png``, and a ``subject.yaml`` holding the
@@ -7,7 +7,6 @@ identifier, class noun, descriptive class and per-image captions.
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 import yaml
@@ -16,8 +15,6 @@ from mudi.data.images import read_image, read_mask
 from mudi.data.subjects import MASK_DIR, SUBJECT_FILE, find_subjects
 from mudi.errors import MudiError
 from mudi.io import save_image_atomic, write_bytes_atomic, write_text_atomic
-
-HELP = "convert a MuDI benchmark pair folder into native subject folders"
 
 
 def convert(pair_dir: str | Path, out_dir: str | Path, overwrite: bool = False) -> list[Path]:
@@ -28,7 +25,7 @@ def convert(pair_dir: str | Path, out_dir: str | Path, overwrite: bool = False) 
     targets = [out_dir / s.name for s in subjects]
     existing = [t for t in targets if (t / SUBJECT_FILE).exists()]
     if existing and not overwrite:
-        raise MudiError(f"{existing[0]} already exists; pass --overwrite or choose another --out")
+        raise MudiError(f"{existing[0]} already exists; pass --overwrite or choose another --output_dir")
     for s in subjects:  # validate everything first: nothing half-written
         for i in range(len(s.images)):
             s.load(i)
@@ -41,15 +38,3 @@ def convert(pair_dir: str | Path, out_dir: str | Path, overwrite: bool = False) 
                 save_image_atomic(target / MASK_DIR / f"{item.path.stem}.png", mask)
         write_text_atomic(target / SUBJECT_FILE, yaml.safe_dump(s.to_metadata(), sort_keys=False, allow_unicode=True))
     return targets
-
-
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("pair_dir", help="benchmark pair folder (with metadata.jsonl) or prior set")
-    p.add_argument("--out", required=True, help="folder to write one native subject folder per subject into")
-    p.add_argument("--overwrite", action="store_true", help="replace existing subject folders")
-
-
-def main(args: argparse.Namespace) -> int:
-    for t in convert(args.pair_dir, args.out, args.overwrite):
-        print(f"wrote {t}")
-    return 0

@@ -1,0 +1,214 @@
+"""The three stages of one benchmark cell (pair × method): train its LoRA, generate its images, evaluate
+them. Each stage is skipped when its marker says it finished with the same settings (:mod:`mudi.data.manifests`)."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from mudi.benchmark.config import STAGE_FILE
+from mudi.benchmark.methods import METHODS, write_nodesc_subjects
+from mudi.config import from_dict, to_dict
+from mudi.core.prompts import fill_placeholders, placeholder_count
+from mudi.data.manifests import fingerprint, is_done, read_marker
+from mudi.data.subjects import load_subjects
+from mudi.devices import dtype_name
+from mudi.errors import MudiError
+from mudi.io import save_image_atomic, write_json_atomic
+from mudi.sampling.images import generate_images
+from mudi.sampling.loras import apply_loras
+from mudi.scoring.folder import evaluate_folder
+from mudi.training.config import TrainConfig
+from mudi.training.loop import train
+
+if TYPE_CHECKING:
+    from mudi.benchmark.runner import BenchmarkRunner
+
+log = logging.getLogger(__name__)
+
+def cell_train_config(runner: BenchmarkRunner, pair: str, pair_dir: Path, method: str) -> tuple[Any, str]:
+    """The resolved TrainConfig of (pair, method) and its recipe fingerprint."""
+    c, spec = runner.config, METHODS[method]
+    values = {**c.train, **c.pair_train.get(pair, {}), **c.method_train.get(method, {})}
+    prior = Path(c.priors_dir or Path(c.benchmark_dir) / "priors") / pair
+    prior_dir = str(prior) if c.use_priors and prior.is_dir() else None
+    recipe = {"pair": pair, "descriptive_class": spec.descriptive_class, "composition": spec.composition,
+              "backbone": c.backbone, "model": c.pretrained_model_name_or_path, "prior": prior_dir,
+              "train": {k: v for k, v in sorted(values.items()) if k not in ("progress", "device")}}
+    if not spec.descriptive_class:
+        recipe["generic_classes"] = runner.generic_classes
+    fp = fingerprint(recipe)
+    name = f"{spec.composition}{'' if spec.descriptive_class else '-nodesc'}-{fp[:8]}"
+    out_dir = runner.out / pair / "train" / name
+    if spec.descriptive_class:
+        subjects = [str(pair_dir)]
+    else:
+        subjects = [str(p) for p in nodesc_folders(runner, pair, pair_dir)]
+    cfg = from_dict(TrainConfig, {"progress": c.progress, **values, "backbone": c.backbone,
+                                  "pretrained_model_name_or_path": c.pretrained_model_name_or_path,
+                                  "subjects": subjects, "composition": spec.composition,
+                                  "class_data_dir": prior_dir, "output_dir": str(out_dir),
+                                  "resume_from_checkpoint": "latest"}, prefix="train.")
+    return cfg, fp
+
+
+def nodesc_folders(runner: BenchmarkRunner, pair: str, pair_dir: Path) -> list[Path]:
+    target = runner.out / "subjects" / f"{pair}-nodesc"
+    if runner.state.is_main_process:
+        folders = write_nodesc_subjects(pair_dir, target, runner.generic_classes)
+    runner.state.wait_for_everyone()
+    if not runner.state.is_main_process:
+        folders = write_nodesc_subjects(pair_dir, target, runner.generic_classes)  # already done: just lists
+    return folders
+
+
+def train_cell(runner: BenchmarkRunner, pair: str, pair_dir: Path, method: str, tag: str) -> tuple[Any, str]:
+    cfg, fp = cell_train_config(runner, pair, pair_dir, method)
+    out_dir = Path(cfg.output_dir)
+    marker = out_dir / STAGE_FILE
+    redo = "train" in runner.config.redo and fp not in runner.trained_recipes
+    if is_done(marker, fp) and not redo:
+        runner.say(f"{tag} train: done already ({out_dir.name}), skipped")
+        runner.counts["skipped"] += 1
+        return cfg, fp
+    if redo and runner.state.is_main_process:
+        shutil.rmtree(out_dir, ignore_errors=True)  # from scratch, not from its last checkpoint
+    runner.state.wait_for_everyone()
+    runner.release_generation_backbone()  # free the generation model before loading a training one
+    runner.say(f"{tag} train {cfg.composition}, {cfg.max_train_steps} steps → {out_dir}")
+    t0 = time.perf_counter()
+    if runner.state.is_main_process:
+        write_json_atomic(marker, {"status": "running", "fingerprint": fp})
+    train(cfg)
+    runner.state.wait_for_everyone()
+    if runner.state.is_main_process:
+        write_json_atomic(marker, {"status": "done", "fingerprint": fp, "seconds": time.perf_counter() - t0,
+                                   "steps": cfg.max_train_steps})
+    runner.counts["train"] += 1
+    runner.trained_recipes.add(fp)
+    return cfg, fp
+
+
+def generate_cell(runner: BenchmarkRunner, pair: str, method: str, train_cfg: Any, train_fp: str,
+                  prompts: list[str], tag: str) -> tuple[str, Path]:
+    c, spec = runner.config, METHODS[method]
+    cell = runner.out / pair / method
+    subjects = load_subjects(train_cfg.subjects)
+    phrases = [s.phrase for s in subjects]
+    for p in prompts:
+        if placeholder_count(p) > len(subjects):
+            raise MudiError(f"prompt {p!r} of pair {pair} names [V{placeholder_count(p)}] but the pair has "
+                            f"{len(subjects)} subjects")
+    filled = [fill_placeholders(p, phrases) for p in prompts]
+    seeds = [c.seed + i for i in range(c.num_seeds)]
+    negative = c.negative_prompt if spec.use_negative_prompt else None
+    settings = {"train": train_fp, "init": spec.init, "prompts": filled, "seeds": seeds,
+                "num_inference_steps": c.num_inference_steps, "guidance_scale": c.guidance_scale,
+                "gamma": c.gamma if spec.init != "none" else 0.0, "height": c.height, "width": c.width,
+                "negative_prompt": negative, "backbone": c.backbone, "dtype": c.dtype}
+    fp = fingerprint(settings)
+    marker = cell / "generate.json"
+    if is_done(marker, fp) and "generate" not in c.redo:
+        runner.say(f"{tag} generate: done already, skipped")
+        runner.counts["skipped"] += 1
+        return fp, cell
+    old = read_marker(marker)
+    if runner.state.is_main_process:
+        if old is not None and (old.get("fingerprint") != fp or "generate" in c.redo):
+            log.info("%s: generation settings changed; removing the previous images", cell)
+            for sub in ("images", "meta"):
+                shutil.rmtree(cell / sub, ignore_errors=True)
+        write_json_atomic(marker, {"status": "running", "fingerprint": fp, "settings": settings})
+    runner.state.wait_for_everyone()
+
+    jobs = [(k, s) for k in range(len(prompts)) for s in seeds]
+    with runner.state.split_between_processes(jobs) as mine:
+        mine = [(k, s) for k, s in mine if not (cell / "images" / f"p{k:02d}" / f"p{k:02d}_seed{s}.png").is_file()]
+    runner.say(f"{tag} generate {len(prompts)} prompt(s) × {len(seeds)} seed(s), init {spec.init} "
+             f"({len(mine)} image(s) to make here, {runner.state.num_processes} process(es))")
+    if mine:
+        backbone = runner.generation_backbone()
+        adapters = apply_loras(backbone, [train_cfg.output_dir])
+        try:
+            bs = c.batch_size
+            bar = tqdm(range(0, len(mine), bs), desc=f"{pair}/{method} generate", unit="batch",
+                       disable=not c.progress)
+            for start in bar:
+                chunk = mine[start:start + bs]
+                results = generate_images(
+                    backbone, [filled[k] for k, _ in chunk], [s for _, s in chunk],
+                    subjects=subjects if spec.init != "none" else None, gamma=c.gamma, init=spec.init,
+                    negative_prompt=negative, num_inference_steps=c.num_inference_steps,
+                    guidance_scale=c.guidance_scale, height=c.height, width=c.width, batch_size=bs,
+                    progress=False)
+                for (k, s), r in zip(chunk, results):
+                    stem = f"p{k:02d}_seed{s}"
+                    write_json_atomic(cell / "meta" / f"{stem}.json", {
+                        "image": f"images/p{k:02d}/{stem}.png", "pair": pair, "method": method,
+                        "prompt": r.prompt, "prompt_template": prompts[k], "negative_prompt": negative,
+                        "seed": s, "init": r.init, "gamma": r.gamma, "layout": r.layout,
+                        "boxes_normalized": r.boxes_normalized, "source_images": r.source_images,
+                        "lora": train_cfg.output_dir, "num_inference_steps": c.num_inference_steps})
+                    save_image_atomic(cell / "images" / f"p{k:02d}" / f"{stem}.png", np.asarray(r.image))
+        finally:
+            backbone.pipeline.delete_adapters(adapters)
+    runner.state.wait_for_everyone()
+    if runner.state.is_main_process:
+        write_json_atomic(marker, {"status": "done", "fingerprint": fp, "settings": settings,
+                                   "num_images": len(jobs)})
+    runner.counts["generate"] += 1
+    return fp, cell
+
+
+def evaluate_cell(runner: BenchmarkRunner, pair: str, pair_dir: Path, method: str, gen_fp: str, cell: Path,
+                  prompts: list[str], tag: str) -> dict:
+    c = runner.config
+    device, dtype = runner.placement()
+    place = {"device": str(device), "dtype": dtype_name(dtype)}
+    probe = c.evaluate_config(str(cell / "images"), [str(pair_dir)], "", **place)
+    settings = {"generate": gen_fp, "evaluate": {k: v for k, v in to_dict(probe).items()
+                                                 if k not in ("images", "output_dir", "device", "batch_size",
+                                                              "cache_dir", "report")}}
+    fp = fingerprint(settings)
+    marker = cell / "evaluate.json"
+    if is_done(marker, fp) and "evaluate" not in c.redo:
+        runner.say(f"{tag} evaluate: done already, skipped")
+        runner.counts["skipped"] += 1
+        return read_marker(marker) or {}
+    if not runner.state.is_main_process:
+        runner.state.wait_for_everyone()
+        return read_marker(marker) or {}
+    runner.say(f"{tag} evaluate with {probe.detector}; {', '.join(probe.embedders)}; "
+               f"{', '.join(probe.text_scorers) or 'no text scorer'}")
+    detector, embedders, text_scorers, unavailable = runner.evaluation_models(probe)
+    shutil.rmtree(cell / "evaluation", ignore_errors=True)
+    per_prompt, totals, counts, failures = [], {}, {}, {}
+    for k, template in enumerate(prompts):
+        ecfg = c.evaluate_config(str(cell / "images" / f"p{k:02d}"), [str(pair_dir)],
+                                 str(cell / "evaluation" / f"p{k:02d}"), prompt=template,
+                                 cache_dir=str(runner.out / "cache" / "embeddings"), **place)
+        summary = evaluate_folder(ecfg, detector=detector, embedders=embedders, text_scorers=text_scorers)
+        n = int(summary["num_images"])
+        per_prompt.append({"prompt": template, "num_images": n, "means": summary["means"],
+                           "failure_counts": summary["failure_counts"]})
+        for m, v in summary["means"].items():
+            totals[m] = totals.get(m, 0.0) + v * n
+            counts[m] = counts.get(m, 0) + n
+        for f, v in summary["failure_counts"].items():
+            failures[f] = failures.get(f, 0) + int(v)
+    result = {"status": "done", "fingerprint": fp, "pair": pair, "method": method,
+              "num_images": sum(p["num_images"] for p in per_prompt),
+              "means": {m: totals[m] / counts[m] for m in totals}, "failure_counts": failures,
+              "unavailable": unavailable, "requested": {"embedders": list(probe.embedders),
+                                                        "text_scorers": list(probe.text_scorers)},
+              "per_prompt": per_prompt}
+    write_json_atomic(marker, result)
+    runner.state.wait_for_everyone()
+    runner.counts["evaluate"] += 1
+    return result

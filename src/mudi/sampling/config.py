@@ -1,0 +1,83 @@
+"""``GenerateConfig``: every option of ``mudi generate`` (paper Sec. 4.2, Algorithm 2, Appendix B.3–B.9, C.1)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Literal
+
+from mudi.core.prompts import DEFAULT_NEGATIVE_PROMPT
+from mudi.core.segmix import SegMixParams, check_segmix_block
+from mudi.errors import MudiError
+
+CONFIG_FILE = "generate_config.yaml"
+
+
+@dataclass
+class GenerateConfig:
+    backbone: str = field(default="sdxl", metadata={
+        "help": "registered backbone: sd15, sd2, sdxl, flux, or the offline tiny-sd, tiny-sd2, tiny-sdxl, tiny-flux"})
+    pretrained_model_name_or_path: str | None = field(default=None, metadata={
+        "help": "hub id or local diffusers folder (default: the family's reference checkpoint)"})
+    lora: list[str] = field(default_factory=list, metadata={
+        "help": "LoRA folders (with pytorch_lora_weights.safetensors) or .safetensors files"})
+    lora_weights: list[float] = field(default_factory=list, metadata={"help": "one weight per LoRA (default 1)"})
+    subjects: list[str] = field(default_factory=list, metadata={
+        "help": "subject sets the init is built from, in [V1], [V2]... order (default: the LoRA's mudi_subjects.json)"})
+    prompt: str = field(default="", metadata={
+        "help": "prompt; [V1], [V2]... stand for the subjects' phrases (default: 'A photo of [V1] and [V2].')"})
+    negative_prompt: str = field(default=DEFAULT_NEGATIVE_PROMPT, metadata={
+        "help": "negative prompt (Appendix A.1); ignored by backbones without one (FLUX)"})
+    init: Literal["mean_shifted", "none"] = field(default="mean_shifted", metadata={
+        "help": "mean_shifted (MuDI, Sec. 4.2) or none (the plain pipeline)"})
+    gamma: float | None = field(default=None, metadata={
+        "help": "init strength γ (default: 2 for up to 3 subjects, 3 beyond; > 4 saturates)"})
+    layout: str = field(default="random", metadata={"help": "random (Seg-Mix), llm, or a layout JSON file"})
+    relative_sizes: list[float] | None = field(default=None, metadata={
+        "help": "height ratio per subject for the random layout, e.g. 1,2 (Appendix C.1)"})
+    use_count_prefix: bool = field(default=False, metadata={
+        "help": "prefix the prompt with 'N objects: ' (B.9)", "flags": ["--count-prefix"]})
+    count_noun: str = field(default="objects", metadata={"help": "noun of the count prefix (objects, animals)"})
+    num_images: int = field(default=4, metadata={"help": "number of images; image k uses seed + k"})
+    seed: int = field(default=0, metadata={"help": "first seed (noise generator and layout)"})
+    batch_size: int = field(default=4, metadata={"help": "images (seeds) per pipeline call"})
+    num_inference_steps: int | None = field(default=None, metadata={
+        "help": "sampler steps (default: the backbone's, 30)", "flags": ["--steps"]})
+    guidance_scale: float | None = field(default=None, metadata={"help": "CFG scale (default: the pipeline's)"})
+    height: int | None = field(default=None, metadata={"help": "image height (default: the model's resolution)"})
+    width: int | None = field(default=None, metadata={"help": "image width (default: the model's resolution)"})
+    segmix: SegMixParams = field(default_factory=SegMixParams, metadata={
+        "help": "Seg-Mix geometry of the random layout (scale_range, max_margin_frac, ...)"})
+    llm_url: str | None = field(default=None, metadata={
+        "help": "OpenAI-compatible endpoint for --layout llm, e.g. http://127.0.0.1:8000/v1"})
+    llm_model: str = field(default="gpt-4o", metadata={"help": "model name sent to the LLM endpoint"})
+    output_dir: str = field(default="mudi_generate", metadata={"help": "output folder", "flags": ["--out"]})
+    device: str = field(default="auto", metadata={
+        "help": "torch device: auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:1, mps"})
+    dtype: Literal["auto", "float32", "float16", "bfloat16"] = field(default="auto", metadata={
+        "help": "model dtype: auto (bfloat16/float16 on a GPU, float32 on the CPU)"})
+
+    def __post_init__(self) -> None:
+        if self.num_images < 1:
+            raise MudiError(f"--num_images {self.num_images}: give at least 1")
+        if self.batch_size < 1:
+            raise MudiError(f"--batch_size {self.batch_size}: give at least 1")
+        check_segmix_block(self.segmix)
+        if self.num_inference_steps is not None and self.num_inference_steps < 1:
+            raise MudiError(f"--num_inference_steps {self.num_inference_steps}: give at least 1")
+        if self.gamma is not None and (not math.isfinite(self.gamma) or self.gamma < 0):
+            raise MudiError(f"--gamma {self.gamma} must be >= 0 (the paper uses 2-3; 0 gives the plain pipeline)")
+        if self.lora_weights and len(self.lora_weights) != len(self.lora):
+            raise MudiError(f"{len(self.lora_weights)} --lora_weights for {len(self.lora)} --lora: give one per LoRA")
+        for name in ("height", "width"):
+            v = getattr(self, name)
+            if v is not None and v < 16:
+                raise MudiError(f"--{name} {v} is too small; use at least the backbone's pixel multiple, e.g. 512")
+        if self.relative_sizes is not None and any(r <= 0 for r in self.relative_sizes):
+            raise MudiError(f"--relative-sizes {list(self.relative_sizes)} must all be positive, e.g. 1,2")
+        if self.layout == "llm" and not self.llm_url:
+            raise MudiError("--layout llm needs --llm_url, an OpenAI-compatible endpoint, e.g. http://127.0.0.1:8000/v1")
+        if self.layout not in ("random", "llm") and not self.layout.endswith(".json"):
+            raise MudiError(f"--layout {self.layout!r}: use random, llm, or a .json file of boxes")
+        if self.layout != "random" and self.relative_sizes is not None:
+            raise MudiError("--relative-sizes applies to the random layout; a box layout already fixes the sizes")

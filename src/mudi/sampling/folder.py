@@ -1,0 +1,117 @@
+"""``mudi generate`` as a library call: generate into a folder with sidecars, inits and a grid.
+
+Outputs in ``output_dir``: ``NNNN_seedS.png`` images and a ``NNNN_seedS.json`` sidecar each (prompt, seed,
+γ, layout boxes, LoRA, model, versions); ``init/NNNN_seedS.png`` (the composition ``x_init``) and
+``init/NNNN_seedS_mask.png`` (label map: 0 = background, k = the k-th subject); ``grid/grid.png`` (images
+over their inits); ``generate_config.yaml`` (the resolved config). Extras live in sub-folders so that
+``mudi evaluate --images OUTPUT_DIR`` sees only the generated images.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from pathlib import Path
+from typing import Any
+
+from mudi.adapters import registry
+from mudi.config import save_config
+from mudi.core.init_latents import default_gamma
+from mudi.data.layouts import load_layout
+from mudi.data.manifests import entry_phrase, read_lora_subjects, subjects_of_manifest
+from mudi.data.subjects import load_subjects
+from mudi.devices import describe, dtype_name, resolve_device, resolve_dtype
+from mudi.environment import package_versions
+from mudi.errors import MudiError
+from mudi.io import save_image_atomic, write_json_atomic
+from mudi.sampling.config import CONFIG_FILE, GenerateConfig
+from mudi.sampling.images import GeneratedImage, generate_images, resolve_prompt
+from mudi.sampling.layout_llm import llm_layout_or_none
+from mudi.sampling.loras import apply_loras
+from mudi.visualize import image_grid, label_map
+
+log = logging.getLogger(__name__)
+
+
+def generate_to_folder(config: GenerateConfig, backbone: Any = None) -> list[GeneratedImage]:
+    """Load the model (or use ``backbone``), apply LoRAs, resolve subjects/prompt/layout, generate, write.
+
+    Everything a person could get wrong (subjects, masks, prompt, layout, sizes) is checked before a model loads.
+    """
+    lora_rows = read_lora_subjects(config.lora)
+    if config.subjects:
+        subjects = load_subjects(config.subjects)
+    elif lora_rows and config.init == "mean_shifted":
+        subjects = subjects_of_manifest(lora_rows)
+    else:
+        subjects = []
+    if lora_rows and subjects:
+        known = {str(r.get("identifier", "")) for r in lora_rows}
+        strangers = [s.name for s in subjects if s.identifier not in known]
+        if strangers:
+            log.warning("subjects %s are not among the LoRA's (%s): was it trained on them?", strangers,
+                        ", ".join(sorted(known)))
+    phrases = [s.phrase for s in subjects] if subjects else [entry_phrase(r) for r in (lora_rows or [])]
+    if config.init == "mean_shifted" and not subjects:
+        raise MudiError("the mean-shifted init needs the subjects' segmented reference images: pass --subjects "
+                        "PATH [PATH ...] (or use --init none)")
+    prompt = resolve_prompt(config.prompt, phrases, config.use_count_prefix, config.count_noun)
+    if config.relative_sizes is not None and len(config.relative_sizes) != len(subjects):
+        raise MudiError(f"--relative-sizes has {len(config.relative_sizes)} value(s) for {len(subjects)} subjects "
+                        f"({', '.join(s.name for s in subjects)}): give one per subject")
+    for s in subjects:  # decode and validate every reference image before loading a model
+        s.cutouts(max_side=max(config.height or 1024, config.width or 1024))
+
+    boxes, layout_name = None, "random" if config.relative_sizes is None else "relative"
+    if config.init == "mean_shifted" and config.layout.endswith(".json"):
+        boxes = load_layout(config.layout, [[s.identifier, s.name, s.phrase] for s in subjects])
+        layout_name = "boxes"
+    elif config.init == "mean_shifted" and config.layout == "llm":
+        boxes = llm_layout_or_none(prompt, [s.phrase for s in subjects], config.llm_url or "", config.llm_model)
+        layout_name = "llm" if boxes is not None else "random (llm failed)"
+
+    if backbone is None:
+        device = resolve_device(config.device)
+        dtype = resolve_dtype(config.dtype, device)
+        config = dataclasses.replace(config, device=str(device), dtype=dtype_name(dtype))
+        log.info("mudi generate: %s", describe(device, dtype))
+        backbone = registry.load_backbone(config.backbone, config.pretrained_model_name_or_path, device, dtype)
+    adapters = apply_loras(backbone, config.lora, config.lora_weights)
+    gamma = config.gamma if config.gamma is not None else (default_gamma(len(subjects)) if subjects else 0.0)
+    steps = config.num_inference_steps or backbone.default_num_inference_steps
+    seeds = [config.seed + k for k in range(config.num_images)]
+    how = f"init {config.init}, gamma {gamma}, layout {layout_name}" if config.init != "none" else "plain pipeline"
+    log.info("generating %d image(s) of %r with %s (%s)", len(seeds), prompt, config.backbone, how)
+    results = generate_images(backbone, prompt, seeds, subjects, gamma, config.init, boxes, config.relative_sizes,
+                              config.segmix, config.negative_prompt, steps, config.guidance_scale,
+                              config.height, config.width, config.batch_size, layout_name)
+
+    out = Path(config.output_dir)
+    versions = package_versions()
+    lora_info = [{"path": p, "weight": w, "adapter_name": n} for p, w, n in
+                 zip(config.lora, config.lora_weights or [1.0] * len(config.lora), adapters)]
+    for k, r in enumerate(results):
+        stem = f"{k:04d}_seed{r.seed}"
+        save_image_atomic(out / f"{stem}.png", r.image)
+        meta: dict = {
+            "image": f"{stem}.png", "prompt": r.prompt, "negative_prompt": config.negative_prompt,
+            "seed": r.seed, "init": r.init, "gamma": r.gamma, "layout": r.layout,
+            "subjects": [s.name for s in subjects], "phrases": phrases,
+            "num_inference_steps": steps, "guidance_scale": config.guidance_scale,
+            "height": int(r.image.shape[0]), "width": int(r.image.shape[1]),
+            "backbone": config.backbone, "pretrained_model_name_or_path": config.pretrained_model_name_or_path,
+            "lora": lora_info, "versions": versions,
+        }
+        if r.composition is not None:
+            label = label_map(r.composition.masks)
+            save_image_atomic(out / "init" / f"{stem}.png", r.composition.image)
+            save_image_atomic(out / "init" / f"{stem}_mask.png", label)
+            meta.update(boxes_xyxy=[list(b) for b in r.composition.boxes_xyxy], boxes_normalized=r.boxes_normalized,
+                        relative_sizes=config.relative_sizes, source_images=r.source_images,
+                        init_image=f"init/{stem}.png", init_mask=f"init/{stem}_mask.png")
+        write_json_atomic(out / f"{stem}.json", meta)
+    save_image_atomic(out / "grid" / "grid.png", image_grid([r.image for r in results],
+                                                            [r.composition.image if r.composition else None
+                                                             for r in results]))
+    save_config(config, out / CONFIG_FILE)
+    return results

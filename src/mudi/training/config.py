@@ -1,0 +1,107 @@
+"""``TrainConfig``: every option of a DreamBooth-LoRA run with Seg-Mix (paper Sec. 4.1, Appendix A.1).
+
+One dataclass: YAML files, ``--flags`` and dotted overrides only fill it (``mudi.config``), and the CLI's
+flags are generated from its fields.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from mudi.core.segmix import SegMixParams, check_segmix_block
+from mudi.errors import MudiError
+
+CONFIG_FILE = "train_config.yaml"
+
+
+@dataclass
+class TrainConfig:
+    backbone: str = field(default="tiny-sd", metadata={
+        "help": "model family: sd15, sd2, sdxl, flux, or the offline tiny-sd, tiny-sd2, tiny-sdxl, tiny-flux"})
+    pretrained_model_name_or_path: str | None = field(default=None, metadata={
+        "help": "hub id or local diffusers folder (default: the family's base checkpoint)"})
+    subjects: list[str] = field(default_factory=list, metadata={
+        "help": "native subject folders or MuDI benchmark pair folders"})
+    output_dir: str = field(default="mudi-lora", metadata={"help": "where the LoRA, checkpoints and logs go"})
+    composition: Literal["segmix", "cutmix", "none"] = field(default="segmix", metadata={
+        "help": "segmix (MuDI), cutmix (baseline) or none (plain DreamBooth)"})
+    composition_prob: float = field(default=0.3, metadata={
+        "help": "probability that a sample is a composition of several subjects (paper: 0.3)"})
+    max_composed_subjects: int = field(default=2, metadata={
+        "help": "compositions hold 2..K distinct subjects, K = this"})
+    segmix: SegMixParams = field(default_factory=SegMixParams, metadata={"help": "Seg-Mix scaling and placement"})
+    class_data_dir: str | None = field(default=None, metadata={
+        "help": "prior (class) image set, e.g. made by `mudi prior`; enables prior preservation"})
+    with_prior_preservation: bool = field(default=False, metadata={
+        "help": "use the prior-preservation loss (needs class_data_dir)"})
+    prior_loss_weight: float = field(default=1.0, metadata={"help": "λ, weight of the prior-preservation loss"})
+    kl_weight: float = field(default=0.0, metadata={
+        "help": "β of the KL regularizer β·||f_LoRA(x_t) - f_base(x_t)||² (Appendix C.2, C.3); 0 = off"})
+    resolution: int | None = field(default=None, metadata={
+        "help": "training image size in pixels (default: the backbone's, e.g. 1024 for sdxl, 64 for tiny-*)"})
+    train_batch_size: int = field(default=2, metadata={"help": "instance images per step (plus as many priors)"})
+    max_train_steps: int = field(default=1200, metadata={"help": "optimizer steps (paper: 1200-1600)"})
+    learning_rate: float = field(default=1e-4, metadata={"help": "AdamW learning rate"})
+    adam_beta1: float = field(default=0.9, metadata={"help": "AdamW β1"})
+    adam_beta2: float = field(default=0.999, metadata={"help": "AdamW β2"})
+    adam_weight_decay: float = field(default=1e-4, metadata={"help": "AdamW weight decay"})
+    adam_epsilon: float = field(default=1e-8, metadata={"help": "AdamW ε"})
+    max_grad_norm: float = field(default=1.0, metadata={"help": "gradient clipping norm (0 = off)"})
+    lr_scheduler: str = field(default="constant", metadata={
+        "help": "diffusers scheduler name: constant, constant_with_warmup, linear, cosine, ..."})
+    lr_warmup_steps: int = field(default=0, metadata={"help": "warm-up steps of the LR scheduler"})
+    rank: int = field(default=32, metadata={"help": "LoRA rank (paper: 32)"})
+    lora_alpha: int | None = field(default=None, metadata={"help": "LoRA alpha (default: = rank)"})
+    lora_dropout: float = field(default=0.0, metadata={"help": "LoRA dropout"})
+    use_8bit_adam: bool = field(default=False, metadata={"help": "bitsandbytes 8-bit AdamW (pip install mudi[bnb])"})
+    mixed_precision: Literal["auto", "no", "fp16", "bf16"] = field(default="auto", metadata={
+        "help": "frozen weights in this dtype, LoRA weights in float32; auto: bf16 on a GPU that has it (else "
+                "fp16), no (float32) on the CPU"})
+    gradient_checkpointing: bool = field(default=False, metadata={"help": "trade compute for memory"})
+    guidance_scale: float = field(default=1.0, metadata={
+        "help": "guidance-embedding value while training, for guidance-distilled models (FLUX.1-dev)"})
+    seed: int = field(default=0, metadata={"help": "seed of LoRA init, data order, noise and timesteps"})
+    checkpointing_steps: int = field(default=500, metadata={"help": "save a resumable checkpoint every N steps"})
+    checkpoints_total_limit: int | None = field(default=None, metadata={"help": "keep only the newest N"})
+    resume_from_checkpoint: str | None = field(default=None, metadata={
+        "help": "'latest' or a checkpoint-<step> folder"})
+    report_to: Literal["tensorboard", "none"] = field(default="tensorboard", metadata={
+        "help": "tensorboard (logs in OUTPUT_DIR/logs) or none"})
+    validation_prompts: list[str] = field(default_factory=list, metadata={
+        "help": "prompts ([V1], [V2] = the subjects) rendered every validation_steps"})
+    validation_steps: int = field(default=0, metadata={"help": "render validation images every N steps (0 = off)"})
+    num_validation_inference_steps: int = field(default=25, metadata={"help": "sampler steps for validation"})
+    export: Literal["none", "kohya"] = field(default="none", metadata={
+        "help": "also write pytorch_lora_weights_kohya.safetensors for A1111/ComfyUI"})
+    device: Literal["auto", "cpu"] = field(default="auto", metadata={
+        "help": "auto: accelerate's choice (this process's GPU when there is one, else the CPU); cpu forces the "
+                "CPU (pick GPUs with CUDA_VISIBLE_DEVICES or `accelerate launch`)"})
+    progress: bool = field(default=True, metadata={"help": "show a progress bar"})
+
+    def __post_init__(self) -> None:
+        check_segmix_block(self.segmix)
+        if not 0 <= self.composition_prob <= 1:
+            raise MudiError(f"composition_prob {self.composition_prob} must be in [0, 1], e.g. 0.3")
+        if self.max_composed_subjects < 2:
+            raise MudiError(f"max_composed_subjects {self.max_composed_subjects} must be at least 2")
+        for name in ("train_batch_size", "max_train_steps", "rank", "checkpointing_steps"):
+            if getattr(self, name) < 1:
+                raise MudiError(f"{name} {getattr(self, name)} must be at least 1")
+        if self.resolution is not None and self.resolution < 16:
+            raise MudiError(f"resolution {self.resolution} is too small; use e.g. 512 or 1024")
+        if self.learning_rate <= 0:
+            raise MudiError(f"learning_rate {self.learning_rate} must be positive, e.g. 1e-4")
+        if self.prior_loss_weight < 0 or self.kl_weight < 0:
+            raise MudiError("prior_loss_weight and kl_weight must be >= 0")
+        if self.checkpoints_total_limit is not None and self.checkpoints_total_limit < 1:
+            raise MudiError(f"checkpoints_total_limit {self.checkpoints_total_limit} must be at least 1")
+        if self.with_prior_preservation and not self.class_data_dir:
+            raise MudiError("with_prior_preservation needs a prior image folder: pass --class_data_dir DIR "
+                            "(make one with `mudi prior`)")
+        if self.class_data_dir:
+            self.with_prior_preservation = True
+
+    @property
+    def use_prior(self) -> bool:
+        return bool(self.class_data_dir)

@@ -1,0 +1,95 @@
+"""The training run: build a :class:`~mudi.training.trainer.LoraTrainer`, loop over steps with checkpoints,
+validation and a progress bar, and write the outputs (``mudi train``, the benchmark, ``mudi run``)."""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+from mudi.config import save_config, to_dict
+from mudi.devices import describe
+from mudi.errors import MudiError
+from mudi.training.config import CONFIG_FILE, TrainConfig
+from mudi.training.trainer import LoraTrainer
+
+log = logging.getLogger(__name__)
+
+
+def train(config: TrainConfig, backbone: Any = None, callback: Any = None, validation_fn: Any = None) -> LoraTrainer:
+    """Train and write the outputs; returns the trainer (its ``global_step``, ``backbone``, …).
+
+    ``callback(trainer, batch, losses)`` is called after every step (tests use it to inspect batches).
+    ``Ctrl-C`` saves a checkpoint at the current step before re-raising.
+    """
+    trainer = LoraTrainer(config, backbone=backbone)
+    c, acc = trainer.config, trainer.accelerator  # the config with `auto` resolved
+    if acc.is_main_process:
+        log.info("mudi train: %s, %s (mixed precision %s)", trainer.backbone.family,
+                 describe(acc.device, trainer.weight_dtype), c.mixed_precision)
+    if c.resume_from_checkpoint:
+        trainer.resume(c.resume_from_checkpoint)
+    if acc.is_main_process:
+        trainer.output_dir.mkdir(parents=True, exist_ok=True)
+        save_config(c, trainer.output_dir / CONFIG_FILE)
+    if c.report_to == "tensorboard":
+        acc.init_trackers("mudi-train", config={k: v for k, v in _flat(to_dict(c)).items()
+                                                if isinstance(v, (int, float, str, bool))})
+    bar = tqdm(total=c.max_train_steps, initial=trainer.global_step, desc=f"train {trainer.backbone.family}",
+               unit="step", disable=not (c.progress and acc.is_local_main_process))
+    OOM = getattr(torch, "OutOfMemoryError", getattr(torch.cuda, "OutOfMemoryError", RuntimeError))
+    try:
+        while trainer.global_step < c.max_train_steps:
+            t0 = time.perf_counter()
+            batch = trainer.draw_batch()
+            losses = trainer.train_step(batch)
+            trainer.global_step += 1
+            if not math.isfinite(losses["loss"]):
+                bar.close()
+                raise MudiError(
+                    f"the loss became {losses['loss']} at step {trainer.global_step} ({trainer.backbone.family}, "
+                    f"mixed_precision {c.mixed_precision}, learning_rate {c.learning_rate:g}); stopped without "
+                    "writing the LoRA. Try --mixed_precision no (or the other of fp16/bf16) or a lower "
+                    "--learning_rate; --resume_from_checkpoint latest continues from the last good checkpoint")
+            losses["step_seconds"] = time.perf_counter() - t0
+            acc.log(losses, step=trainer.global_step)
+            bar.update(1)
+            bar.set_postfix(loss=f"{losses['loss']:.4f}", lr=f"{losses['lr']:.1e}")
+            if callback is not None:
+                callback(trainer, batch, losses)
+            if trainer.global_step % c.checkpointing_steps == 0 and trainer.global_step < c.max_train_steps:
+                trainer.save_checkpoint()
+            if c.validation_steps and trainer.global_step % c.validation_steps == 0:
+                trainer.validate(validation_fn)
+    except KeyboardInterrupt:
+        bar.close()
+        path = trainer.save_checkpoint()
+        print(f"mudi train: interrupted at step {trainer.global_step}; checkpoint saved to {path}; continue with "
+              f"--resume_from_checkpoint latest")
+        raise
+    except OOM:
+        raise MudiError(f"out of GPU memory at batch size {c.train_batch_size}, resolution {trainer.resolution}: "
+                        "lower --train_batch_size, add --gradient_checkpointing, --use_8bit_adam or "
+                        "--mixed_precision bf16") from None
+    bar.close()
+    acc.wait_for_everyone()
+    if acc.is_main_process:
+        path = trainer.save_outputs()
+        print(f"mudi train: {trainer.global_step} steps; LoRA written to {path}")
+    for tracker in acc.trackers:  # not end_training(): it destroys the process group a caller may still need
+        tracker.finish()
+    return trainer
+
+
+def _flat(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[prefix + k] = v
+    return out

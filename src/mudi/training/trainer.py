@@ -1,0 +1,259 @@
+"""The trainer of ``mudi train``: DreamBooth-LoRA with Seg-Mix (MuDI, paper Sec. 4.1, Appendix A.1) — or
+Cut-Mix / plain DreamBooth — for every registered backbone.
+
+One readable step (:meth:`LoraTrainer.train_step`): draw instance (and prior) samples → encode with the
+frozen VAE → noise at a random timestep → the family's target → ``MSE(instance) + λ·MSE(prior)``
+(+ ``β·MSE(f_LoRA, f_base)`` with KL regularization) → AdamW on the LoRA weights only. Text encoders are
+frozen, so each distinct prompt is encoded once and cached. ``accelerate`` owns devices, mixed precision
+and multi-GPU (``accelerate launch -m mudi.cli train ...``): no code change. Every family difference is a
+member of the backbone (:class:`mudi.adapters.base.Backbone`); nothing here names a family.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from accelerate import Accelerator
+from diffusers.optimization import get_scheduler
+from peft import LoraConfig
+
+from mudi.adapters import registry
+from mudi.adapters.base import check_image_size
+from mudi.config import save_config
+from mudi.core.prompts import fill_placeholders
+from mudi.data.manifests import write_subjects_manifest
+from mudi.data.subjects import find_subjects, load_subjects
+from mudi.errors import MudiError
+from mudi.io import save_image_atomic, write_text_atomic
+from mudi.sampling.images import generate_images
+from mudi.training.checkpoint import load_checkpoint, resolve_checkpoint, save_checkpoint
+from mudi.training.config import CONFIG_FILE, TrainConfig
+from mudi.training.data import SampleSource, to_pixels
+from mudi.training.lora_io import export_kohya, save_diffusers_lora
+from mudi.training.outputs import model_card
+
+log = logging.getLogger(__name__)
+
+
+def resolve_mixed_precision(config: TrainConfig) -> str:
+    """``auto`` → ``bf16`` on a CUDA GPU that supports it, ``fp16`` on other CUDA GPUs, ``no`` on the CPU."""
+    if config.mixed_precision != "auto":
+        return config.mixed_precision
+    if config.device == "cpu" or not torch.cuda.is_available():
+        return "no"
+    return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+
+
+class LoraTrainer:
+    """Everything one run needs, built once; :meth:`train_step` is one optimizer step.
+
+    ``backbone`` may be injected (tests); otherwise it is loaded by name with :func:`load_backbone`.
+    """
+
+    def __init__(self, config: TrainConfig, backbone: Any = None) -> None:
+        self.config = c = dataclasses.replace(config, mixed_precision=resolve_mixed_precision(config))
+        self.output_dir = Path(c.output_dir)
+        if backbone is None:
+            registry.check("backbone", [c.backbone])  # a typo fails before the subjects are read
+        self.subjects = load_subjects(c.subjects)
+        self.prior_subjects = []
+        if c.use_prior:
+            prior_dir = Path(c.class_data_dir)
+            if prior_dir.is_dir() and not any(prior_dir.iterdir()):
+                raise MudiError(f"prior folder {prior_dir} is empty; make prior images with `mudi prior` or "
+                                "drop --class_data_dir")
+            self.prior_subjects = find_subjects(prior_dir)
+
+        self.accelerator = Accelerator(mixed_precision=c.mixed_precision, cpu=c.device == "cpu",
+                                       log_with="tensorboard" if c.report_to == "tensorboard" else None,
+                                       project_dir=str(self.output_dir / "logs"))
+        self.weight_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(c.mixed_precision, torch.float32)
+        dev = self.accelerator.device
+        self.backbone = backbone if backbone is not None else registry.load_backbone(
+            c.backbone, c.pretrained_model_name_or_path, device=dev, dtype=self.weight_dtype)
+        bb = self.backbone
+        self.resolution = int(c.resolution or bb.default_resolution)
+        check_image_size(bb, self.resolution, self.resolution, "resolution")
+
+        src_kw = dict(resolution=self.resolution, mode=c.composition, composition_prob=c.composition_prob,
+                      max_composed_subjects=c.max_composed_subjects, segmix=c.segmix)
+        self.instances = SampleSource(self.subjects, **src_kw)
+        self.priors = SampleSource(self.prior_subjects, is_prior=True, **src_kw) if self.prior_subjects else None
+
+        # LoRA on the denoiser's attention projections; everything else frozen.
+        denoiser = bb.denoiser
+        for name in bb.frozen_components:
+            getattr(bb.pipeline, name).requires_grad_(False)
+        bb.training_guidance_scale = c.guidance_scale
+        lora = LoraConfig(r=c.rank, lora_alpha=c.lora_alpha or c.rank, lora_dropout=c.lora_dropout,
+                          init_lora_weights="gaussian", target_modules=bb.lora_target_modules())
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(c.seed)  # the LoRA init draws from the global RNG: make it the run's seed
+            denoiser.add_adapter(lora)
+        for p in denoiser.parameters():
+            if p.requires_grad:
+                p.data = p.data.float()
+        if c.gradient_checkpointing:
+            denoiser.enable_gradient_checkpointing()
+        self.params = [p for p in denoiser.parameters() if p.requires_grad]
+        self.trainable = {n: p for n, p in denoiser.named_parameters() if p.requires_grad}
+
+        if c.use_8bit_adam:
+            try:
+                import bitsandbytes as bnb
+            except ImportError:
+                raise MudiError("use_8bit_adam needs bitsandbytes: pip install 'mudi[bnb]' (CUDA only)") from None
+            opt_cls = bnb.optim.AdamW8bit
+        else:
+            opt_cls = torch.optim.AdamW
+        optimizer = opt_cls(self.params, lr=c.learning_rate, betas=(c.adam_beta1, c.adam_beta2),
+                            weight_decay=c.adam_weight_decay, eps=c.adam_epsilon)
+        try:
+            scheduler = get_scheduler(c.lr_scheduler, optimizer=optimizer, num_warmup_steps=c.lr_warmup_steps,
+                                      num_training_steps=c.max_train_steps)
+        except ValueError as e:
+            raise MudiError(f"lr_scheduler {c.lr_scheduler!r}: {e}") from None
+        self.model, self.optimizer, self.lr_scheduler = self.accelerator.prepare(denoiser, optimizer, scheduler)
+
+        rank = self.accelerator.process_index
+        self.data_rng = np.random.default_rng([c.seed, rank])
+        self.noise_generator = torch.Generator("cpu").manual_seed(c.seed * 1000 + rank)
+        self._text_cache: dict[str, dict[str, torch.Tensor]] = {}
+        self.global_step = 0
+
+    # --------------------------------------------------------------------------------------------- pieces
+    def encode_text(self, prompts: list[str]) -> dict[str, Any]:
+        """Cached text-encoder outputs for ``prompts`` (each distinct prompt encoded once, alone, so results
+        never depend on which prompts were batched together)."""
+        for p in prompts:
+            if p not in self._text_cache:
+                self._text_cache[p] = {k: v.to(self.weight_dtype) for k, v in self.backbone.encode_prompts([p]).items()}
+        keys = self._text_cache[prompts[0]].keys()
+        return {k: torch.cat([self._text_cache[p][k] for p in prompts]) for k in keys}
+
+    @property
+    def num_cached_prompts(self) -> int:
+        return len(self._text_cache)
+
+    def draw_batch(self) -> dict[str, list]:
+        """``{"instance": [Sample]*B, "prior": [Sample]*B or []}`` from the run's data generator."""
+        b = self.config.train_batch_size
+        inst = [self.instances.draw(self.data_rng) for _ in range(b)]
+        prior = [self.priors.draw(self.data_rng) for _ in range(b)] if self.priors is not None else []
+        return {"instance": inst, "prior": prior}
+
+    def train_step(self, batch: dict[str, list], generator: Any = None) -> dict[str, float]:
+        """One optimizer step on ``batch``; noise, timesteps and VAE samples come from ``generator`` (default:
+        the run's checkpointed noise generator). Returns the loss terms as floats."""
+        gen = generator if generator is not None else self.noise_generator
+        bb, acc, c = self.backbone, self.accelerator, self.config
+        samples = batch["instance"] + batch["prior"]
+        n_inst = len(batch["instance"])
+        pixels = to_pixels(samples).to(device=acc.device, dtype=self.weight_dtype)
+        with torch.no_grad():
+            latents = bb.encode_images(pixels, generator=gen).to(self.weight_dtype)
+        noise = torch.randn(latents.shape, generator=gen, dtype=torch.float32).to(latents.device, latents.dtype)
+        timesteps = bb.sample_timesteps(latents.shape[0], gen).to(acc.device)
+        noisy = bb.add_noise(latents, noise, timesteps)
+        target = bb.training_target(latents.float(), noise.float(), timesteps)
+        text = self.encode_text([s.prompt for s in samples])
+
+        self.model.train()
+        with acc.autocast():
+            pred = bb.predict(noisy, timesteps, text, denoiser=self.model).float()
+        inst_loss = F.mse_loss(pred[:n_inst], target[:n_inst])
+        loss = inst_loss
+        out = {"instance_loss": float(inst_loss.detach())}
+        if batch["prior"]:
+            prior_loss = F.mse_loss(pred[n_inst:], target[n_inst:])
+            loss = loss + c.prior_loss_weight * prior_loss
+            out["prior_loss"] = float(prior_loss.detach())
+        if c.kl_weight > 0:
+            base_model = acc.unwrap_model(self.model)
+            with torch.no_grad():
+                base_model.disable_adapters()
+                try:
+                    with acc.autocast():
+                        base = bb.predict(noisy, timesteps, text, denoiser=base_model).float()
+                finally:
+                    base_model.enable_adapters()
+            kl = F.mse_loss(pred, base)
+            loss = loss + c.kl_weight * kl
+            out["kl_loss"] = float(kl.detach())
+        acc.backward(loss)
+        if c.max_grad_norm > 0 and acc.sync_gradients:
+            acc.clip_grad_norm_(self.params, c.max_grad_norm)
+        self.optimizer.step()
+        self.lr_scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        out["loss"] = float(loss.detach())
+        out["lr"] = float(self.lr_scheduler.get_last_lr()[0])
+        out["composed_fraction"] = sum(s.num_subjects > 1 for s in samples) / len(samples)
+        return out
+
+    # --------------------------------------------------------------------------------------------- state
+    def save_checkpoint(self) -> Path | None:
+        if not self.accelerator.is_main_process:
+            return None
+        return save_checkpoint(self.output_dir, self.global_step, self.trainable, self.optimizer, self.lr_scheduler,
+                               self.noise_generator, self.data_rng, self.config.checkpoints_total_limit)
+
+    def resume(self, resume_from_checkpoint: str) -> None:
+        folder = resolve_checkpoint(self.output_dir, resume_from_checkpoint)
+        if folder is None:
+            log.info("no checkpoint in %s yet: starting from step 0", self.output_dir)
+            return
+        self.global_step = load_checkpoint(folder, self.trainable, self.optimizer, self.lr_scheduler,
+                                           self.noise_generator, self.data_rng)
+        log.info("resumed from %s at step %d", folder, self.global_step)
+
+    def save_outputs(self) -> Path:
+        """LoRA weights (+ kohya export), resolved config, subject identifiers and the model card."""
+        out = self.output_dir
+        model = self.accelerator.unwrap_model(self.model)
+        path = save_diffusers_lora(self.backbone, model, out)
+        if self.config.export == "kohya":
+            export_kohya(out, self.backbone)
+        save_config(self.config, out / CONFIG_FILE)
+        write_subjects_manifest(out, self.subjects, backbone=self.config.backbone, family=self.backbone.family,
+                                pretrained_model_name_or_path=self.config.pretrained_model_name_or_path)
+        write_text_atomic(out / "README.md", model_card(self.config, self.backbone, self.subjects, self.global_step))
+        return path
+
+    def validate(self, validation_fn: Any = None) -> list[Path]:
+        """Render ``validation_prompts`` (``[Vk]`` → subject k) into ``OUTPUT_DIR/validation/``."""
+        c, bb = self.config, self.backbone
+        prompts = [fill_placeholders(p, [s.phrase for s in self.subjects]) for p in c.validation_prompts]
+        if not prompts or not self.accelerator.is_main_process:
+            return []
+        self.model.eval()
+        with torch.no_grad():
+            if validation_fn is not None:
+                images = validation_fn(bb, prompts, self.global_step)
+            else:
+                images = default_validation(bb, prompts, self.subjects, c, self.resolution)
+        paths = []
+        for k, img in enumerate(images):
+            p = self.output_dir / "validation" / f"step-{self.global_step:06d}-{k}.png"
+            save_image_atomic(p, np.asarray(img))
+            paths.append(p)
+        return paths
+
+
+def default_validation(backbone: Any, prompts: list[str], subjects: list, config: TrainConfig,
+                       resolution: int) -> list[Any]:
+    """Validation images through :func:`mudi.sampling.images.generate_images` (mean-shifted init when the
+    subjects are segmented, else the plain pipeline)."""
+    seeds = [config.seed + k for k in range(len(prompts))]
+    has_masks = all(im.mask_path is not None for s in subjects for im in s.images)
+    out = generate_images(backbone, prompts, seeds, subjects=subjects if has_masks else None,
+                          init="mean_shifted" if has_masks and len(subjects) > 1 else "none",
+                          num_inference_steps=config.num_validation_inference_steps, height=resolution,
+                          width=resolution, progress=False)
+    return [g.image for g in out]
