@@ -49,7 +49,7 @@ def main() -> None:
 
     torch.set_num_threads(args.threads)
     cv2.setNumThreads(args.threads)
-    from mudi.adapters.grabcut import GrabCutSegmenter
+    from mudi.adapters.grabcut import GrabCutParams, GrabCutSegmenter
     from mudi.core.geometry import mask_iou, mask_to_box
     from mudi.data.subjects import find_subjects
 
@@ -61,16 +61,16 @@ def main() -> None:
     if args.limit_subjects:
         subjects = subjects[:args.limit_subjects]
     seg = GrabCutSegmenter()
-    no_ground = GrabCutSegmenter(border_insets=(0.04, 0.10))
-    old = GrabCutSegmenter(crop_bars=False, border_insets=(0.04, 0.10))
+    no_ground = GrabCutSegmenter(GrabCutParams(border_insets=(0.04, 0.10)))
+    old = GrabCutSegmenter(GrabCutParams(crop_bars=False, border_insets=(0.04, 0.10)))
     rows = {"grabcut (no box), per subject (default)": (seg, "group"),
             "grabcut (no box), each photo alone": (seg, "one"),
             "grabcut (no box), per subject, no ground inset": (no_ground, "group"),
             "grabcut (no box), alone, 3rd round (no bars/ground)": (old, "one"),
             "grabcut + box of the authors' mask": (seg, "box")}
     if args.seeds:
-        rows = {f"grabcut (no box), per subject, seed {v}": (GrabCutSegmenter(seed=int(v)), "group")
-                for v in args.seeds.split(",")}
+        rows = {f"grabcut (no box), per subject, seed {v}":
+                (GrabCutSegmenter(GrabCutParams(seed=int(v))), "group") for v in args.seeds.split(",")}
     ious: dict[str, list[float]] = {k: [] for k in rows}
     total = dict.fromkeys(rows, 0.0)
     worst = {k: ("", 1.0) for k in rows}

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from mudi.adapters.base import Segmenter
-from mudi.adapters.grabcut import (
-    GrabCutSegmenter,
+from mudi.adapters.grabcut import GrabCutParams, GrabCutSegmenter
+from mudi.adapters.grabcut_cues import (
     border_saliency,
     choose_cuts_jointly,
     colour_separation,
@@ -49,7 +49,7 @@ def test_grabcut_works_at_bounded_resolution_on_a_large_photo():
     big = np.repeat(np.repeat(img, 25, axis=0), 25, axis=1)  # 3000 x 2250
     big_truth = np.repeat(np.repeat(truth, 25, axis=0), 25, axis=1)
     t = time.perf_counter()
-    mask = GrabCutSegmenter(max_side=256).segment([big], [None])[0]
+    mask = GrabCutSegmenter(GrabCutParams(max_side=256)).segment([big], [None])[0]
     elapsed = time.perf_counter() - t
     assert mask.shape == big.shape[:2]
     assert mask_iou(mask, big_truth) > 0.9
@@ -79,9 +79,8 @@ def test_box_free_grabcut_keeps_the_initialisation_that_separates_colours_best()
     img, truth = _scene(seed=4, centre=(0.3, 0.75), radii=(0.12, 0.08))
     lab = cv2.cvtColor(img, cv2.COLOR_RGB2LAB)
     chosen = GrabCutSegmenter().segment([img], [None])[0]
-    singles = [GrabCutSegmenter(border_insets=(), use_saliency=True).segment([img], [None])[0],
-               GrabCutSegmenter(border_insets=(0.04,), use_saliency=False).segment([img], [None])[0],
-               GrabCutSegmenter(border_insets=(0.10,), use_saliency=False).segment([img], [None])[0]]
+    singles = [GrabCutSegmenter(GrabCutParams(border_insets=ins, use_saliency=sal)).segment([img], [None])[0]
+               for ins, sal in (((), True), ((0.04,), False), ((0.10,), False))]
     best = max(colour_separation(lab, m) for m in singles)
     assert colour_separation(lab, chosen) == pytest.approx(best)
     assert mask_iou(chosen, truth) >= max(mask_iou(m, truth) for m in singles) - 1e-9
@@ -104,17 +103,71 @@ def test_border_saliency_and_colour_separation():
 
 def test_grabcut_rejects_bad_settings():
     with pytest.raises(MudiError, match="max_side"):
-        GrabCutSegmenter(max_side=8)
+        GrabCutParams(max_side=8)
     with pytest.raises(MudiError, match="border_insets"):
-        GrabCutSegmenter(border_insets=(0.6,))
+        GrabCutParams(border_insets=(0.6,))
     with pytest.raises(MudiError, match=r"four \(left, top, right, bottom\)"):
-        GrabCutSegmenter(border_insets=((0.1, 0.2),))
+        GrabCutParams(border_insets=((0.1, 0.2),))
     with pytest.raises(MudiError, match="border_insets"):
-        GrabCutSegmenter(border_insets=((0.1, 0.1, 0.1, 0.5),))
+        GrabCutParams(border_insets=((0.1, 0.1, 0.1, 0.5),))
     with pytest.raises(MudiError, match="box-free"):
-        GrabCutSegmenter(border_insets=(), use_saliency=False)
+        GrabCutParams(border_insets=(), use_saliency=False)
     with pytest.raises(MudiError, match="uint8"):
         GrabCutSegmenter().segment([np.zeros((10, 10), np.uint8)], [None])
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"max_side": 31}, "max_side must be >= 32"),
+    ({"num_iterations": 0}, "num_iterations must be >= 1"),
+    ({"box_padding": -0.1}, "box_padding must be >= 0"),
+    ({"border_insets": (0.5,)}, r"border_insets must be in \[0, 0.5\)"),
+    ({"border_insets": (-0.1,)}, r"border_insets must be in \[0, 0.5\)"),
+    ({"border_insets": ("wide",)}, r"four \(left, top, right, bottom\)"),
+    ({"refine_ring": 0.5}, r"refine_ring must be in \[0, 0.5\)"),
+    ({"refine_ring": -0.1}, r"refine_ring must be in \[0, 0.5\)"),
+    ({"refine_max_side": -1}, "refine_max_side must be >= 0"),
+    ({"consensus_weight": -0.5}, "consensus_weight must be >= 0"),
+    ({"guide_max_side": -1}, "guide_max_side must be >= 0"),
+    ({"max_side": 256.5}, "max_side must be a whole number"),
+    ({"num_iterations": True}, "num_iterations must be a whole number"),
+    ({"seed": "0"}, "seed must be a whole number"),
+    ({"box_padding": float("nan")}, "box_padding must be a finite number"),
+    ({"border_insets": (), "use_saliency": False, "use_focus": False}, "needs a box-free initialisation"),
+])
+def test_grabcut_params_reject_bad_values_with_a_hint(kwargs, match):
+    with pytest.raises(MudiError, match=match):
+        GrabCutParams(**kwargs)
+
+
+def test_grabcut_params_defaults_normalise_and_freeze():
+    import dataclasses
+
+    p = GrabCutParams()
+    assert (p.max_side, p.num_iterations, p.box_padding) == (256, 5, 0.0)
+    assert (p.refine_ring, p.refine_max_side) == (0.1, 512)
+    assert (p.use_saliency, p.use_focus, p.use_cleanup, p.crop_bars) == (True, False, True, True)
+    assert (p.consensus_weight, p.guide_max_side, p.seed) == (2.0, 1024, 0)
+    assert p.border_insets == ((0.04,) * 4, (0.10,) * 4, (0.10, 0.10, 0.10, 0.20))  # four sides each
+    q = GrabCutParams(max_side=300.0, border_insets=[0.2, [0.1, 0.1, 0.1, 0.3]], seed=np.int64(3))
+    assert q.max_side == 300 and type(q.max_side) is int and type(q.seed) is int
+    assert q.border_insets == ((0.2,) * 4, (0.1, 0.1, 0.1, 0.3))
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        p.max_side = 512  # type: ignore[misc]
+    assert GrabCutParams(seed=1) == GrabCutParams(seed=1) and hash(GrabCutParams()) == hash(p)
+    assert GrabCutSegmenter().params == p
+
+
+def test_grabcut_build_takes_params_as_keywords():
+    seg = GrabCutSegmenter.build(device="cpu", dtype=None, max_side=128, use_cleanup=False)
+    assert seg.params == GrabCutParams(max_side=128, use_cleanup=False)
+    with pytest.raises(MudiError, match="did you mean 'max_side'"):
+        GrabCutSegmenter.build(max_sides=128)
+    with pytest.raises(MudiError, match="GrabCutParams"):
+        GrabCutSegmenter(256)  # type: ignore[arg-type]
+    # as the registry calls it for `mudi segment` (device, dtype, batch size) and `mudi prior` (no clean-up)
+    assert GrabCutSegmenter.build(device="cpu", dtype=None, batch_size=4).params == GrabCutParams()
+    raw = GrabCutSegmenter.build(device="cpu", dtype=None, use_cleanup=False)
+    assert isinstance(raw, GrabCutSegmenter) and raw.params.use_cleanup is False
 
 
 def test_clean_up_keeps_the_largest_component_and_fills_holes():
@@ -137,7 +190,7 @@ def test_clean_up_keeps_the_largest_component_and_fills_holes():
 def test_ring_labels_seed_a_cut_from_a_mask():
     import cv2
 
-    from mudi.adapters.grabcut import ring_labels
+    from mudi.adapters.grabcut_cues import ring_labels
 
     m = np.zeros((100, 50), bool)
     m[40:60, 20:30] = True
@@ -159,7 +212,7 @@ def test_grabcut_is_deterministic_whatever_ran_before():
     seg = GrabCutSegmenter()
     first = seg.segment([img], [None])[0]
     cv2.setRNGSeed(12345)
-    GrabCutSegmenter(seed=7).segment([_scene(seed=7)[0]], [None])
+    GrabCutSegmenter(GrabCutParams(seed=7)).segment([_scene(seed=7)[0]], [None])
     again = GrabCutSegmenter().segment([img], [None])[0]
     assert (first == again).all()
 
@@ -176,8 +229,8 @@ def test_coarse_to_fine_cut_sharpens_the_upsampled_outline():
     img[truth] = (210, 90, 60)
     img += rng.normal(0, 8, img.shape)
     img = np.clip(img, 0, 255).astype(np.uint8)
-    coarse = GrabCutSegmenter(refine_max_side=0).segment([img], [None])[0]
-    fine = GrabCutSegmenter(refine_max_side=768).segment([img], [None])[0]
+    coarse = GrabCutSegmenter(GrabCutParams(refine_max_side=0)).segment([img], [None])[0]
+    fine = GrabCutSegmenter(GrabCutParams(refine_max_side=768)).segment([img], [None])[0]
     assert mask_iou(fine, truth) > mask_iou(coarse, truth)
     assert np.logical_xor(fine, truth).sum() < 0.7 * np.logical_xor(coarse, truth).sum()
 
@@ -186,15 +239,15 @@ def test_grabcut_rejects_bad_refinement_settings():
     from mudi.errors import MudiError
 
     with pytest.raises(MudiError, match="refine_ring"):
-        GrabCutSegmenter(refine_ring=0.7)
+        GrabCutParams(refine_ring=0.7)
     with pytest.raises(MudiError, match="refine_max_side"):
-        GrabCutSegmenter(refine_max_side=-1)
+        GrabCutParams(refine_max_side=-1)
 
 
 def test_choose_cut_prefers_plausible_sizes_then_colour_separation():
     import cv2
 
-    from mudi.adapters.grabcut import choose_cut
+    from mudi.adapters.grabcut_cues import choose_cut
 
     img, truth = _scene(seed=9)
     lab = cv2.cvtColor(img, cv2.COLOR_RGB2LAB)
@@ -224,7 +277,7 @@ def _focus_scene(h=240, w=320, seed=10):
 
 
 def test_focus_map_separates_a_sharp_subject_from_a_blurred_background():
-    from mudi.adapters.grabcut import focus_map
+    from mudi.adapters.grabcut_cues import focus_map
 
     img, truth = _focus_scene()
     f = focus_map(img)
@@ -243,15 +296,15 @@ def test_focus_map_separates_a_sharp_subject_from_a_blurred_background():
 
 
 def test_focus_initialisation_finds_the_in_focus_subject():
-    from mudi.adapters.grabcut import focus_saliency_labels
+    from mudi.adapters.grabcut_cues import focus_saliency_labels
 
     img, truth = _focus_scene(seed=11)
     import cv2
 
     labels = focus_saliency_labels(img, img)
     assert mask_iou(labels == cv2.GC_PR_FGD, truth) > 0.7
-    only_focus = GrabCutSegmenter(border_insets=(), use_saliency=False, use_focus=True)
-    with_focus = GrabCutSegmenter(use_focus=True)
+    only_focus = GrabCutSegmenter(GrabCutParams(border_insets=(), use_saliency=False, use_focus=True))
+    with_focus = GrabCutSegmenter(GrabCutParams(use_focus=True))
     a, b = only_focus.segment([img], [None])[0], with_focus.segment([img], [None])[0]
     assert mask_iou(a, truth) > 0.8
     assert b.shape == truth.shape and b.dtype == bool
@@ -330,7 +383,7 @@ def test_segment_group_matches_segment_for_boxes_and_without_consensus():
     ys, xs = np.nonzero(_scene(seed=6)[1])
     box = (float(xs.min()), float(ys.min()), float(xs.max() + 1), float(ys.max() + 1))
     boxes = [None, box, None]
-    independent = GrabCutSegmenter(consensus_weight=0.0)
+    independent = GrabCutSegmenter(GrabCutParams(consensus_weight=0.0))
     grouped = independent.segment_group(imgs, boxes)
     alone = independent.segment(imgs, boxes)
     assert all((a == b).all() for a, b in zip(grouped, alone))
@@ -341,16 +394,16 @@ def test_segment_group_matches_segment_for_boxes_and_without_consensus():
     with pytest.raises(MudiError, match="2 images but 1 boxes"):
         GrabCutSegmenter().segment_group(imgs[:2], [None])
     with pytest.raises(MudiError, match="consensus_weight"):
-        GrabCutSegmenter(consensus_weight=-1)
+        GrabCutParams(consensus_weight=-1)
 
 
 def test_an_asymmetric_inset_rectangle_keeps_its_sides():
     """The ground-prior rectangle (20 % at the bottom) finds a subject in the upper part of the photo and
     marks the bottom band as background in its initialisation."""
     img, truth = _scene(seed=8, centre=(0.4, 0.5), radii=(0.25, 0.2))
-    seg = GrabCutSegmenter(max_side=320, border_insets=((0.1, 0.1, 0.1, 0.2),), use_saliency=False,
-                           refine_ring=0.0)
-    assert seg.border_insets == ((0.1, 0.1, 0.1, 0.2),)
+    seg = GrabCutSegmenter(GrabCutParams(max_side=320, border_insets=((0.1, 0.1, 0.1, 0.2),),
+                                         use_saliency=False, refine_ring=0.0))
+    assert seg.params.border_insets == ((0.1, 0.1, 0.1, 0.2),)
     work = seg._prepare(img)
     mask = seg._box_free_candidates(work)[0]
     assert not mask[-int(0.2 * 240):].any()  # no second cut: the band stays background
@@ -373,7 +426,7 @@ def test_guided_upsampling_snaps_a_coarse_mask_to_the_photo_edges():
     assert mask_iou(guided, truth) > 0.97
     # GrabCut uses it for the final upsampling unless guide_max_side is 0
     with pytest.raises(MudiError, match="guide_max_side"):
-        GrabCutSegmenter(guide_max_side=-1)
+        GrabCutParams(guide_max_side=-1)
 
 
 def test_segment_group_takes_user_masks_as_references():
@@ -393,8 +446,8 @@ def test_segment_group_takes_user_masks_as_references():
         return np.clip(img + rng.normal(0, 6, img.shape), 0, 255).astype(np.uint8), subject
 
     (img, truth), (ref, ref_mask) = photo(True), photo(False)
-    seg = GrabCutSegmenter(max_side=160, refine_max_side=0, use_saliency=False,
-                           border_insets=((0.49, 0.02, 0.02, 0.49), (0.15, 0.35, 0.45, 0.05)), refine_ring=0.0)
+    seg = GrabCutSegmenter(GrabCutParams(max_side=160, refine_max_side=0, use_saliency=False, refine_ring=0.0,
+                                         border_insets=((0.49, 0.02, 0.02, 0.49), (0.15, 0.35, 0.45, 0.05))))
     alone = seg.segment_group([img], [None])[0]
     anchored = seg.segment_group([img], [None], references=[(ref, ref_mask)])[0]
     assert mask_iou(anchored, truth) > 0.8 > mask_iou(alone, truth)
