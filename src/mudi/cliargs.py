@@ -20,6 +20,8 @@ import types
 from collections.abc import Iterator
 from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
 
+from mudi.config import load_config
+
 PREFIX = "cfg:"  # argparse dest prefix of generated flags: ``cfg:segmix.scale_range``
 NUMERIC = (int, float)
 
@@ -128,8 +130,6 @@ def values_from_args(args: argparse.Namespace, cls: type) -> dict[str, Any]:
 
 def load_from_args(cls: type, args: argparse.Namespace) -> Any:
     """``cls`` filled from (in order of precedence) ``--set``/trailing overrides, flags, ``--config``, defaults."""
-    from mudi.config import load_config
-
     return load_config(cls, getattr(args, "config", None), getattr(args, "overrides", None) or [],
                        values_from_args(args, cls))
 

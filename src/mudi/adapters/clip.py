@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from mudi.adapters.dinov2 import preprocess_images
+from mudi.adapters.tiny_tokenizer import TINY_CLIP_VOCAB_SIZE, build_tiny_clip_tokenizer
 from mudi.adapters.weights import missing_weights_error, place_model
 
 DEFAULT_CLIP = "openai/clip-vit-large-patch14"
@@ -41,8 +42,6 @@ def build_tiny_clip(seed: int = 0) -> tuple[Any, Any]:
     """A random tiny ``CLIPModel`` (2 layers, width 32, 32 px images) and the offline tiny tokenizer."""
     import torch
     from transformers import CLIPConfig, CLIPModel
-
-    from mudi.adapters.tiny_tokenizer import TINY_CLIP_VOCAB_SIZE, build_tiny_clip_tokenizer
 
     text = dict(vocab_size=TINY_CLIP_VOCAB_SIZE, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
                 num_attention_heads=4, max_position_embeddings=77, projection_dim=16,

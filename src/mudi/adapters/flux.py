@@ -21,6 +21,7 @@ from typing import Any
 
 import torch
 
+from mudi.adapters.registry import check_pipeline_class
 from mudi.adapters.sd import lora_preset, scheduler_first_step_signal
 from mudi.adapters.weights import DenoiserPlacement, load_pipeline, missing_weights_error
 from mudi.devices import parse_dtype
@@ -68,8 +69,6 @@ class FluxBackbone(DenoiserPlacement):
     def from_pretrained(cls, pretrained_model_name_or_path: str | None = None, device: str | torch.device = "cpu",
                         dtype: Any = None) -> FluxBackbone:
         from diffusers import FluxPipeline
-
-        from mudi.adapters.registry import check_pipeline_class
 
         path = pretrained_model_name_or_path or cls.default_checkpoint
         check_pipeline_class(path, cls.family, cls.pipeline_class_name)

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from mudi.adapters.base import Detection
+from mudi.adapters.tiny_tokenizer import TINY_CLIP_VOCAB_SIZE, build_tiny_clip_tokenizer
 from mudi.adapters.weights import missing_weights_error, place_model
 from mudi.core.geometry import nms
 from mudi.devices import parse_dtype
@@ -102,8 +103,6 @@ class Owlv2Detector:
         """A tiny random OWLv2 built from a config in memory (tests, offline demos). Deterministic in ``seed``."""
         import torch
         from transformers import Owlv2Config, Owlv2ForObjectDetection, Owlv2Processor
-
-        from mudi.adapters.tiny_tokenizer import TINY_CLIP_VOCAB_SIZE, build_tiny_clip_tokenizer
 
         tokenizer = build_tiny_clip_tokenizer(model_max_length=16)
         bos, eos = tokenizer.bos_token_id, tokenizer.eos_token_id

@@ -15,6 +15,7 @@ from typing import Any
 
 import torch
 
+from mudi.adapters.registry import check_pipeline_class
 from mudi.adapters.weights import DenoiserPlacement, load_pipeline, missing_weights_error
 from mudi.devices import parse_dtype
 from mudi.errors import unknown_name_error
@@ -65,8 +66,6 @@ class StableDiffusionBackbone(DenoiserPlacement):
         """Load a diffusers-format checkpoint (hub id or local folder; ``None``: the family's default); the
         only place weights are read. Subclasses change only the class attributes."""
         import diffusers
-
-        from mudi.adapters.registry import check_pipeline_class
 
         path = pretrained_model_name_or_path or cls.default_checkpoint
         check_pipeline_class(path, cls.family, cls.pipeline_class_name)

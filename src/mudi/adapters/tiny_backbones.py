@@ -19,6 +19,7 @@ import torch
 from mudi.adapters.flux import FluxBackbone
 from mudi.adapters.sd import StableDiffusion2Backbone, StableDiffusion15Backbone
 from mudi.adapters.sdxl import StableDiffusionXLBackbone
+from mudi.adapters.tiny_tokenizer import TINY_CLIP_VOCAB_SIZE, build_tiny_clip_tokenizer
 from mudi.devices import parse_dtype
 
 TINY_RESOLUTION = 64
@@ -36,8 +37,6 @@ def _tiny_vae(latent_channels: int, **extra: Any):
 
 def _clip_config(hidden_size: int = 32, projection_dim: int = 32):
     from transformers import CLIPTextConfig
-
-    from mudi.adapters.tiny_tokenizer import TINY_CLIP_VOCAB_SIZE
 
     return CLIPTextConfig(vocab_size=TINY_CLIP_VOCAB_SIZE, hidden_size=hidden_size, intermediate_size=37,
                           num_attention_heads=4, num_hidden_layers=2, max_position_embeddings=77,
@@ -70,8 +69,6 @@ def build_tiny_sd_pipeline(prediction_type: str = "epsilon", device: str | torch
     from diffusers import DDIMScheduler, PNDMScheduler, StableDiffusionPipeline, UNet2DConditionModel
     from transformers import CLIPTextModel
 
-    from mudi.adapters.tiny_tokenizer import build_tiny_clip_tokenizer
-
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(TINY_SEED)
         unet = UNet2DConditionModel(**_TINY_UNET_LAYOUT, cross_attention_dim=32, attention_head_dim=4)
@@ -97,8 +94,6 @@ def build_tiny_sdxl_pipeline(device: str | torch.device = "cpu", dtype: torch.dt
     """A ``StableDiffusionXLPipeline``: two CLIP text encoders (32 + 32 dims), added time ids, Euler scheduler."""
     from diffusers import EulerDiscreteScheduler, StableDiffusionXLPipeline, UNet2DConditionModel
     from transformers import CLIPTextModel, CLIPTextModelWithProjection
-
-    from mudi.adapters.tiny_tokenizer import build_tiny_clip_tokenizer
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(TINY_SEED)
@@ -127,8 +122,6 @@ def build_tiny_flux_pipeline(device: str | torch.device = "cpu", dtype: torch.dt
     that reuses the offline CLIP tokenizer, 4 latent channels (packed to 16), flow-matching Euler scheduler."""
     from diffusers import FlowMatchEulerDiscreteScheduler, FluxPipeline, FluxTransformer2DModel
     from transformers import CLIPTextModel, T5Config, T5EncoderModel
-
-    from mudi.adapters.tiny_tokenizer import TINY_CLIP_VOCAB_SIZE, build_tiny_clip_tokenizer
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(TINY_SEED)

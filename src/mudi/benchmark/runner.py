@@ -36,6 +36,7 @@ from typing import Any
 from accelerate import PartialState
 
 from mudi.adapters import registry
+from mudi.benchmark.cells import evaluate_cell, generate_cell, train_cell
 from mudi.benchmark.config import CONFIG_FILE, BenchmarkConfig
 from mudi.benchmark.methods import GENERIC_CLASSES, select_pairs
 from mudi.benchmark.tables import build_tables, write_tables
@@ -135,8 +136,6 @@ def run_benchmark(config: BenchmarkConfig, detector: Any = None, embedders: dict
     """Train, generate and evaluate every selected pair × method (skipping finished cells), then write the
     tables. The evaluation models may be injected as for :func:`mudi.scoring.folder.evaluate_folder` (otherwise built once from
     ``config.evaluate``). Returns the tables dict plus ``counts`` of the stages run and skipped."""
-    from mudi.benchmark.cells import evaluate_cell, generate_cell, train_cell  # the cells take the runner
-
     pairs = select_pairs(config)
     runner = BenchmarkRunner(config, detector, embedders, text_scorers)
     out = Path(config.output_dir)

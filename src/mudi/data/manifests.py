@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from mudi.core.prompts import subject_phrase
+from mudi.data.subjects import load_subjects
 from mudi.errors import MudiError
 from mudi.io import write_json_atomic
 
@@ -84,8 +85,6 @@ def entry_paths(row: dict) -> list[str]:
 def subjects_of_manifest(rows: list[dict]) -> list:
     """The subjects listed in a ``mudi_subjects.json``, loaded from their folders, in the file's order (a
     benchmark pair folder listed for two subjects is read once)."""
-    from mudi.data.subjects import load_subjects
-
     paths = [p for r in rows for p in entry_paths(r)]
     if len(paths) != len(rows) or not all(Path(p).exists() for p in paths):
         raise MudiError(f"the subject folders listed in the LoRA's {SUBJECTS_FILE} are not all present "
