@@ -23,7 +23,8 @@ import numpy as np
 import torch
 
 from mudi.adapters.base import Detection
-from mudi.evaluate import DncEvaluator, load_reference_subjects
+from mudi.scoring.evaluator import DncEvaluator
+from mudi.scoring.folder import load_reference_subjects
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "shared" / "data" / "mudi-benchmark" / "dnc-examples"
 

@@ -63,7 +63,7 @@ def build_sd15(device: str = "cpu", dtype: torch.dtype = torch.float32):
     from diffusers import AutoencoderKL, PNDMScheduler, StableDiffusionPipeline, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
 
-    from mudi.adapters.sd import StableDiffusionBackbone
+    from mudi.adapters.sd import StableDiffusion15Backbone
     from mudi.adapters.tiny_tokenizer import build_tiny_clip_tokenizer
 
     torch.manual_seed(0)
@@ -87,4 +87,4 @@ def build_sd15(device: str = "cpu", dtype: torch.dtype = torch.float32):
         m.eval().requires_grad_(False)
     pipe = pipe.to(device, dtype)
     pipe.set_progress_bar_config(disable=True)
-    return StableDiffusionBackbone(pipe, family="sd15", default_resolution=512)
+    return StableDiffusion15Backbone(pipe, default_resolution=512)

@@ -30,7 +30,8 @@ from fullsize import build_sd15, build_sdxl  # benchmarks/fullsize.py (scripts r
 from mudi.adapters.registry import load_backbone
 from mudi.core.init_latents import masked_correlation
 from mudi.data.subjects import load_subjects
-from mudi.generate import _generators, _pipeline_call, build_initial_latents, compose_init, generate_images
+from mudi.sampling.images import _generators, _pipeline_call, generate_images
+from mudi.sampling.init import build_initial_latents, compose_init
 
 SAMPLES = Path(str(files("mudi") / "samples"))
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mudi.compose import compose_one
+from mudi.compositions import compose_one
 from mudi.core.segmix import SegMixParams, cutout_max_side
 from mudi.data.subjects import load_subjects
 from mudi.samples import sample_subject_dirs

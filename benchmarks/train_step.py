@@ -28,7 +28,8 @@ SUBJECTS = [str(SAMPLES / "dog6"), str(SAMPLES / "cat2"), str(SAMPLES / "dog2")]
 
 
 def _trainer(out: str, backbone="tiny-sd", inject=None, **kw):
-    from mudi.train import LoraTrainer, TrainConfig
+    from mudi.training.config import TrainConfig
+    from mudi.training.trainer import LoraTrainer
 
     cfg = dict(backbone=backbone, subjects=SUBJECTS, output_dir=out, report_to="none", progress=False, seed=0)
     cfg.update(kw)
@@ -114,7 +115,7 @@ def part_b(steps: int, smoke: bool = False) -> None:
         res = 64
     with tempfile.TemporaryDirectory() as tmp:
         tr = _trainer(tmp, backbone="sdxl", inject=bb, rank=32, resolution=res, train_batch_size=2,
-                      mixed_precision="bf16", composition_prob=0.3, device="cuda" if cuda else "cpu")
+                      mixed_precision="bf16", composition_prob=0.3, device="auto" if cuda else "cpu")
         unet = tr.accelerator.unwrap_model(tr.model)
         rows = []
         for label, gc, reencode in [("cached prompts", False, False), ("cached prompts + grad ckpt", True, False),
