@@ -7,8 +7,8 @@ import pytest
 
 from mudi.core.geometry import mask_to_box, normalized_to_pixel_box
 from mudi.core.layout import compose_in_boxes, compose_layout, fit_box, parse_layout
-from mudi.data.layouts import load_layout
 from mudi.core.types import Cutout
+from mudi.data.layouts import load_layout
 from mudi.errors import MudiError
 
 KEYS = [["olis", "dog6", "olis corgi"], ["hta", "dog2", "hta chow chow"]]
