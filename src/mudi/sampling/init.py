@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from mudi.adapters.base import check_image_size
 from mudi.core.init_latents import image_to_pixels, mask_to_latent_grid, mean_shifted_latents
 from mudi.core.layout import NormBox, compose_layout
 from mudi.core.segmix import SegMixParams
@@ -49,13 +50,15 @@ def build_initial_latents(backbone: Any, compositions: Sequence[Composition], ge
     info: dict = {"noise": noise, "signal_coefficient": coef}
     if gamma == 0:
         return noise, info
+    check_image_size(backbone, H, W)
     device, dtype = backbone.device, backbone.dtype
     pixels = torch.cat([image_to_pixels(c.image, device=device, dtype=dtype) for c in compositions])
     with torch.no_grad():
         init = backbone.encode_images(pixels)
-    if init.shape[2:] != noise.shape[2:]:
+    if init.shape[2:] != noise.shape[2:]:  # an adapter whose pixel_multiple understates its layout's needs
         raise MudiError(f"image size {W}x{H} gives {tuple(init.shape[2:])} VAE latents but {tuple(noise.shape[2:])} "
-                        f"noise latents for {backbone.family}: use a height and width divisible by 16")
+                        f"noise latents for {backbone.family}: its adapter's pixel_multiple "
+                        f"({backbone.pixel_multiple}) is too small")
     mask = mask_to_latent_grid(np.stack([c.union_mask for c in compositions]), tuple(noise.shape[2:]),
                                device=noise.device, dtype=noise.dtype)
     info.update(init_latents=init, latent_mask=mask)
