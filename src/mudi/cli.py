@@ -19,6 +19,7 @@ import sys
 from mudi import __version__
 from mudi.cliargs import add_config_arguments, load_from_args
 from mudi.errors import MudiError
+from mudi.io import os_error_message
 
 # verb -> module; plain strings keep `import mudi.cli` light.
 COMMANDS: dict[str, str] = {verb: f"mudi.commands.{verb}" for verb in (
@@ -127,7 +128,13 @@ def main(argv: list[str] | None = None) -> int:
     except MudiError as e:
         if debug:
             raise
-        print(f"mudi {args.command}: error: {e}", file=sys.stderr)
+        stopped = getattr(e, "exit_code", None)  # a run stopped on request (mudi.training.signals)
+        print(f"mudi {args.command}: {'' if stopped else 'error: '}{e}", file=sys.stderr)
+        return int(stopped or 2)
+    except OSError as e:  # any file-system failure a verb did not turn into a MudiError itself
+        if debug:
+            raise
+        print(f"mudi {args.command}: error: {os_error_message(e)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"mudi {args.command}: interrupted", file=sys.stderr)

@@ -24,7 +24,7 @@ from mudi.core.segmix import SegMixParams, check_segmix_block, compose_cutmix, c
 from mudi.core.types import Composition
 from mudi.data.subjects import Subject, load_subjects
 from mudi.errors import MudiError
-from mudi.io import save_image_atomic, write_jsonl_atomic
+from mudi.io import OutputLock, prepare_output_dir, save_image_atomic, write_jsonl_atomic
 from mudi.visualize import contact_sheet, draw_boxes, label_map
 
 CONFIG_FILE = "segmix_config.yaml"
@@ -109,8 +109,12 @@ def write_compositions(cfg: SegmixConfig) -> list[dict]:
     # Try one composition so size problems surface before any output exists.
     compose_one(subjects, k, cfg.resolution, composition_rng(cfg.seed, 0), params, cfg.mode, cfg.relative_sizes)
 
-    out = Path(cfg.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    out = prepare_output_dir(cfg.output_dir, "Seg-Mix output folder")
+    with OutputLock(out, "segmix"):
+        return _write(cfg, subjects, k, params, out)
+
+
+def _write(cfg: SegmixConfig, subjects: list[Subject], k: int, params: SegMixParams, out: Path) -> list[dict]:
     rows, tiles, captions = [], [], []
     for i in tqdm(range(cfg.num_images), desc="segmix", unit="img"):
         comp, chosen, picks = compose_one(subjects, k, cfg.resolution, composition_rng(cfg.seed, i), params, cfg.mode,

@@ -177,6 +177,13 @@ def merge(base: dict, extra: dict) -> dict:
     return out
 
 
+def yaml_error_text(e: yaml.YAMLError) -> str:
+    """A YAML error on one line: ``line 3, column 7: mapping values are not allowed here``."""
+    mark = getattr(e, "problem_mark", None)
+    problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+    return f"line {mark.line + 1}, column {mark.column + 1}: {problem}" if mark is not None else problem
+
+
 def load_yaml(path: str | Path) -> dict:
     path = Path(path)
     if not path.is_file():
@@ -184,7 +191,7 @@ def load_yaml(path: str | Path) -> dict:
     try:
         data = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as e:
-        raise MudiError(f"{path}: not valid YAML ({e})") from None
+        raise MudiError(f"{path}: not valid YAML ({yaml_error_text(e)})") from None
     if not isinstance(data, dict):
         raise MudiError(f"{path}: a config file must be a mapping of keys to values")
     return data

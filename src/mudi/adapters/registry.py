@@ -129,6 +129,16 @@ def load_backbone(name: str, pretrained_model_name_or_path: str | None = None, d
     return load("backbone", name, pretrained_model_name_or_path, device=device, dtype=dtype)
 
 
+def family_of(name: str) -> str | None:
+    """The family label of a registered backbone, without building it (``None`` when it does not say)."""
+    try:
+        factory = resolve("backbone", name)
+    except MudiError:
+        return None
+    owner = getattr(factory, "__self__", None)
+    return getattr(owner, "family", None) or getattr(factory, "family", None)
+
+
 # ------------------------------------------------------------------------------------------------ checkpoints
 def pipeline_families() -> dict[str, list[str]]:
     """diffusers pipeline class name → the registered backbone names whose adapter loads it."""

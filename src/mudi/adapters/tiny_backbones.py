@@ -169,3 +169,10 @@ def build_tiny_sdxl(device: str | torch.device = "cpu", dtype: Any = None) -> An
 def build_tiny_flux(device: str | torch.device = "cpu", dtype: Any = None) -> Any:
     """``tiny-flux``: the FLUX adapter on a tiny pipeline."""
     return FluxBackbone(build_tiny_flux_pipeline(device, parse_dtype(dtype)), default_resolution=TINY_RESOLUTION)
+
+
+# The family label of each tiny build, readable without building it (registry.family_of).
+build_tiny_sd.family = StableDiffusion15Backbone.family  # type: ignore[attr-defined]
+build_tiny_sd2.family = StableDiffusion2Backbone.family  # type: ignore[attr-defined]
+build_tiny_sdxl.family = StableDiffusionXLBackbone.family  # type: ignore[attr-defined]
+build_tiny_flux.family = FluxBackbone.family  # type: ignore[attr-defined]

@@ -43,6 +43,7 @@ from mudi.benchmark.tables import build_tables, write_tables
 from mudi.config import save_config
 from mudi.devices import describe, resolve_device, resolve_dtype
 from mudi.errors import MudiError
+from mudi.io import OutputLock, prepare_output_dir
 from mudi.scoring.models import build_detector, build_embedders, build_text_scorers, metric_name
 
 log = logging.getLogger(__name__)
@@ -139,8 +140,19 @@ def run_benchmark(config: BenchmarkConfig, detector: Any = None, embedders: dict
     pairs = select_pairs(config)
     runner = BenchmarkRunner(config, detector, embedders, text_scorers)
     out = Path(config.output_dir)
+    lock = None
     if runner.state.is_main_process:
+        prepare_output_dir(out, "benchmark output folder")
+        lock = OutputLock(out, "benchmark").acquire()
         save_config(config, out / CONFIG_FILE)
+    try:
+        return _run_cells(runner, config, pairs, out)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _run_cells(runner: BenchmarkRunner, config: BenchmarkConfig, pairs: list, out: Path) -> dict[str, Any]:
     n_cells = len(pairs) * len(config.methods)
     runner.say(f"{len(pairs)} pair(s) × {len(config.methods)} method(s) = {n_cells} cells on {config.backbone}, "
                f"{config.num_seeds} seed(s) per prompt → {out}")

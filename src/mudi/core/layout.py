@@ -32,6 +32,8 @@ from mudi.core.types import BoxXYXY, Composition, Cutout
 from mudi.errors import MudiError
 
 NormBox = tuple[float, float, float, float]
+#: The smallest box side, as a fraction of the image: 1/32 is 2 latent cells of a 512 px SD image.
+MIN_BOX_SIDE = 1 / 32
 LAYOUT_EXAMPLE = '{"boxes": [[0.05, 0.3, 0.5, 0.95], [0.5, 0.2, 0.95, 0.95]]}'
 
 
@@ -48,6 +50,9 @@ def _parse_box(value: object, where: str) -> NormBox:
         raise MudiError(f"{where}: box {value!r} is not normalised: every value must be in [0, 1]{hint}")
     if not (x0 < x1 and y0 < y1):
         raise MudiError(f"{where}: box {value!r} is empty: need x0 < x1 and y0 < y1 (order is x0, y0, x1, y1)")
+    if x1 - x0 < MIN_BOX_SIDE or y1 - y0 < MIN_BOX_SIDE:
+        raise MudiError(f"{where}: box {value!r} is {x1 - x0:.3g} x {y1 - y0:.3g} of the image; a subject needs at "
+                        f"least {MIN_BOX_SIDE:.3g} of each side (a few latent cells) to be drawn")
     return x0, y0, x1, y1
 
 

@@ -14,7 +14,7 @@ import yaml
 from mudi.data.images import read_image, read_mask
 from mudi.data.subjects import MASK_DIR, SUBJECT_FILE, find_subjects
 from mudi.errors import MudiError
-from mudi.io import save_image_atomic, write_bytes_atomic, write_text_atomic
+from mudi.io import prepare_output_dir, save_image_atomic, write_bytes_atomic, write_text_atomic
 
 
 def convert(pair_dir: str | Path, out_dir: str | Path, overwrite: bool = False) -> list[Path]:
@@ -29,6 +29,7 @@ def convert(pair_dir: str | Path, out_dir: str | Path, overwrite: bool = False) 
     for s in subjects:  # validate everything first: nothing half-written
         for i in range(len(s.images)):
             s.load(i)
+    prepare_output_dir(out_dir, "conversion output folder")
     for s, target in zip(subjects, targets):
         for item in s.images:
             write_bytes_atomic(target / item.path.name, item.path.read_bytes())

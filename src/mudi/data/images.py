@@ -6,6 +6,7 @@ JPEG, PNG and WebP, and raises :class:`MudiError` naming the file for anything u
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +14,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from mudi.errors import MudiError
 
+log = logging.getLogger(__name__)
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff")
 
 
@@ -22,6 +24,9 @@ def _open(path: Path) -> Image.Image:
         img.load()  # decode now: a truncated file fails here, not later in a worker
     except FileNotFoundError:
         raise MudiError(f"{path}: file not found") from None
+    except Image.DecompressionBombError as e:  # before OSError: PIL's limit on pixels, not a broken file
+        raise MudiError(f"{path}: too large to decode safely ({e}); downscale it (a few megapixels is plenty for "
+                        "a reference photo)") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
         raise MudiError(f"{path}: unreadable or truncated image ({e}); re-export or remove it") from None
     return img
@@ -82,9 +87,9 @@ def read_mask(path: str | Path, image_path: str | Path | None = None,
     else:
         arr = np.asarray(_to_8bit(m).convert("L"))
     mask = arr > 127
+    orientation = raw_image.getexif().get(0x0112, 1) if raw_image is not None else 1
     if image_size_wh is not None and (mask.shape[1], mask.shape[0]) != tuple(image_size_wh):
         if raw_image is not None and (mask.shape[1], mask.shape[0]) == raw_image.size:
-            orientation = raw_image.getexif().get(0x0112, 1)
             carrier = _apply_orientation(Image.fromarray(mask.astype(np.uint8) * 255), orientation)
             mask = np.asarray(carrier) > 127
         if (mask.shape[1], mask.shape[0]) != tuple(image_size_wh):
@@ -94,6 +99,33 @@ def read_mask(path: str | Path, image_path: str | Path | None = None,
                             "re-export the mask at the image's size")
     if not mask.any():
         raise MudiError(f"{path}: mask is empty (no pixel > 127); redraw it or delete it and run `mudi segment`")
+    if (raw_image is not None and orientation in _TRANSPOSE and raw.getexif().get(0x0112, 1) == 1
+            and raw_image.size[0] == raw_image.size[1]):
+        mask = _square_mask_orientation(mask, raw_image, orientation, path)
+    return mask
+
+
+def _edge_agreement(mask: np.ndarray, grey: np.ndarray) -> float:
+    """Mean image gradient along the mask's outline: high when the outline follows the photo's edges."""
+    gy, gx = np.gradient(grey.astype(np.float32))
+    strength = np.hypot(gx, gy)
+    outline = mask ^ np.roll(mask, 1, 0) | mask ^ np.roll(mask, 1, 1)
+    return float(strength[outline].mean()) if outline.any() else 0.0
+
+
+def _square_mask_orientation(mask: np.ndarray, raw_image: Image.Image, orientation: int, path: Path) -> np.ndarray:
+    """A square photo with an EXIF rotation: its mask may have been drawn on the displayed photo or on the raw
+    pixels, and the sizes cannot tell. Keep the reading whose outline follows the photo's edges better."""
+    side = 256
+    shown = np.asarray(ImageOps.exif_transpose(raw_image).convert("L").resize((side, side), Image.BILINEAR))
+    as_given = np.asarray(Image.fromarray(mask.astype(np.uint8) * 255).resize((side, side), Image.NEAREST)) > 127
+    rotated = _apply_orientation(Image.fromarray(mask.astype(np.uint8) * 255), orientation)
+    as_raw = np.asarray(rotated.resize((side, side), Image.NEAREST)) > 127
+    if _edge_agreement(as_raw, shown) > 1.25 * _edge_agreement(as_given, shown):
+        log.warning(
+            "note: %s follows the photo's edges only with the photo's EXIF rotation applied to it (it was drawn on "
+            "the raw pixels); using it rotated", path)
+        return np.asarray(rotated) > 127
     return mask
 
 

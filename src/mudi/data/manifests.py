@@ -42,6 +42,18 @@ def write_subjects_manifest(folder: str | Path, subjects: Sequence[Any], **extra
     return path
 
 
+def read_manifest(folder: str | Path) -> dict | None:
+    """``FOLDER/mudi_subjects.json`` as a mapping (``backbone``, ``family``, ``subjects``…), or None."""
+    f = Path(folder) / SUBJECTS_FILE
+    if not f.is_file():
+        return None
+    try:
+        data = json.loads(f.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise MudiError(f"{f}: not valid JSON ({e.msg}); re-run `mudi train` or delete it") from None
+    return data if isinstance(data, dict) else {"subjects": data}
+
+
 def read_lora_subjects(paths: Sequence[str | Path]) -> list[dict] | None:
     """The subjects a LoRA was trained on, from ``mudi_subjects.json`` beside its weights (first found).
 

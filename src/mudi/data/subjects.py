@@ -34,6 +34,7 @@ import numpy as np
 import yaml
 from PIL import Image
 
+from mudi.config import yaml_error_text
 from mudi.core.geometry import make_cutout
 from mudi.core.prompts import subject_phrase
 from mudi.core.types import Cutout
@@ -139,7 +140,7 @@ def _load_native(folder: Path) -> Subject:
     try:
         meta = yaml.safe_load(meta_path.read_text()) or {}
     except yaml.YAMLError as e:
-        raise MudiError(f"{meta_path}: not valid YAML ({e})") from None
+        raise MudiError(f"{meta_path}: not valid YAML ({yaml_error_text(e)})") from None
     if not isinstance(meta, dict):
         raise MudiError(f"{meta_path}: expected a mapping with name, identifier and class_noun")
     known = {"name", "identifier", "class_noun", "descriptive_class", "captions"}

@@ -14,6 +14,8 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from tqdm.auto import tqdm
+
 from mudi.adapters import registry
 from mudi.config import save_config
 from mudi.core.init_latents import default_gamma
@@ -23,11 +25,11 @@ from mudi.data.subjects import load_subjects
 from mudi.devices import describe, dtype_name, resolve_device, resolve_dtype
 from mudi.environment import package_versions
 from mudi.errors import MudiError
-from mudi.io import save_image_atomic, write_json_atomic
+from mudi.io import OutputLock, prepare_output_dir, save_image_atomic, write_json_atomic
 from mudi.sampling.config import CONFIG_FILE, GenerateConfig
 from mudi.sampling.images import GeneratedImage, generate_images, resolve_prompt
 from mudi.sampling.layout_llm import llm_layout_or_none
-from mudi.sampling.loras import apply_loras
+from mudi.sampling.loras import apply_loras, check_lora_family
 from mudi.visualize import image_grid, label_map
 
 log = logging.getLogger(__name__)
@@ -36,7 +38,8 @@ log = logging.getLogger(__name__)
 def generate_to_folder(config: GenerateConfig, backbone: Any = None) -> list[GeneratedImage]:
     """Load the model (or use ``backbone``), apply LoRAs, resolve subjects/prompt/layout, generate, write.
 
-    Everything a person could get wrong (subjects, masks, prompt, layout, sizes) is checked before a model loads.
+    Everything a person could get wrong (subjects, masks, prompt, layout, sizes, LoRA paths and families, the
+    output folder) is checked before a model loads; each batch's images are written as soon as they exist.
     """
     lora_rows = read_lora_subjects(config.lora)
     if config.subjects:
@@ -56,12 +59,13 @@ def generate_to_folder(config: GenerateConfig, backbone: Any = None) -> list[Gen
         raise MudiError("the mean-shifted init needs the subjects' segmented reference images: pass --subjects "
                         "PATH [PATH ...] (or use --init none)")
     prompt = resolve_prompt(config.prompt, phrases, config.use_count_prefix, config.count_noun)
+    if config.init == "mean_shifted":
+        warn_unnamed_subjects(config.prompt, prompt, subjects)
     if config.relative_sizes is not None and len(config.relative_sizes) != len(subjects):
         raise MudiError(f"--relative-sizes has {len(config.relative_sizes)} value(s) for {len(subjects)} subjects "
                         f"({', '.join(s.name for s in subjects)}): give one per subject")
     for s in subjects:  # decode and validate every reference image before loading a model
         s.cutouts(max_side=max(config.height or 1024, config.width or 1024))
-
     boxes, layout_name = None, "random" if config.relative_sizes is None else "relative"
     if config.init == "mean_shifted" and config.layout.endswith(".json"):
         boxes = load_layout(config.layout, [[s.identifier, s.name, s.phrase] for s in subjects])
@@ -69,7 +73,25 @@ def generate_to_folder(config: GenerateConfig, backbone: Any = None) -> list[Gen
     elif config.init == "mean_shifted" and config.layout == "llm":
         boxes = llm_layout_or_none(prompt, [s.phrase for s in subjects], config.llm_url or "", config.llm_model)
         layout_name = "llm" if boxes is not None else "random (llm failed)"
+    check_lora_family(config.lora, config.backbone)
+    out = prepare_output_dir(config.output_dir, "generation output folder")
+    with OutputLock(out, "generation"):
+        return _generate(config, backbone, subjects, phrases, prompt, boxes, layout_name, out)
 
+
+def warn_unnamed_subjects(template: str, prompt: str, subjects: list) -> None:
+    """Every subject enters the init; say so when the prompt does not name some of them."""
+    if not template.strip():
+        return
+    unnamed = [s.name for k, s in enumerate(subjects)
+               if f"[V{k + 1}]" not in template and s.phrase.lower() not in prompt.lower()]
+    if unnamed:
+        log.warning("warning: the prompt does not name %s, but the init composes every subject given; drop them "
+                    "from --subjects or name them with [V1], [V2] ...", ", ".join(unnamed))
+
+
+def _generate(config: GenerateConfig, backbone: Any, subjects: list, phrases: list[str], prompt: str,
+              boxes: Any, layout_name: str, out: Path) -> list[GeneratedImage]:
     if backbone is None:
         device = resolve_device(config.device)
         dtype = resolve_dtype(config.dtype, device)
@@ -79,39 +101,48 @@ def generate_to_folder(config: GenerateConfig, backbone: Any = None) -> list[Gen
     adapters = apply_loras(backbone, config.lora, config.lora_weights)
     gamma = config.gamma if config.gamma is not None else (default_gamma(len(subjects)) if subjects else 0.0)
     steps = config.num_inference_steps or backbone.default_num_inference_steps
+    guidance = config.guidance_scale if config.guidance_scale is not None else backbone.default_guidance_scale
     seeds = [config.seed + k for k in range(config.num_images)]
     how = f"init {config.init}, gamma {gamma}, layout {layout_name}" if config.init != "none" else "plain pipeline"
     log.info("generating %d image(s) of %r with %s (%s)", len(seeds), prompt, config.backbone, how)
-    results = generate_images(backbone, prompt, seeds, subjects, gamma, config.init, boxes, config.relative_sizes,
-                              config.segmix, config.negative_prompt, steps, config.guidance_scale,
-                              config.height, config.width, config.batch_size, layout_name)
-
-    out = Path(config.output_dir)
     versions = package_versions()
     lora_info = [{"path": p, "weight": w, "adapter_name": n} for p, w, n in
                  zip(config.lora, config.lora_weights or [1.0] * len(config.lora), adapters)]
-    for k, r in enumerate(results):
-        stem = f"{k:04d}_seed{r.seed}"
-        save_image_atomic(out / f"{stem}.png", r.image)
-        meta: dict = {
-            "image": f"{stem}.png", "prompt": r.prompt, "negative_prompt": config.negative_prompt,
-            "seed": r.seed, "init": r.init, "gamma": r.gamma, "layout": r.layout,
-            "subjects": [s.name for s in subjects], "phrases": phrases,
-            "num_inference_steps": steps, "guidance_scale": config.guidance_scale,
-            "height": int(r.image.shape[0]), "width": int(r.image.shape[1]),
-            "backbone": config.backbone, "pretrained_model_name_or_path": config.pretrained_model_name_or_path,
-            "lora": lora_info, "versions": versions,
-        }
-        if r.composition is not None:
-            label = label_map(r.composition.masks)
-            save_image_atomic(out / "init" / f"{stem}.png", r.composition.image)
-            save_image_atomic(out / "init" / f"{stem}_mask.png", label)
-            meta.update(boxes_xyxy=[list(b) for b in r.composition.boxes_xyxy], boxes_normalized=r.boxes_normalized,
-                        relative_sizes=config.relative_sizes, source_images=r.source_images,
-                        init_image=f"init/{stem}.png", init_mask=f"init/{stem}_mask.png")
-        write_json_atomic(out / f"{stem}.json", meta)
+    results: list[GeneratedImage] = []
+    starts = range(0, len(seeds), config.batch_size)
+    for start in tqdm(starts, desc="generate", unit="batch", disable=len(starts) < 2):
+        chunk = seeds[start:start + config.batch_size]
+        batch = generate_images(backbone, prompt, chunk, subjects, gamma, config.init, boxes, config.relative_sizes,
+                                config.segmix, config.negative_prompt, steps, guidance, config.height,
+                                config.width, config.batch_size, layout_name, progress=False)
+        for k, r in enumerate(batch, start=start):  # written as soon as they exist: a crash loses one batch
+            _write_image(out, k, r, config, subjects, phrases, steps, guidance, lora_info, versions)
+        results.extend(batch)
     save_image_atomic(out / "grid" / "grid.png", image_grid([r.image for r in results],
                                                             [r.composition.image if r.composition else None
                                                              for r in results]))
     save_config(config, out / CONFIG_FILE)
     return results
+
+
+def _write_image(out: Path, k: int, r: GeneratedImage, config: GenerateConfig, subjects: list, phrases: list[str],
+                 steps: int, guidance: float | None, lora_info: list, versions: dict) -> None:
+    """``NNNN_seedS.png``, its sidecar ``.json`` and, with an init, ``init/NNNN_seedS{,_mask}.png``."""
+    stem = f"{k:04d}_seed{r.seed}"
+    meta: dict = {
+        "image": f"{stem}.png", "prompt": r.prompt, "negative_prompt": config.negative_prompt,
+        "seed": r.seed, "init": r.init, "gamma": r.gamma, "layout": r.layout,
+        "subjects": [s.name for s in subjects], "phrases": phrases,
+        "num_inference_steps": steps, "guidance_scale": guidance,
+        "height": int(r.image.shape[0]), "width": int(r.image.shape[1]),
+        "backbone": config.backbone, "pretrained_model_name_or_path": config.pretrained_model_name_or_path,
+        "lora": lora_info, "versions": versions,
+    }
+    if r.composition is not None:
+        save_image_atomic(out / "init" / f"{stem}.png", r.composition.image)
+        save_image_atomic(out / "init" / f"{stem}_mask.png", label_map(r.composition.masks))
+        meta.update(boxes_xyxy=[list(b) for b in r.composition.boxes_xyxy], boxes_normalized=r.boxes_normalized,
+                    relative_sizes=config.relative_sizes, source_images=r.source_images,
+                    init_image=f"init/{stem}.png", init_mask=f"init/{stem}_mask.png")
+    save_image_atomic(out / f"{stem}.png", r.image)
+    write_json_atomic(out / f"{stem}.json", meta)

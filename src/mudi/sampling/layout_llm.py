@@ -12,11 +12,13 @@ the caller falls back to a random Seg-Mix layout.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import logging
 import os
 import re
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Callable, Sequence
 
@@ -84,6 +86,25 @@ def _urllib_transport(url: str, body: bytes, headers: dict, timeout_s: float) ->
         return resp.read()
 
 
+class InsecureEndpoint(MudiError):
+    """An API key would travel unencrypted: refused, never a silent fallback."""
+
+
+def check_key_transport(url: str) -> None:
+    """An API key goes only over https, or to this machine (loopback) over plain http."""
+    parsed = urllib.parse.urlparse(url)
+    if parsed.scheme == "https":
+        return
+    host = (parsed.hostname or "").lower()
+    try:
+        loopback = ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = host == "localhost"
+    if not loopback:
+        raise InsecureEndpoint(f"refusing to send MUDI_LLM_API_KEY to {url} over plain http: use an https:// URL "
+                               "(or a server on this machine, http://127.0.0.1:PORT/v1)")
+
+
 def request_layout(prompt: str, phrases: Sequence[str], url: str, model: str = "gpt-4o",
                    api_key: str | None = None, timeout_s: float = 60.0,
                    transport: Transport | None = None) -> list[NormBox]:
@@ -95,6 +116,7 @@ def request_layout(prompt: str, phrases: Sequence[str], url: str, model: str = "
     api_key = api_key if api_key is not None else os.environ.get("MUDI_LLM_API_KEY")
     headers = {"Content-Type": "application/json"}
     if api_key:
+        check_key_transport(url)
         headers["Authorization"] = f"Bearer {api_key}"
     payload = {"model": model, "messages": build_messages(prompt, phrases), "temperature": 0}
     endpoint = chat_completions_url(url)
@@ -118,6 +140,8 @@ def llm_layout_or_none(prompt: str, phrases: Sequence[str], url: str, model: str
     """:func:`request_layout`, but a failure logs a warning and returns ``None`` (use a random layout)."""
     try:
         return request_layout(prompt, phrases, url, model, api_key, timeout_s, transport)
+    except InsecureEndpoint:
+        raise
     except MudiError as e:
         logger.warning("LLM layout failed, falling back to a random layout: %s", e)
         return None

@@ -1,5 +1,10 @@
 """LoRAs into a backbone's pipeline: one adapter per file, all active with their weights (diffusers'
-``load_lora_weights`` + ``set_adapters``)."""
+``load_lora_weights`` + ``set_adapters``).
+
+A LoRA made for another model is refused with one line before diffusers sees it: by the family its
+``mudi_subjects.json`` records (:func:`check_lora_family`, before any model loads), and by its key shapes
+against the loaded denoiser (:func:`check_lora_fits`, for files from elsewhere).
+"""
 
 from __future__ import annotations
 
@@ -7,11 +12,16 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from mudi.data.manifests import LORA_FILE
+import torch
+from safetensors import safe_open
+
+from mudi.adapters import registry
+from mudi.data.manifests import LORA_FILE, read_manifest
 from mudi.errors import MudiError
 
 
 def lora_file(path: Path) -> tuple[str, str | None]:
+    """``(folder, weight file name or None)`` of a LoRA given as a folder or a ``.safetensors`` file."""
     if path.is_file():
         if path.suffix != ".safetensors":
             raise MudiError(f"{path}: a LoRA file must be .safetensors (or give the folder holding {LORA_FILE})")
@@ -27,6 +37,83 @@ def lora_file(path: Path) -> tuple[str, str | None]:
                                                    if found else "; is this the output folder of `mudi train`?"))
 
 
+def lora_path(path: str | Path) -> Path:
+    folder, name = lora_file(Path(path))
+    return Path(folder) / (name or LORA_FILE)
+
+
+def check_lora_family(paths: Sequence[str], backbone_name: str) -> None:
+    """Before any model loads: a LoRA whose ``mudi_subjects.json`` records another family than the
+    ``backbone_name`` asked for is refused with one line."""
+    wanted = registry.family_of(backbone_name)
+    for p in paths:
+        lora_file(Path(p))  # a missing or ambiguous path fails now, not after the model loaded
+        folder = Path(p) if Path(p).is_dir() else Path(p).parent
+        data = read_manifest(folder)
+        if not data:
+            continue
+        trained, family = data.get("backbone"), data.get("family")
+        if trained == backbone_name or not family or not wanted or family == wanted:
+            continue
+        raise MudiError(f"{p}: this LoRA was trained for {family} (--backbone {trained}), not for {wanted} "
+                        f"(--backbone {backbone_name}); use --backbone {trained} or a LoRA trained for {wanted}")
+
+
+def lora_shapes(path: Path) -> dict[str, tuple[int, ...]]:
+    """Every tensor's shape in a safetensors file, read from its header (no tensor is loaded)."""
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
+    except Exception as e:  # a truncated or foreign file
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:160]
+        raise MudiError(f"{path}: not a readable safetensors LoRA ({first})") from None
+
+
+def check_lora_fits(backbone: Any, path: str | Path) -> None:
+    """Refuse (one line) a diffusers-format LoRA whose layers do not exist in, or do not have the shapes of,
+    the backbone's denoiser. Other formats (kohya, A1111) are left to diffusers' converters."""
+    shapes = lora_shapes(lora_path(path))
+    denoiser = backbone.denoiser
+    owner = next((n for n in backbone.frozen_components if getattr(backbone.pipeline, n, None) is denoiser), "")
+    prefixes = {f"{owner}.", "unet.", "transformer."}
+    checked = 0
+    for key, shape in shapes.items():
+        if not (key.endswith(".lora_A.weight") or key.endswith(".lora_B.weight")):
+            continue
+        prefix = next((p for p in prefixes if key.startswith(p)), None)
+        if prefix is None:
+            continue  # text-encoder LoRA or another format
+        module_name = key[len(prefix):].rsplit(".lora_", 1)[0]
+        reason = None
+        if prefix != f"{owner}.":
+            reason = f"it holds {prefix.rstrip('.')} layers and this backbone's denoiser is its {owner}"
+        else:
+            try:
+                layer = denoiser.get_submodule(module_name)
+            except AttributeError:
+                reason = f"its layer {module_name} does not exist in the {backbone.family} {owner}"
+            else:
+                reason = _shape_mismatch(layer, key, shape)
+        if reason:
+            raise MudiError(f"{path}: this LoRA does not fit the {backbone.family} model ({reason}); it was made "
+                            "for another model: use the --backbone it was trained for")
+        checked += 1
+    if checked == 0 and any(k.endswith((".lora_A.weight", ".lora_B.weight")) for k in shapes):
+        raise MudiError(f"{path}: none of this LoRA's layers belong to the {backbone.family} {owner}; it was made "
+                        "for another model")
+
+
+def _shape_mismatch(layer: Any, key: str, shape: tuple[int, ...]) -> str | None:
+    base = getattr(layer, "base_layer", layer)  # a layer that already holds an adapter
+    if not isinstance(base, torch.nn.Linear) or len(shape) != 2:
+        return None
+    if key.endswith(".lora_A.weight") and shape[1] != base.in_features:
+        return f"{key} takes {shape[1]} inputs, the layer has {base.in_features}"
+    if key.endswith(".lora_B.weight") and shape[0] != base.out_features:
+        return f"{key} gives {shape[0]} outputs, the layer has {base.out_features}"
+    return None
+
+
 def apply_loras(backbone: Any, paths: Sequence[str], weights: Sequence[float] | None = None) -> list[str]:
     """Load each LoRA into the pipeline as its own adapter and activate all with their weights."""
     if not paths:
@@ -35,6 +122,7 @@ def apply_loras(backbone: Any, paths: Sequence[str], weights: Sequence[float] | 
     names = []
     for k, p in enumerate(paths):
         folder, weight_name = lora_file(Path(p))
+        check_lora_fits(backbone, p)
         name = f"mudi_lora_{k}"
         kwargs = {"weight_name": weight_name} if weight_name else {}
         try:

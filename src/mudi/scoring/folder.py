@@ -25,7 +25,7 @@ from mudi.data.images import IMAGE_SUFFIXES, list_images, read_image
 from mudi.data.subjects import BENCHMARK_FILE, SUBJECT_FILE, Subject, SubjectImage, load_subjects
 from mudi.devices import describe, dtype_name
 from mudi.errors import MudiError
-from mudi.io import write_json_atomic, write_text_atomic
+from mudi.io import OutputLock, prepare_output_dir, write_json_atomic, write_text_atomic
 from mudi.scoring.config import CONFIG_FILE, EvaluateConfig
 from mudi.scoring.evaluator import DncEvaluator
 from mudi.scoring.models import build_detector, build_embedders, build_text_scorers, placement
@@ -102,6 +102,13 @@ def evaluate_folder(config: EvaluateConfig, detector: Any = None, embedders: dic
     subjects = load_reference_subjects(config.subjects, config.class_nouns)
     out_dir = Path(config.output_dir) if config.output_dir else (
         Path(config.images) / "evaluation" if Path(config.images).is_dir() else Path(config.images).parent / "evaluation")
+    prepare_output_dir(out_dir, "evaluation output folder")
+    with OutputLock(out_dir, "evaluation"):
+        return _evaluate(config, paths, subjects, out_dir, detector, embedders, text_scorers)
+
+
+def _evaluate(config: EvaluateConfig, paths: list[Path], subjects: list, out_dir: Path, detector: Any,
+              embedders: dict[str, Any] | None, text_scorers: dict[str, Any] | None) -> dict[str, Any]:
     device, dtype = placement(config)
     config = dataclasses.replace(config, device=str(device), dtype=dtype_name(dtype))
     if detector is None or embedders is None or text_scorers is None:

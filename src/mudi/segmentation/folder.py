@@ -18,6 +18,7 @@ cut-out on white, one row per image) and ``segment/segment_config.yaml``.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 from dataclasses import dataclass
@@ -33,7 +34,7 @@ from mudi.data.images import read_image, read_mask
 from mudi.data.subjects import load_subjects, mask_path_for, record_masks
 from mudi.devices import describe, dtype_name, resolve_device, resolve_dtype
 from mudi.errors import MudiError
-from mudi.io import save_image_atomic, write_json_atomic
+from mudi.io import OutputLock, prepare_output_dir, save_image_atomic, write_json_atomic
 from mudi.segmentation.config import CONFIG_FILE, SegmentConfig
 from mudi.segmentation.detect import Found, choose_detection, detect_and_segment, load_models, subject_queries
 from mudi.visualize import preview_thumbnail, segment_preview
@@ -100,6 +101,17 @@ def segment_subjects(config: SegmentConfig, detector: Any = None, segmenter: Any
     """Segment every subject of ``config.subjects``. ``detector``/``segmenter`` may be injected (tests);
     otherwise they are loaded once from ``config.backend``."""
     subjects = load_subjects(config.subjects)
+    roots = list(dict.fromkeys(Path(s.root) for s in subjects))
+    for root in roots:  # every folder this run writes, checked before a model loads
+        prepare_output_dir(root, "subject folder (masks are written into it)")
+        prepare_output_dir(root / OUTPUT_DIR, "segmentation report folder")
+    with contextlib.ExitStack() as locks:
+        for root in roots:
+            locks.enter_context(OutputLock(root / OUTPUT_DIR, "segmentation"))
+        return _segment_all(config, subjects, detector, segmenter)
+
+
+def _segment_all(config: SegmentConfig, subjects: list, detector: Any, segmenter: Any) -> SegmentResult:
     if segmenter is None:
         device = resolve_device(config.device)
         dtype = resolve_dtype(config.dtype, device)

@@ -35,7 +35,7 @@ from mudi.core.prompts import prior_prompt
 from mudi.data.subjects import load_subjects, write_prior_metadata
 from mudi.devices import check_dtype_name, describe, dtype_name, resolve_device, resolve_dtype
 from mudi.errors import MudiError
-from mudi.io import save_image_atomic, write_json_atomic
+from mudi.io import OutputLock, prepare_output_dir, save_image_atomic, write_json_atomic
 from mudi.segmentation.config import parse_backend
 from mudi.segmentation.detect import class_queries, detect_and_segment, load_models
 
@@ -138,8 +138,13 @@ def _write_metadata(out: Path, progress: dict) -> None:
 def make_prior_set(config: PriorConfig, detector: Any = None, segmenter: Any = None, backbone: Any = None) -> dict:
     """Generate, segment and filter; returns ``{class: {"kept": n, "rejected": n}}``. Models may be injected."""
     classes = resolve_classes(config)
-    out = Path(config.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    out = prepare_output_dir(config.output_dir, "prior folder")
+    with OutputLock(out, "prior generation"):
+        return _make(config, classes, out, detector, segmenter, backbone)
+
+
+def _make(config: PriorConfig, classes: list[str], out: Path, detector: Any, segmenter: Any,
+          backbone: Any) -> dict:
     progress = _load_progress(out / PROGRESS_FILE)
     used = {e["letter"] for e in progress["classes"].values()}
     for name in classes:

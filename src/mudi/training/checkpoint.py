@@ -4,28 +4,34 @@
 
 - ``trainable.safetensors``: the trainable (LoRA) parameters by name;
 - ``optimizer.safetensors`` + ``optimizer.json``: the optimizer state tensors and the rest of its state dict;
-- ``state.json``: step, LR scheduler state, the numpy data generator's state;
+- ``state.json``: step, LR scheduler state, the numpy data generator's state, the run's config;
 - ``rng.safetensors``: the torch noise generator's and the global CPU RNG's states.
 
-The folder is assembled under a temporary name and renamed into place, so an interrupted save never
-leaves a half checkpoint; only the newest ``checkpoints_total_limit`` are kept.
+The folder is assembled under a temporary name and renamed into place (:func:`mudi.io.atomic_dir`), so an
+interrupted, killed or out-of-space save never leaves a half checkpoint and never touches the previous ones;
+only the newest ``checkpoints_total_limit`` are kept. ``latest`` resumes from the newest checkpoint that
+reads back completely and says so when it has to skip a damaged one.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import re
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from safetensors.torch import load_file, save_file
 
 from mudi.errors import MudiError
+from mudi.io import atomic_dir, os_error_message
 
+log = logging.getLogger(__name__)
 _CKPT = re.compile(r"^checkpoint-(\d+)$")
+_FILES = ("trainable.safetensors", "optimizer.safetensors", "optimizer.json", "rng.safetensors", "state.json")
 
 
 def list_checkpoints(output_dir: str | Path) -> list[Path]:
@@ -37,18 +43,62 @@ def list_checkpoints(output_dir: str | Path) -> list[Path]:
     return [p for _, p in sorted(found)]
 
 
-def resolve_checkpoint(output_dir: str | Path, resume_from_checkpoint: str) -> Path | None:
-    """``"latest"`` → newest checkpoint (None if there is none yet); a path → that folder (must exist)."""
+def remove_stale_temporaries(output_dir: str | Path) -> list[Path]:
+    """Remove the hidden ``.checkpoint-*.tmp`` folders a killed save left behind (call it holding the lock)."""
+    d = Path(output_dir)
+    stale = [p for p in d.glob(".checkpoint-*.tmp") if p.is_dir()] if d.is_dir() else []
+    for p in stale:
+        shutil.rmtree(p, ignore_errors=True)
+    return stale
+
+
+class CheckpointData:
+    """What one checkpoint folder holds, read completely (so a damaged file is found before anything changes)."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        missing = [f for f in _FILES if not (folder / f).is_file()]
+        if missing:
+            raise MudiError(f"{folder}: not a complete training checkpoint (missing {', '.join(missing)})")
+        try:
+            self.weights = load_file(str(folder / "trainable.safetensors"))
+            self.opt_tensors = load_file(str(folder / "optimizer.safetensors"))
+            self.opt_rest = json.loads((folder / "optimizer.json").read_text())
+            self.rng = load_file(str(folder / "rng.safetensors"))
+            self.state = json.loads((folder / "state.json").read_text())
+        except Exception as e:  # safetensors raises its own error type for a truncated file
+            first = (str(e).strip().splitlines() or [type(e).__name__])[0][:160]
+            raise MudiError(f"{folder}: the checkpoint is damaged ({type(e).__name__}: {first})") from None
+
+    @property
+    def step(self) -> int:
+        return int(self.state["step"])
+
+    @property
+    def config(self) -> dict | None:
+        """The run's config as saved with the checkpoint (None for checkpoints of older mudi versions)."""
+        return self.state.get("config")
+
+
+def resolve_checkpoint(output_dir: str | Path, resume_from_checkpoint: str) -> CheckpointData | None:
+    """``"latest"`` → the newest checkpoint that reads back completely (None if there is none yet; a damaged
+    newer one is skipped with a warning); a path → that folder, which must be intact."""
     if resume_from_checkpoint == "latest":
-        ckpts = list_checkpoints(output_dir)
-        return ckpts[-1] if ckpts else None
+        for folder in reversed(list_checkpoints(output_dir)):
+            try:
+                data = CheckpointData(folder)
+            except MudiError as e:
+                log.warning("warning: %s; resuming from an older checkpoint", e)
+                continue
+            return data
+        return None
     p = Path(resume_from_checkpoint)
     if not p.is_dir() and (Path(output_dir) / p).is_dir():
         p = Path(output_dir) / p
     if not (p / "state.json").is_file():
         raise MudiError(f"{resume_from_checkpoint}: not a training checkpoint (no state.json); give a "
                         f"checkpoint-<step> folder or 'latest'")
-    return p
+    return CheckpointData(p)
 
 
 def _split_optimizer(state: dict) -> tuple[dict[str, torch.Tensor], dict]:
@@ -80,63 +130,54 @@ def _join_optimizer(tensors: dict[str, torch.Tensor], rest: dict) -> dict:
 
 def save_checkpoint(output_dir: str | Path, step: int, trainable: dict[str, torch.Tensor], optimizer: Any,
                     lr_scheduler: Any, noise_generator: torch.Generator, data_rng: np.random.Generator,
-                    checkpoints_total_limit: int | None = None) -> Path:
-    from safetensors.torch import save_file
-
+                    checkpoints_total_limit: int | None = None, config: dict | None = None) -> Path:
+    """Write ``OUTPUT_DIR/checkpoint-<step>`` atomically; a failed write (a full disk) raises a one-line
+    :class:`MudiError` and leaves every earlier checkpoint as it was."""
     output_dir = Path(output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
     final = output_dir / f"checkpoint-{step}"
-    tmp = Path(tempfile.mkdtemp(prefix=f".checkpoint-{step}-", suffix=".tmp", dir=output_dir))
     try:
-        save_file({k: v.detach().to("cpu").contiguous() for k, v in trainable.items()},
-                  str(tmp / "trainable.safetensors"))
-        opt_tensors, opt_rest = _split_optimizer(optimizer.state_dict())
-        save_file(opt_tensors, str(tmp / "optimizer.safetensors"))
-        (tmp / "optimizer.json").write_text(json.dumps(opt_rest))
-        save_file({"noise_generator": noise_generator.get_state(), "torch_cpu": torch.get_rng_state()},
-                  str(tmp / "rng.safetensors"))
-        state = {"step": step, "lr_scheduler": lr_scheduler.state_dict(), "data_rng": data_rng.bit_generator.state,
-                 "noise_generator_device": str(noise_generator.device)}
-        (tmp / "state.json").write_text(json.dumps(state, default=_jsonable))
-        if final.exists():
-            shutil.rmtree(final)
-        tmp.rename(final)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
+        with atomic_dir(final) as tmp:
+            save_file({k: v.detach().to("cpu").contiguous() for k, v in trainable.items()},
+                      str(tmp / "trainable.safetensors"))
+            opt_tensors, opt_rest = _split_optimizer(optimizer.state_dict())
+            save_file(opt_tensors, str(tmp / "optimizer.safetensors"))
+            (tmp / "optimizer.json").write_text(json.dumps(opt_rest))
+            save_file({"noise_generator": noise_generator.get_state(), "torch_cpu": torch.get_rng_state()},
+                      str(tmp / "rng.safetensors"))
+            state = {"step": step, "lr_scheduler": lr_scheduler.state_dict(),
+                     "data_rng": data_rng.bit_generator.state, "noise_generator_device": str(noise_generator.device),
+                     "config": config}
+            (tmp / "state.json").write_text(json.dumps(state, default=_jsonable))
+    except OSError as e:
+        previous = [p for p in list_checkpoints(output_dir) if p != final]
+        kept = f"the previous checkpoint {previous[-1].name} is intact" if previous else "no earlier checkpoint exists"
+        raise MudiError(f"could not write checkpoint-{step} ({os_error_message(e)}); {kept}; fix it and continue "
+                        "with --resume_from_checkpoint latest") from None
     if checkpoints_total_limit is not None:
         for old in list_checkpoints(output_dir)[:-checkpoints_total_limit]:
             shutil.rmtree(old, ignore_errors=True)
     return final
 
 
-def load_checkpoint(folder: str | Path, trainable: dict[str, torch.nn.Parameter], optimizer: Any, lr_scheduler: Any,
-                    noise_generator: torch.Generator, data_rng: np.random.Generator) -> int:
+def load_checkpoint(data: CheckpointData, trainable: dict[str, torch.nn.Parameter], optimizer: Any,
+                    lr_scheduler: Any, noise_generator: torch.Generator, data_rng: np.random.Generator) -> int:
     """Restore everything :func:`save_checkpoint` wrote, in place; returns the step to continue from."""
-    from safetensors.torch import load_file
-
-    folder = Path(folder)
-    try:
-        weights = load_file(str(folder / "trainable.safetensors"))
-        opt_tensors = load_file(str(folder / "optimizer.safetensors"))
-        opt_rest = json.loads((folder / "optimizer.json").read_text())
-        rng = load_file(str(folder / "rng.safetensors"))
-        state = json.loads((folder / "state.json").read_text())
-    except (OSError, ValueError) as e:
-        raise MudiError(f"{folder}: cannot read the checkpoint ({e}); resume from another checkpoint") from None
-    missing = set(trainable) ^ set(weights)
+    missing = set(trainable) ^ set(data.weights)
     if missing:
-        raise MudiError(f"{folder}: its LoRA parameters do not match this run's ({len(missing)} differ, e.g. "
+        raise MudiError(f"{data.folder}: its LoRA parameters do not match this run's ({len(missing)} differ, e.g. "
                         f"{sorted(missing)[0]}); resume with the same backbone, rank and target modules")
     with torch.no_grad():
         for k, p in trainable.items():
-            p.copy_(weights[k].to(device=p.device, dtype=p.dtype))
-    optimizer.load_state_dict(_join_optimizer(opt_tensors, opt_rest))
-    lr_scheduler.load_state_dict(state["lr_scheduler"])
-    noise_generator.set_state(rng["noise_generator"])
-    torch.set_rng_state(rng["torch_cpu"])
-    data_rng.bit_generator.state = state["data_rng"]
-    return int(state["step"])
+            if p.shape != data.weights[k].shape:
+                raise MudiError(f"{data.folder}: {k} is {tuple(data.weights[k].shape)} in the checkpoint but "
+                                f"{tuple(p.shape)} in this run; resume with the same backbone and rank")
+            p.copy_(data.weights[k].to(device=p.device, dtype=p.dtype))
+    optimizer.load_state_dict(_join_optimizer(data.opt_tensors, data.opt_rest))
+    lr_scheduler.load_state_dict(data.state["lr_scheduler"])
+    noise_generator.set_state(data.rng["noise_generator"])
+    torch.set_rng_state(data.rng["torch_cpu"])
+    data_rng.bit_generator.state = data.state["data_rng"]
+    return data.step
 
 
 def _jsonable(obj: Any) -> Any:

@@ -65,7 +65,10 @@ class TrainConfig:
     checkpointing_steps: int = field(default=500, metadata={"help": "save a resumable checkpoint every N steps"})
     checkpoints_total_limit: int | None = field(default=None, metadata={"help": "keep only the newest N"})
     resume_from_checkpoint: str | None = field(default=None, metadata={
-        "help": "'latest' or a checkpoint-<step> folder"})
+        "help": "'latest' or a checkpoint-<step> folder; the run's config must match the saved one except for "
+                "steps, checkpointing, logging, validation and device"})
+    overwrite: bool = field(default=False, metadata={
+        "help": "replace the training run already in output_dir (its checkpoints, LoRA and logs)"})
     report_to: Literal["tensorboard", "none"] = field(default="tensorboard", metadata={
         "help": "tensorboard (logs in OUTPUT_DIR/logs) or none"})
     validation_prompts: list[str] = field(default_factory=list, metadata={
@@ -101,6 +104,9 @@ class TrainConfig:
                             "(make one with `mudi prior`)")
         if self.class_data_dir:
             self.with_prior_preservation = True
+        if self.overwrite and self.resume_from_checkpoint:
+            raise MudiError("--overwrite replaces the run in output_dir, --resume_from_checkpoint continues it: "
+                            "give one of them")
 
     @property
     def use_prior(self) -> bool:

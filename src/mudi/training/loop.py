@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import time
 from typing import Any
 
@@ -14,28 +15,59 @@ from tqdm.auto import tqdm
 from mudi.config import save_config, to_dict
 from mudi.devices import describe
 from mudi.errors import MudiError
+from mudi.io import OutputLock, prepare_output_dir
+from mudi.training.checkpoint import remove_stale_temporaries
 from mudi.training.config import CONFIG_FILE, TrainConfig
+from mudi.training.runs import HISTORY_FILE, guard_output_dir, record_history
+from mudi.training.signals import StopRequest, TrainingStopped
 from mudi.training.trainer import LoraTrainer
 
 log = logging.getLogger(__name__)
 
 
+def is_main_process() -> bool:
+    """Rank 0 of ``accelerate launch`` / ``torchrun`` (or a plain process)."""
+    return int(os.environ.get("RANK", "0")) == 0
+
+
 def train(config: TrainConfig, backbone: Any = None, callback: Any = None, validation_fn: Any = None) -> LoraTrainer:
     """Train and write the outputs; returns the trainer (its ``global_step``, ``backbone``, …).
 
-    ``callback(trainer, batch, losses)`` is called after every step (tests use it to inspect batches).
-    ``Ctrl-C`` saves a checkpoint at the current step before re-raising.
+    Before any model loads: the output folder is created, checked (writable, free space) and locked, and a
+    folder holding another run is refused (:func:`mudi.training.runs.guard_output_dir`). ``callback(trainer,
+    batch, losses)`` is called after every step (tests use it to inspect batches). SIGINT / SIGTERM stop the
+    run at the next step boundary with a checkpoint (:mod:`mudi.training.signals`).
     """
+    lock = None
+    if is_main_process():
+        prepare_output_dir(config.output_dir, "training output folder")
+        lock = OutputLock(config.output_dir, "training run").acquire()
+    try:
+        if is_main_process():
+            guard_output_dir(config)
+            remove_stale_temporaries(config.output_dir)
+        with StopRequest() as stop:
+            return _train(config, backbone, callback, validation_fn, stop)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _train(config: TrainConfig, backbone: Any, callback: Any, validation_fn: Any, stop: StopRequest) -> LoraTrainer:
     trainer = LoraTrainer(config, backbone=backbone)
     c, acc = trainer.config, trainer.accelerator  # the config with `auto` resolved
     if acc.is_main_process:
         log.info("mudi train: %s, %s (mixed precision %s)", trainer.backbone.family,
                  describe(acc.device, trainer.weight_dtype), c.mixed_precision)
-    if c.resume_from_checkpoint:
-        trainer.resume(c.resume_from_checkpoint)
+    changes = trainer.resume(c.resume_from_checkpoint) if c.resume_from_checkpoint else {}
     if acc.is_main_process:
-        trainer.output_dir.mkdir(parents=True, exist_ok=True)
-        save_config(c, trainer.output_dir / CONFIG_FILE)
+        if not (trainer.output_dir / CONFIG_FILE).is_file():
+            save_config(c, trainer.output_dir / CONFIG_FILE)  # the run's original config, never overwritten
+        record_history(trainer.output_dir, "resume" if trainer.global_step else "start", trainer.global_step,
+                       changes)
+        if changes:
+            log.info("resuming with %s (recorded in %s)", ", ".join(f"{k} {v[0]!r} → {v[1]!r}"
+                                                                   for k, v in changes.items()), HISTORY_FILE)
     if c.report_to == "tensorboard":
         acc.init_trackers("mudi-train", config={k: v for k, v in _flat(to_dict(c)).items()
                                                 if isinstance(v, (int, float, str, bool))})
@@ -43,7 +75,7 @@ def train(config: TrainConfig, backbone: Any = None, callback: Any = None, valid
                unit="step", disable=not (c.progress and acc.is_local_main_process))
     OOM = getattr(torch, "OutOfMemoryError", getattr(torch.cuda, "OutOfMemoryError", RuntimeError))
     try:
-        while trainer.global_step < c.max_train_steps:
+        while trainer.global_step < c.max_train_steps and not stop.requested:
             t0 = time.perf_counter()
             batch = trainer.draw_batch()
             losses = trainer.train_step(batch)
@@ -63,19 +95,18 @@ def train(config: TrainConfig, backbone: Any = None, callback: Any = None, valid
                 callback(trainer, batch, losses)
             if trainer.global_step % c.checkpointing_steps == 0 and trainer.global_step < c.max_train_steps:
                 trainer.save_checkpoint()
-            if c.validation_steps and trainer.global_step % c.validation_steps == 0:
+            if c.validation_steps and trainer.global_step % c.validation_steps == 0 and not stop.requested:
                 trainer.validate(validation_fn)
-    except KeyboardInterrupt:
-        bar.close()
-        path = trainer.save_checkpoint()
-        print(f"mudi train: interrupted at step {trainer.global_step}; checkpoint saved to {path}; continue with "
-              f"--resume_from_checkpoint latest")
-        raise
     except OOM:
         raise MudiError(f"out of GPU memory at batch size {c.train_batch_size}, resolution {trainer.resolution}: "
                         "lower --train_batch_size, add --gradient_checkpointing, --use_8bit_adam or "
                         "--mixed_precision bf16") from None
     bar.close()
+    if stop.requested and trainer.global_step < c.max_train_steps:
+        path = trainer.save_checkpoint() if trainer.global_step > 0 else None
+        where = f"checkpoint saved to {path}" if path else "no step was done yet, nothing to save"
+        raise TrainingStopped(f"stopped at step {trainer.global_step} of {c.max_train_steps}; {where}; continue "
+                              f"with --resume_from_checkpoint latest", stop.signum or 2)
     acc.wait_for_everyone()
     if acc.is_main_process:
         path = trainer.save_outputs()

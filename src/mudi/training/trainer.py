@@ -25,7 +25,7 @@ from peft import LoraConfig
 
 from mudi.adapters import registry
 from mudi.adapters.base import check_image_size
-from mudi.config import save_config
+from mudi.config import save_config, to_dict
 from mudi.core.prompts import fill_placeholders
 from mudi.data.manifests import write_subjects_manifest
 from mudi.data.subjects import find_subjects, load_subjects
@@ -37,6 +37,7 @@ from mudi.training.config import CONFIG_FILE, TrainConfig
 from mudi.training.data import SampleSource, to_pixels
 from mudi.training.lora_io import export_kohya, save_diffusers_lora
 from mudi.training.outputs import model_card
+from mudi.training.runs import check_resume, saved_config
 
 log = logging.getLogger(__name__)
 
@@ -126,6 +127,8 @@ class LoraTrainer:
         self.noise_generator = torch.Generator("cpu").manual_seed(c.seed * 1000 + rank)
         self._text_cache: dict[str, dict[str, torch.Tensor]] = {}
         self.global_step = 0
+        self.last_saved_step = -1
+        self.last_checkpoint: Path | None = None
 
     # --------------------------------------------------------------------------------------------- pieces
     def encode_text(self, prompts: list[str]) -> dict[str, Any]:
@@ -199,19 +202,30 @@ class LoraTrainer:
 
     # --------------------------------------------------------------------------------------------- state
     def save_checkpoint(self) -> Path | None:
+        """A checkpoint at the current step (once per step: a second call at the same step does nothing)."""
         if not self.accelerator.is_main_process:
             return None
-        return save_checkpoint(self.output_dir, self.global_step, self.trainable, self.optimizer, self.lr_scheduler,
-                               self.noise_generator, self.data_rng, self.config.checkpoints_total_limit)
+        if self.last_saved_step == self.global_step and self.last_checkpoint is not None:
+            return self.last_checkpoint
+        self.last_checkpoint = save_checkpoint(self.output_dir, self.global_step, self.trainable, self.optimizer,
+                                               self.lr_scheduler, self.noise_generator, self.data_rng,
+                                               self.config.checkpoints_total_limit, config=to_dict(self.config))
+        self.last_saved_step = self.global_step
+        return self.last_checkpoint
 
-    def resume(self, resume_from_checkpoint: str) -> None:
-        folder = resolve_checkpoint(self.output_dir, resume_from_checkpoint)
-        if folder is None:
+    def resume(self, resume_from_checkpoint: str) -> dict[str, tuple]:
+        """Continue from a checkpoint (``latest`` or a folder) after checking that this run's config matches the
+        saved one (:func:`mudi.training.runs.check_resume`); returns the accepted changes."""
+        data = resolve_checkpoint(self.output_dir, resume_from_checkpoint)
+        if data is None:
             log.info("no checkpoint in %s yet: starting from step 0", self.output_dir)
-            return
-        self.global_step = load_checkpoint(folder, self.trainable, self.optimizer, self.lr_scheduler,
+            return check_resume(saved_config(self.output_dir), self.config, self.output_dir)
+        changes = check_resume(data.config or saved_config(data.folder.parent), self.config, data.folder)
+        self.global_step = load_checkpoint(data, self.trainable, self.optimizer, self.lr_scheduler,
                                            self.noise_generator, self.data_rng)
-        log.info("resumed from %s at step %d", folder, self.global_step)
+        self.last_saved_step, self.last_checkpoint = self.global_step, data.folder
+        log.info("resumed from %s at step %d", data.folder, self.global_step)
+        return changes
 
     def save_outputs(self) -> Path:
         """LoRA weights (+ kohya export), resolved config, subject identifiers and the model card."""
@@ -220,7 +234,8 @@ class LoraTrainer:
         path = save_diffusers_lora(self.backbone, model, out)
         if self.config.export == "kohya":
             export_kohya(out, self.backbone)
-        save_config(self.config, out / CONFIG_FILE)
+        if not (out / CONFIG_FILE).is_file():  # the original config of the run is never overwritten
+            save_config(self.config, out / CONFIG_FILE)
         write_subjects_manifest(out, self.subjects, backbone=self.config.backbone, family=self.backbone.family,
                                 pretrained_model_name_or_path=self.config.pretrained_model_name_or_path)
         write_text_atomic(out / "README.md", model_card(self.config, self.backbone, self.subjects, self.global_step))
