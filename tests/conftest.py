@@ -22,7 +22,7 @@ def pytest_configure(config):
         pass
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def benchmark_dir() -> Path:
     """The shared MuDI benchmark data (``../shared/data/mudi-benchmark``); skips when absent."""
     if not BENCHMARK_DIR.is_dir():

@@ -47,3 +47,24 @@ def test_bad_types_and_no_eval():
     cfg = load_config(Outer, None, ["name=__import__('os').getcwd()"])
     assert cfg.name == "__import__('os').getcwd()"  # kept as text, never evaluated
     assert parse_overrides(["a.b.c=3"]) == {"a": {"b": {"c": 3}}}
+
+
+def test_every_shipped_config_loads_into_its_dataclass():
+    from pathlib import Path
+
+    from mudi.benchmark.config import BenchmarkConfig
+    from mudi.training.config import TrainConfig
+
+    root = Path(__file__).resolve().parents[1] / "configs"
+    for f in sorted(root.glob("*.yaml")):
+        if f.name.startswith("benchmark"):
+            load_config(BenchmarkConfig, f)
+        else:
+            c = load_config(TrainConfig, f, [], {"subjects": ["x"]})
+            assert c.composition_prob == 0.3 or f.name == "tiny.yaml", f.name
+    authors = load_config(TrainConfig, root / "sdxl.yaml", [], {"subjects": ["x"]})
+    assert (authors.loss, authors.train_batch_size, authors.gradient_accumulation_steps, authors.seed) == \
+        ("dco", 1, 2, 42)
+    flux = load_config(TrainConfig, root / "flux.yaml", [], {"subjects": ["x"]})
+    assert (flux.resolution, flux.learning_rate, flux.gradient_accumulation_steps, flux.segmix.preset) == \
+        (512, 3e-4, 4, "flux")

@@ -124,8 +124,9 @@ def test_exact_scores_for_good_swapped_duplicated_missing_mixed(tmp_path, n):
         got = res.dnc["dnc_palette"]
         assert got["score"] == pytest.approx(expected, abs=1e-6), name
         assert got["failures"] == failures, name
-    # queries: the subjects' class nouns without repeats; the authors' threshold; batches of 4
-    assert detector.calls[0][1][0] == (["dog", "toy"]) and detector.calls[0][2] == 0.4
+    # queries: each subject's class phrase (detect_as) without repeats; the authors' threshold; batches of 4
+    assert detector.calls[0][1][0] == list(dict.fromkeys(s.class_name for s in subjects))
+    assert detector.calls[0][2] == 0.4
     assert [c[0] for c in detector.calls] == [4, 2]
 
 
@@ -274,7 +275,7 @@ def test_real_photos_end_to_end_with_tiny_models(benchmark_dir, tmp_path):
                          cache_dir=str(tmp_path / "cache"))
     summary = run(cfg, detector=_tiny_detector_or_scripted(5, (1024, 1024)),
                   embedders={"dnc_dino": Dinov2Embedder.build_tiny()}, text_scorers={"clip_score": ClipScorer.build_tiny()})
-    assert summary["num_images"] == 5 and summary["queries"] == ["toy"]
+    assert summary["num_images"] == 5 and summary["queries"] == ["monster toy", "robot toy"]
     names = {"good", "mixed1", "mixed2", "single", "count"}
     assert {p.stem for p in (tmp_path / "out").glob("*.json")} >= names
     for name in names:

@@ -215,7 +215,8 @@ def test_lora_subjects_from_one_benchmark_pair_folder(benchmark_dir):
 def test_cli_relative_sizes(tmp_path):
     out = tmp_path / "rel"
     assert cli_main(["generate", "--backbone", "tiny-sd", "--subjects", str(SAMPLES / "dog6"), str(SAMPLES / "cat2"),
-                     "--relative-sizes", "1", "2", "--num_images", "2", "--steps", "1", "--out", str(out)]) == 0
+                     "--relative-sizes", "1", "2", "--num_images", "2", "--steps", "1", "--out", str(out),
+                     "--segmix.scale", "height"]) == 0  # height: exact height ratios (fit: the authors' factor)
     for k in range(2):
         meta = json.loads((out / f"{k:04d}_seed{k}.json").read_text())
         h = [b[3] - b[1] for b in meta["boxes_xyxy"]]

@@ -35,6 +35,8 @@ class MadeUpBackbone:
     default_guidance_scale = 2.0
     prediction_type = "epsilon"
     training_guidance_scale = 1.0
+    segmix_preset = "legacy"  # a family may pick any Seg-Mix geometry
+    train_vae_in_float32 = False
     calls: list[dict] = []
 
     def __init__(self, pipeline):

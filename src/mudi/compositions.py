@@ -20,7 +20,7 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from mudi.config import save_config
-from mudi.core.segmix import SegMixParams, check_segmix_block, compose_cutmix, compose_segmix, cutout_max_side
+from mudi.core.segmix import SegMixParams, SegMixSettings, compose_cutmix, compose_segmix, cutout_max_side
 from mudi.core.types import Composition
 from mudi.data.subjects import Subject, load_subjects
 from mudi.errors import MudiError
@@ -41,11 +41,10 @@ class SegmixConfig:
     num_subjects: int | None = field(default=None, metadata={"help": "subjects per composition (default: min(2, given))"})
     relative_sizes: list[float] | None = field(default=None, metadata={"help": "height ratio per given subject"})
     mode: Literal["segmix", "cutmix"] = field(default="segmix", metadata={"help": "composition mode"})
-    segmix: SegMixParams = field(default_factory=SegMixParams, metadata={
-        "help": "Seg-Mix geometry (scale_range, max_margin_frac, allow_overlap, background, use_count_prefix)"})
+    segmix: SegMixSettings = field(default_factory=SegMixSettings, metadata={
+        "help": "Seg-Mix geometry: a preset (auto = sdxl, the authors' code; flux; legacy) and any field to change"})
 
     def __post_init__(self) -> None:
-        check_segmix_block(self.segmix)
         if self.num_images < 1:
             raise MudiError(f"--num_images {self.num_images}: give at least 1")
         if self.resolution < 16:
@@ -98,7 +97,7 @@ def write_compositions(cfg: SegmixConfig) -> list[dict]:
         raise MudiError(f"--relative-sizes has {len(cfg.relative_sizes)} value(s) for {len(subjects)} subjects "
                         f"({', '.join(s.name for s in subjects)}): give one per subject, e.g. "
                         f"{','.join(['1'] * len(subjects))}")
-    params = cfg.segmix
+    params = cfg.segmix.resolve("sdxl")  # no backbone here: auto is the authors' SDXL geometry
     # Decode, validate and crop every reference image before writing anything.
     if cfg.mode == "segmix":
         for s in subjects:

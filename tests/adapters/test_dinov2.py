@@ -65,3 +65,26 @@ def test_from_pretrained_local_folder_roundtrip(tmp_path):
 def test_missing_checkpoint_is_a_mudi_error(tmp_path):
     with pytest.raises(MudiError, match="hf download"):
         Dinov2Embedder.from_pretrained(str(tmp_path / "no-such-dinov2"))
+
+
+@pytest.mark.parametrize("hw", [(300, 420), (500, 260), (256, 256)])
+def test_torch_preprocessing_matches_the_transformers_processor(hw):
+    """DINOv2's processor (BitImageProcessor: shortest edge 256, bicubic, centre crop 224, ImageNet mean/std) and
+    mudi's torch version agree within 0.01 on average and 0.05 at worst, in normalised units (one grey level is
+    ~0.017): half a grey level on average, three at worst (measured: 0.004 / 0.018 on these images)."""
+    from transformers.models.bit.image_processing_pil_bit import BitImageProcessorPil
+
+    from mudi.adapters.dinov2 import preprocess_images
+
+    mean, std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+    proc = BitImageProcessorPil(size={"shortest_edge": 256}, crop_size={"height": 224, "width": 224},
+                                do_center_crop=True, image_mean=list(mean), image_std=list(std), do_convert_rgb=True)
+    h, w = hw
+    yy, xx = np.mgrid[:h, :w]
+    img = np.stack([xx * 255 / w, yy * 255 / h, 128 + 100 * np.sin(xx * 9 / w) * np.cos(yy * 7 / h)], -1)
+    img = np.clip(img, 0, 255).astype(np.uint8)
+    ref = torch.as_tensor(np.asarray(proc(images=[img], return_tensors="np")["pixel_values"]))
+    ours = preprocess_images([img], resize_size=256, crop_size=224, mean=mean, std=std)
+    assert ours.shape == ref.shape == (1, 3, 224, 224)
+    diff = (ours - ref).abs()
+    assert float(diff.mean()) < 0.01 and float(diff.max()) < 0.05, (float(diff.mean()), float(diff.max()))

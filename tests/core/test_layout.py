@@ -74,9 +74,9 @@ def test_explicit_boxes_place_each_subject_where_asked():
     cutouts = [_cutout(60, 40, (200, 30, 30)), _cutout(30, 50, (30, 30, 200)), _cutout(40, 40, (30, 200, 30))]
     boxes = [(0.05, 0.1, 0.45, 0.95), (0.55, 0.55, 0.95, 0.9), (0.6, 0.05, 0.9, 0.45)]
     size_hw = (96, 128)
-    comp = compose_in_boxes(cutouts, ["a x", "b y", "c z"], boxes, size_hw)
+    comp = compose_in_boxes(cutouts, ["x", "y", "z"], boxes, size_hw)
     assert comp.image.shape == (96, 128, 3) and comp.masks.shape == (3, 96, 128)
-    assert comp.prompt == "A photo of a x, b y and c z, simple background."
+    assert comp.prompt == "a photo of a x, a y and a z, simple background."
     for i, (cut, box) in enumerate(zip(cutouts, boxes)):
         px = normalized_to_pixel_box(box, size_hw)
         mx0, my0, mx1, my1 = mask_to_box(comp.masks[i])

@@ -11,9 +11,16 @@ from mudi.core.prompts import (
 
 
 def test_segmix_prompt_two_and_three():
-    assert segmix_prompt(["olis corgi", "hta chow chow"]) == "A photo of olis corgi and hta chow chow, simple background."
-    assert segmix_prompt(["a x", "b y", "c z"]) == "A photo of a x, b y and c z, simple background."
-    assert segmix_prompt(["a x", "b y", "c z"], use_count_prefix=True).startswith("3 objects: A photo of a x, b y")
+    # the authors' caption: "a photo of a {A} and a {B}, simple background."
+    assert segmix_prompt(["olis corgi", "hta chow chow"]) == \
+        "a photo of a olis corgi and a hta chow chow, simple background."
+    assert segmix_prompt(["x", "y", "z"]) == "a photo of a x, a y and a z, simple background."
+    assert segmix_prompt(["x", "y", "z"], use_count_prefix=True).startswith("3 objects: a photo of a x, a y")
+    legacy = dict(template="A photo of {subjects}, simple background.", subject_prefix="")
+    assert segmix_prompt(["a x", "b y"], **legacy) == "A photo of a x and b y, simple background."
+    flux = segmix_prompt(["x", "y"], template="a close out photo of {subjects}, {background} simple background.",
+                         subject_prefix="a small ", background="black")
+    assert flux == "a close out photo of a small x and a small y, black simple background."
 
 
 def test_phrase_and_join():

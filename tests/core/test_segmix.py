@@ -98,7 +98,7 @@ def test_relative_sizes_are_honoured(sizes):
     cuts = [synthetic_cutout(i + 1, 100, 60) for i in range(n)]
     for s in range(5):
         comp = compose_segmix(cuts, phrases(n), (512, 512), np.random.default_rng(s),
-                              SegMixParams(relative_sizes=sizes))
+                              SegMixParams(scale="height", relative_sizes=sizes))
         heights = [b[3] - b[1] for b in comp.boxes_xyxy]
         for i in range(n):
             ratio = (heights[i] / heights[0]) / (sizes[i] / sizes[0])
@@ -119,7 +119,7 @@ def test_size_too_small_is_a_clear_error():
 def test_count_prefix():
     comp = compose_segmix([synthetic_cutout(i) for i in range(1, 4)], phrases(3), (128, 128),
                           np.random.default_rng(0), SegMixParams(use_count_prefix=True))
-    assert comp.prompt.startswith("3 objects: A photo of ")
+    assert comp.prompt.startswith("3 objects: a photo of ")
 
 
 def test_cutmix_splits_at_seams():

@@ -106,6 +106,8 @@ class Backbone(Protocol):
     default_guidance_scale: float | None  # None: the pipeline's own default
     prediction_type: str            # "epsilon" | "v_prediction" | "flow_matching"
     training_guidance_scale: float  # the guidance-embedding value while training (distilled models)
+    segmix_preset: str              # the Seg-Mix geometry of the authors' code for this family (core.segmix)
+    train_vae_in_float32: bool      # encode training images with the VAE in float32 (SDXL's overflows in fp16)
 
     @property
     def device(self) -> Any:

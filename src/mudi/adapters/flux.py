@@ -27,8 +27,10 @@ from mudi.adapters.weights import DenoiserPlacement, load_pipeline, missing_weig
 from mudi.devices import parse_dtype
 from mudi.errors import MudiError
 
-FLUX_LORA_TARGETS = ["to_k", "to_q", "to_v", "to_out.0", "add_k_proj", "add_q_proj", "add_v_proj", "to_add_out"]
-FLUX_LORA_PRESETS = {"attention": FLUX_LORA_TARGETS}
+#: The authors' FLUX script trains the attention projections only; diffusers' example adds the text stream's.
+FLUX_LORA_PRESETS = {"attention": ["to_k", "to_q", "to_v", "to_out.0"],
+                     "diffusers": ["to_k", "to_q", "to_v", "to_out.0", "add_k_proj", "add_q_proj", "add_v_proj",
+                                   "to_add_out"]}
 
 # SDXL's default (EulerDiscrete) noise schedule, used only to define FLUX's equivalent signal coefficient.
 SDXL_SCHEDULE = dict(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
@@ -48,6 +50,8 @@ class FluxBackbone(DenoiserPlacement):
     frozen_components = ("vae", "text_encoder", "text_encoder_2", "transformer")
     default_num_inference_steps = 30
     default_guidance_scale: float | None = None
+    segmix_preset = "flux"  # the authors' FLUX Seg-Mix (scale, margins, black backgrounds, caption)
+    train_vae_in_float32 = False
 
     def __init__(self, pipeline: Any, default_resolution: int | None = None, max_sequence_length: int = 512,
                  training_guidance_scale: float = 1.0) -> None:

@@ -43,6 +43,8 @@ class StableDiffusionBackbone(DenoiserPlacement):
     default_num_inference_steps = 30
     default_guidance_scale: float | None = None
     training_guidance_scale = 1.0  # no guidance embedding: unused
+    segmix_preset = "sdxl"  # the authors' Seg-Mix geometry of their SDXL code (SD1.5/2.x: the same code path)
+    train_vae_in_float32 = False
 
     def __init__(self, pipeline: Any, family: str | None = None, default_resolution: int | None = None) -> None:
         self.pipeline = pipeline
@@ -101,6 +103,9 @@ class StableDiffusionBackbone(DenoiserPlacement):
         ``generator`` is None), times ``scaling_factor`` (minus ``shift_factor`` first where the VAE has one)."""
         vae = self.pipeline.vae
         w = next(vae.parameters())  # cheaper than vae.device / vae.dtype
+        if w.dtype == torch.float16 and getattr(vae.config, "force_upcast", False):
+            vae.to(torch.float32)  # this VAE overflows in fp16 (SDXL's): encode in float32, as its pipeline decodes
+            w = next(vae.parameters())
         dist = vae.encode(pixels.to(device=w.device, dtype=w.dtype)).latent_dist
         z = dist.mean if generator is None else dist.sample(generator=generator)
         shift = getattr(vae.config, "shift_factor", None) or 0.0

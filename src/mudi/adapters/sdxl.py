@@ -25,6 +25,7 @@ class StableDiffusionXLBackbone(StableDiffusionBackbone):
     default_resolution = 1024
     pipeline_kwargs: dict = {}
     frozen_components = ("vae", "text_encoder", "text_encoder_2", "unet")
+    train_vae_in_float32 = True  # as diffusers' SDXL scripts: the fp16 SDXL VAE gives NaN latents
 
     def encode_prompts(self, prompts: Sequence[str]) -> dict[str, torch.Tensor]:
         """``{"prompt_embeds": (B, 77, D1+D2), "pooled_prompt_embeds": (B, P)}``."""

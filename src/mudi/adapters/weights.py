@@ -57,3 +57,19 @@ def load_pipeline(pipeline_class: Any, pretrained_model_name_or_path: str, dtype
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*torch_dtype.*deprecated", category=FutureWarning)
         return pipeline_class.from_pretrained(pretrained_model_name_or_path, torch_dtype=dtype, **kwargs)
+
+
+def load_vae(pretrained_model_name_or_path: str, device: Any = "cpu", dtype: Any = None) -> Any:
+    """An ``AutoencoderKL`` from a folder or hub id (a checkpoint's ``vae/`` subfolder is found too)."""
+    from diffusers import AutoencoderKL
+
+    path = Path(str(pretrained_model_name_or_path))
+    kwargs = {"subfolder": "vae"} if (path / "vae" / "config.json").is_file() else {}
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*torch_dtype.*deprecated", category=FutureWarning)
+        try:
+            vae = AutoencoderKL.from_pretrained(str(pretrained_model_name_or_path), torch_dtype=parse_dtype(dtype),
+                                                **kwargs)
+        except (OSError, ValueError) as e:
+            raise missing_weights_error("VAE", str(pretrained_model_name_or_path), e, "--vae") from None
+    return vae.to(device).eval().requires_grad_(False)

@@ -121,8 +121,7 @@ def fit_box(size_hw: tuple[int, int], box_xyxy: BoxXYXY) -> BoxXYXY:
 
 
 def compose_in_boxes(cutouts: Sequence[Cutout], phrases: Sequence[str], boxes: Sequence[NormBox],
-                     size_hw: tuple[int, int], background: tuple[int, int, int] = (255, 255, 255),
-                     use_count_prefix: bool = False) -> Composition:
+                     size_hw: tuple[int, int], params: SegMixParams = SegMixParams()) -> Composition:
     """Paste each subject's cut-out into its box (normalised xyxy), fitted with its aspect ratio and centred.
 
     Inputs are in prompt order, and so are the result's masks and boxes; ``boxes_xyxy`` are the fitted
@@ -139,7 +138,7 @@ def compose_in_boxes(cutouts: Sequence[Cutout], phrases: Sequence[str], boxes: S
     area = [(b[2] - b[0]) * (b[3] - b[1]) for b in pixel_boxes]
     stacking = sorted(range(n), key=lambda i: (-area[i], i))
     canvas = np.empty((H, W, 3), dtype=np.uint8)
-    canvas[:] = np.asarray(background, dtype=np.uint8)
+    canvas[:] = np.asarray(params.background, dtype=np.uint8)
     label = np.full((H, W), -1, dtype=np.int8)
     for i in stacking:
         x0, y0, x1, y1 = fitted[i]
@@ -150,8 +149,10 @@ def compose_in_boxes(cutouts: Sequence[Cutout], phrases: Sequence[str], boxes: S
         label[y0:y1, x0:x1][mask] = i
     masks = np.stack([label == i for i in range(n)])
     left_to_right = sorted(range(n), key=lambda i: ((fitted[i][0] + fitted[i][2]) / 2, i))
-    return Composition(canvas, masks, label >= 0, list(fitted), segmix_prompt(phrases, use_count_prefix),
-                       left_to_right, stacking)
+    prompt = segmix_prompt(phrases, params.use_count_prefix, template=params.caption_template,
+                           subject_prefix=params.subject_prefix)
+    return Composition(canvas, masks, label >= 0, list(fitted), prompt, left_to_right, stacking,
+                       tuple(params.background))
 
 
 def compose_layout(cutouts: Sequence[Cutout], phrases: Sequence[str], size_hw: tuple[int, int],
@@ -163,7 +164,7 @@ def compose_layout(cutouts: Sequence[Cutout], phrases: Sequence[str], size_hw: t
     if boxes is not None:
         if relative_sizes is not None:
             raise MudiError("give either a box layout or relative sizes, not both (boxes already fix the sizes)")
-        return compose_in_boxes(cutouts, phrases, boxes, size_hw, params.background, params.use_count_prefix)
+        return compose_in_boxes(cutouts, phrases, boxes, size_hw, params)
     if relative_sizes is not None:
         if len(relative_sizes) != len(cutouts):
             raise MudiError(f"{len(relative_sizes)} relative sizes for {len(cutouts)} subjects: give one per "

@@ -10,7 +10,8 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
-SEGMIX_TEMPLATE = "A photo of {subjects}, simple background."
+#: The authors' Seg-Mix caption (their SDXL training code): "a photo of a {A} and a {B}, simple background."
+SEGMIX_TEMPLATE = "a photo of {subjects}, simple background."
 INSTANCE_TEMPLATE = "A photo of {subject}."
 PRIOR_TEMPLATE = "A photo of {subject}, simple background, full body shot."
 DEFAULT_NEGATIVE_PROMPT = "sticker, collage."
@@ -37,13 +38,14 @@ def count_prefix(num_subjects: int, noun: str = "objects") -> str:
     return f"{num_subjects} {noun}: "
 
 
-def segmix_prompt(phrases: Sequence[str], use_count_prefix: bool = False, count_noun: str = "objects") -> str:
+def segmix_prompt(phrases: Sequence[str], use_count_prefix: bool = False, count_noun: str = "objects",
+                  template: str = SEGMIX_TEMPLATE, subject_prefix: str = "a ", background: str = "white") -> str:
     """The Seg-Mix caption, every subject named exactly once, in the given order.
 
     >>> segmix_prompt(["olis corgi", "hta chow chow"])
-    'A photo of olis corgi and hta chow chow, simple background.'
+    'a photo of a olis corgi and a hta chow chow, simple background.'
     """
-    text = SEGMIX_TEMPLATE.format(subjects=join_subjects(phrases))
+    text = template.format(subjects=join_subjects([subject_prefix + p for p in phrases]), background=background)
     return count_prefix(len(phrases), count_noun) + text if use_count_prefix else text
 
 

@@ -50,7 +50,8 @@ class Cutout:
         return Image.fromarray(self.mask.astype(np.uint8) * 255, "L")
 
     def _level(self, k: int) -> tuple[Image.Image, Image.Image]:
-        """Pyramid level ``k``: the cutout at ``PYRAMID_STEP ** k`` of its size (antialiased), built lazily."""
+        """Pyramid level ``k``: the cutout at ``PYRAMID_STEP ** k`` of its size (antialiased; the mask kept soft,
+        0..255), built lazily."""
         cache = self.__dict__.setdefault("_levels", {})
         if k not in cache:
             if k == 0:
@@ -59,12 +60,12 @@ class Cutout:
                 h, w = self.size_hw
                 f = PYRAMID_STEP ** k
                 size = (max(1, round(w * f)), max(1, round(h * f)))
-                mask = self.pil_mask.resize(size, Image.BILINEAR).point(lambda v: 255 if v >= 128 else 0)
-                cache[k] = (self.pil_rgb.resize(size, Image.BILINEAR), mask)
+                cache[k] = (self.pil_rgb.resize(size, Image.BILINEAR), self.pil_mask.resize(size, Image.BILINEAR))
         return cache[k]
 
-    def resized_pil(self, size_hw: tuple[int, int]) -> tuple[Image.Image, Image.Image]:
-        """The RGB (bilinear, antialiased) and the mask (values 0/255) resized to ``size_hw``, as PIL images.
+    def resized_pil(self, size_hw: tuple[int, int], threshold: int = 122) -> tuple[Image.Image, Image.Image]:
+        """The RGB and the mask resized to ``size_hw`` (bilinear, antialiased), as PIL images; the mask is
+        binary (0/255): the resized soft mask ``> threshold`` (the authors paste where the mask is > 122).
 
         The resize starts from the smallest cached pyramid level still at least as large as the target, so
         every resize shrinks by less than ``1 / PYRAMID_STEP``: the antialiased result is the same to within
@@ -76,7 +77,8 @@ class Cutout:
         while k < PYRAMID_LEVELS and PYRAMID_STEP ** (k + 1) >= f:
             k += 1
         rgb, mask = self._level(k)
-        return rgb.resize((w, h), Image.BILINEAR), mask.resize((w, h), Image.NEAREST)
+        soft = mask.resize((w, h), Image.BILINEAR)
+        return rgb.resize((w, h), Image.BILINEAR), soft.point(lambda v: 255 if v > threshold else 0)
 
 
 @dataclass
@@ -91,6 +93,7 @@ class Composition:
     - ``boxes_xyxy``: each subject's pasted extent (before occlusion), so each visible mask lies in its box.
     - ``prompt``: the caption, naming each subject exactly once.
     - ``left_to_right`` / ``stacking``: subject indices from left to right, and from bottom to top.
+    - ``background``: the plain background's RGB.
     """
 
     image: np.ndarray
@@ -100,3 +103,4 @@ class Composition:
     prompt: str
     left_to_right: list[int] = field(default_factory=list)
     stacking: list[int] = field(default_factory=list)
+    background: tuple[int, int, int] = (255, 255, 255)

@@ -65,6 +65,7 @@ class Subject:
     images: list[SubjectImage]
     descriptive_class: str | None = None
     root: Path | None = None
+    detect_as_text: str | None = None  # subject.yaml's detect_as
     source: str = "native"  # "native" | "benchmark" | "prior"
     _cutouts: dict = field(default_factory=dict, repr=False, compare=False)
 
@@ -72,6 +73,12 @@ class Subject:
     def class_name(self) -> str:
         """The class used in prompts: the descriptive class if any, else the class noun."""
         return self.descriptive_class or self.class_noun
+
+    @property
+    def detect_as(self) -> str:
+        """What the detector is asked for (D&C, the authors' queries): ``detect_as`` from subject.yaml, else the
+        class phrase without the identifier ("russian blue", "chow chow")."""
+        return self.detect_as_text or self.class_name
 
     @property
     def phrase(self) -> str:
@@ -129,6 +136,8 @@ class Subject:
         meta = {"name": self.name, "identifier": self.identifier, "class_noun": self.class_noun}
         if self.descriptive_class:
             meta["descriptive_class"] = self.descriptive_class
+        if self.detect_as_text:
+            meta["detect_as"] = self.detect_as_text
         caps = {im.path.name: im.caption for im in self.images if im.caption}
         if caps:
             meta["captions"] = caps
@@ -143,7 +152,7 @@ def _load_native(folder: Path) -> Subject:
         raise MudiError(f"{meta_path}: not valid YAML ({yaml_error_text(e)})") from None
     if not isinstance(meta, dict):
         raise MudiError(f"{meta_path}: expected a mapping with name, identifier and class_noun")
-    known = {"name", "identifier", "class_noun", "descriptive_class", "captions"}
+    known = {"name", "identifier", "class_noun", "descriptive_class", "captions", "detect_as"}
     unknown = set(meta) - known
     if unknown:
         raise MudiError(f"{meta_path}: unknown key(s) {sorted(unknown)}; allowed: {sorted(known)}")
@@ -163,7 +172,7 @@ def _load_native(folder: Path) -> Subject:
         raise MudiError(f"{folder}: no reference images (.jpg, .png, .webp) found; add 3-5 photos of the subject")
     return Subject(name=str(meta.get("name") or folder.name), identifier=meta["identifier"].strip(),
                    class_noun=meta["class_noun"].strip(), descriptive_class=meta.get("descriptive_class") or None,
-                   images=images, root=folder, source="native")
+                   images=images, root=folder, source="native", detect_as_text=meta.get("detect_as") or None)
 
 
 def _read_jsonl(path: Path) -> list[dict]:

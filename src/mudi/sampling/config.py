@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from mudi.core.prompts import DEFAULT_NEGATIVE_PROMPT
-from mudi.core.segmix import SegMixParams, check_segmix_block
+from mudi.core.segmix import SegMixSettings
 from mudi.errors import MudiError
 
 CONFIG_FILE = "generate_config.yaml"
@@ -46,8 +46,11 @@ class GenerateConfig:
     guidance_scale: float | None = field(default=None, metadata={"help": "CFG scale (default: the pipeline's)"})
     height: int | None = field(default=None, metadata={"help": "image height (default: the model's resolution)"})
     width: int | None = field(default=None, metadata={"help": "image width (default: the model's resolution)"})
-    segmix: SegMixParams = field(default_factory=SegMixParams, metadata={
-        "help": "Seg-Mix geometry of the random layout (scale_range, max_margin_frac, ...)"})
+    segmix: SegMixSettings = field(default_factory=SegMixSettings, metadata={
+        "help": "Seg-Mix geometry of the random layout: a preset (auto: the backbone's, as in training) and any "
+                "field to change"})
+    vae: str | None = field(default=None, metadata={
+        "help": "VAE folder or hub id replacing the pipeline's, e.g. madebyollin/sdxl-vae-fp16-fix for SDXL in fp16"})
     llm_url: str | None = field(default=None, metadata={
         "help": "OpenAI-compatible endpoint for --layout llm, e.g. http://127.0.0.1:8000/v1"})
     llm_model: str = field(default="gpt-4o", metadata={"help": "model name sent to the LLM endpoint"})
@@ -62,7 +65,6 @@ class GenerateConfig:
             raise MudiError(f"--num_images {self.num_images}: give at least 1")
         if self.batch_size < 1:
             raise MudiError(f"--batch_size {self.batch_size}: give at least 1")
-        check_segmix_block(self.segmix)
         if self.num_inference_steps is not None and self.num_inference_steps < 1:
             raise MudiError(f"--num_inference_steps {self.num_inference_steps}: give at least 1")
         if self.gamma is not None and (not math.isfinite(self.gamma) or self.gamma < 0):

@@ -17,6 +17,7 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from mudi.adapters import registry
+from mudi.adapters.weights import load_vae
 from mudi.config import save_config
 from mudi.core.init_latents import default_gamma
 from mudi.data.layouts import load_layout
@@ -98,7 +99,10 @@ def _generate(config: GenerateConfig, backbone: Any, subjects: list, phrases: li
         config = dataclasses.replace(config, device=str(device), dtype=dtype_name(dtype))
         log.info("mudi generate: %s", describe(device, dtype))
         backbone = registry.load_backbone(config.backbone, config.pretrained_model_name_or_path, device, dtype)
+    if config.vae:
+        backbone.pipeline.vae = load_vae(config.vae, device=backbone.device, dtype=backbone.dtype)
     adapters = apply_loras(backbone, config.lora, config.lora_weights)
+    segmix = config.segmix.resolve(backbone.segmix_preset)
     gamma = config.gamma if config.gamma is not None else (default_gamma(len(subjects)) if subjects else 0.0)
     steps = config.num_inference_steps or backbone.default_num_inference_steps
     guidance = config.guidance_scale if config.guidance_scale is not None else backbone.default_guidance_scale
@@ -113,7 +117,7 @@ def _generate(config: GenerateConfig, backbone: Any, subjects: list, phrases: li
     for start in tqdm(starts, desc="generate", unit="batch", disable=len(starts) < 2):
         chunk = seeds[start:start + config.batch_size]
         batch = generate_images(backbone, prompt, chunk, subjects, gamma, config.init, boxes, config.relative_sizes,
-                                config.segmix, config.negative_prompt, steps, guidance, config.height,
+                                segmix, config.negative_prompt, steps, guidance, config.height,
                                 config.width, config.batch_size, layout_name, progress=False)
         for k, r in enumerate(batch, start=start):  # written as soon as they exist: a crash loses one batch
             _write_image(out, k, r, config, subjects, phrases, steps, guidance, lora_info, versions)

@@ -26,7 +26,9 @@ class EvaluateConfig:
     detector: str = field(default="owlv2", metadata={"help": "detector: owlv2 | tiny-owlv2"})
     detector_path: str = field(default="", metadata={"help": "hub id or local folder overriding the detector's default"})
     threshold: float = field(default=0.4, metadata={"help": "detection score threshold (the authors use 0.4)"})
-    nms_iou: float = field(default=0.5, metadata={"help": "merge detections of different queries above this IoU"})
+    nms_iou: float | None = field(default=None, metadata={
+        "help": "merge overlapping boxes above this IoU (mudi's option); default none: every box above the threshold "
+                "counts, each with its best-scoring query (the authors' D&C)"})
     embedders: list[str] = field(default_factory=lambda: ["dinov2"], metadata={
         "help": "subject-fidelity embedders: dinov2 (D&C-DINO), dreamsim (D&C-DS), clip, tiny-dinov2, tiny-clip"})
     text_scorers: list[str] = field(default_factory=lambda: ["clip"], metadata={
@@ -37,6 +39,9 @@ class EvaluateConfig:
         "help": "match detections to subjects: greedy (Algorithm 3) or hungarian (optimal)"})
     mixed_margin: float = field(default=0.1, metadata={
         "help": "flag 'mixed' when an off-diagonal S_DC entry exceeds S_GT's by more than this"})
+    reference_padding: Literal["none", "white_square"] = field(default="none", metadata={
+        "help": "reference photos embedded as they are (none, the authors') or padded to a white square like the "
+                "detected crops"})
     reference_crop: Literal["full", "mask_box"] = field(default="full", metadata={
         "help": "reference photos as whole photos (full) or cropped to their mask's box (mask_box)"})
     batch_size: int = field(default=8, metadata={"help": "generated images per detection/embedding batch"})
@@ -50,8 +55,8 @@ class EvaluateConfig:
     def __post_init__(self) -> None:
         if not 0.0 <= self.threshold <= 1.0:
             raise MudiError(f"threshold={self.threshold}: must be between 0 and 1 (the authors use 0.4)")
-        if not 0.0 < self.nms_iou <= 1.0:
-            raise MudiError(f"nms_iou={self.nms_iou}: must be in (0, 1]; use 1 to keep every box")
+        if self.nms_iou is not None and not 0.0 < self.nms_iou <= 1.0:
+            raise MudiError(f"nms_iou={self.nms_iou}: must be in (0, 1], or unset for no NMS")
         if self.batch_size < 1:
             raise MudiError(f"batch_size={self.batch_size}: must be at least 1")
         if not self.embedders:

@@ -52,11 +52,12 @@ def merge_detections(dets: Sequence[Any], iou: float) -> list[Any]:
 
 
 def detection_queries(subjects: Sequence[Any]) -> list[str]:
-    """The detector's text queries: the subjects' class nouns (their supercategories), without repeats."""
+    """The detector's text queries: each subject's ``detect_as`` (by default its class phrase without the
+    identifier: "russian blue", "chow chow", "red monster plush"), without repeats."""
     out: list[str] = []
     for s in subjects:
-        if s.class_noun not in out:
-            out.append(s.class_noun)
+        if s.detect_as not in out:
+            out.append(s.detect_as)
     return out
 
 
@@ -99,14 +100,15 @@ class DncEvaluator:
     """
 
     def __init__(self, subjects: Sequence[Any], detector: Any, embedders: dict[str, Any], threshold: float = 0.4,
-                 norm: str = "spectral", matching: str = "greedy", nms_iou: float = 0.5, mixed_margin: float = 0.1,
-                 reference_crop: str = "full", cache_dir: str | Path | None = None, batch_size: int = 8):
+                 norm: str = "spectral", matching: str = "greedy", nms_iou: float | None = None,
+                 mixed_margin: float = 0.1, reference_crop: str = "full", cache_dir: str | Path | None = None,
+                 batch_size: int = 8, reference_padding: str = "none"):
         if not subjects:
             raise MudiError("no subjects to evaluate against; pass --subjects")
         self.subjects, self.detector, self.embedders = list(subjects), detector, dict(embedders)
         self.threshold, self.norm, self.matching = threshold, norm, matching
         self.nms_iou, self.mixed_margin, self.batch_size = nms_iou, mixed_margin, batch_size
-        self.reference_crop = reference_crop
+        self.reference_crop, self.reference_padding = reference_crop, reference_padding
         self.cache_dir = Path(cache_dir) if cache_dir else None
         self.queries = detection_queries(self.subjects)
         self.references: dict[str, list[np.ndarray]] = {}
@@ -121,14 +123,15 @@ class DncEvaluator:
             rgb, mask = subject.load(i)
             if self.reference_crop == "mask_box" and mask is not None:
                 rgb = crop_box(rgb, mask_to_box(mask))
-            out.append(pad_to_white_square(rgb))
+            out.append(pad_to_white_square(rgb) if self.reference_padding == "white_square" else rgb)
         return out
 
     def _reference_embeddings(self, subject: Any, embedder: Any) -> np.ndarray:
         cache_file = None
         if self.cache_dir is not None:
             key = hashlib.sha256()
-            key.update(f"{embedder.name}|{getattr(embedder, 'cache_key', '')}|{self.reference_crop}".encode())
+            key.update(f"{embedder.name}|{getattr(embedder, 'cache_key', '')}|{self.reference_crop}|"
+                       f"{self.reference_padding}".encode())
             for im in subject.images:
                 key.update(_file_sha256(im.path).encode())
                 if self.reference_crop == "mask_box" and im.mask_path is not None:
@@ -150,7 +153,7 @@ class DncEvaluator:
         for start in tqdm(starts, desc="D&C", unit="batch", disable=not progress):
             batch = list(images[start:start + self.batch_size])
             raw = self.detector.detect(batch, [self.queries] * len(batch), self.threshold)
-            dets = [merge_detections(d, self.nms_iou) for d in raw]
+            dets = [merge_detections(d, self.nms_iou) if self.nms_iou is not None else list(d) for d in raw]
             crops = [crop_box(img, d.box_xyxy) for img, ds in zip(batch, dets) for d in ds]
             per_metric = {m: np.asarray(e.embed(crops), dtype=np.float64) if crops else None
                           for m, e in self.embedders.items()}

@@ -118,7 +118,8 @@ def _evaluate(config: EvaluateConfig, paths: list[Path], subjects: list, out_dir
     text_scorers = text_scorers if text_scorers is not None else build_text_scorers(config)
     evaluator = DncEvaluator(subjects, detector, embedders, threshold=config.threshold, norm=config.norm,
                              matching=config.matching, nms_iou=config.nms_iou, mixed_margin=config.mixed_margin,
-                             reference_crop=config.reference_crop, cache_dir=config.cache_dir or None,
+                             reference_crop=config.reference_crop, reference_padding=config.reference_padding,
+                             cache_dir=config.cache_dir or None,
                              batch_size=config.batch_size)
     class_names = [s.class_name for s in subjects]
     rows: list[dict[str, Any]] = []

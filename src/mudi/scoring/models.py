@@ -30,7 +30,7 @@ def placement(config: EvaluateConfig) -> tuple[Any, Any]:
 def build_detector(config: EvaluateConfig) -> Any:
     device, dtype = placement(config)
     return registry.load("detector", config.detector, config.detector_path or None, device=device, dtype=dtype,
-                         batch_size=config.batch_size)
+                         batch_size=config.batch_size, nms_iou=config.nms_iou)
 
 
 def build_embedders(config: EvaluateConfig) -> dict[str, Any]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from mudi.core.segmix import SegMixParams, check_segmix_block
+from mudi.core.segmix import SegMixSettings
 from mudi.errors import MudiError
 
 CONFIG_FILE = "train_config.yaml"
@@ -30,17 +30,36 @@ class TrainConfig:
         "help": "probability that a sample is a composition of several subjects (paper: 0.3)"})
     max_composed_subjects: int = field(default=2, metadata={
         "help": "compositions hold 2..K distinct subjects, K = this"})
-    segmix: SegMixParams = field(default_factory=SegMixParams, metadata={"help": "Seg-Mix scaling and placement"})
+    segmix: SegMixSettings = field(default_factory=SegMixSettings, metadata={
+        "help": "Seg-Mix geometry: a preset (auto: the backbone's — sdxl for the UNet families, flux for FLUX — both "
+                "the authors' code) and any field to change"})
+    segmix_start_step: int = field(default=0, metadata={"help": "compositions only from this step on (authors: 0)"})
     class_data_dir: str | None = field(default=None, metadata={
         "help": "prior (class) image set, e.g. made by `mudi prior`; enables prior preservation"})
     with_prior_preservation: bool = field(default=False, metadata={
         "help": "use the prior-preservation loss (needs class_data_dir)"})
     prior_loss_weight: float = field(default=1.0, metadata={"help": "λ, weight of the prior-preservation loss"})
+    loss: Literal["mse", "dco"] = field(default="mse", metadata={
+        "help": "mse: the DreamBooth loss of the paper (Eq. 2); dco: Direct Consistency Optimization, the authors' "
+                "released script (with dco_beta)"})
+    dco_beta: float = field(default=1000.0, metadata={"help": "β of the DCO loss (authors: 1000)"})
+    soft_alpha: float = field(default=1.0, metadata={
+        "help": "loss weight outside the subjects' mask: the per-pixel loss is multiplied by mask·(1-α)+α (1 = no "
+                "masking, the authors' default)"})
+    loss_mask: Literal["segmix", "all"] = field(default="segmix", metadata={
+        "help": "which samples soft_alpha masks: segmix (compositions only, the authors') or all (single photos too, "
+                "by their subject masks, as kohya's masked loss)"})
     kl_weight: float = field(default=0.0, metadata={
         "help": "β of the KL regularizer β·||f_LoRA(x_t) - f_base(x_t)||² (Appendix C.2, C.3); 0 = off"})
     resolution: int | None = field(default=None, metadata={
         "help": "training image size in pixels (default: the backbone's, e.g. 1024 for sdxl, 64 for tiny-*)"})
-    train_batch_size: int = field(default=2, metadata={"help": "instance images per step (plus as many priors)"})
+    train_batch_size: int = field(default=2, metadata={
+        "help": "instance images per micro-batch (plus as many priors); paper: 2"})
+    gradient_accumulation_steps: int = field(default=1, metadata={
+        "help": "micro-batches per optimizer step (authors' SDXL script: batch 1 × 2, FLUX: 1 × 4)"})
+    center_crop: bool = field(default=False, metadata={
+        "help": "crop single photos at the centre; default: a random crop after resizing the short side (authors)"})
+    random_flip: bool = field(default=False, metadata={"help": "flip single photos horizontally at random"})
     max_train_steps: int = field(default=1200, metadata={"help": "optimizer steps (paper: 1200-1600)"})
     learning_rate: float = field(default=1e-4, metadata={"help": "AdamW learning rate"})
     adam_beta1: float = field(default=0.9, metadata={"help": "AdamW β1"})
@@ -52,6 +71,10 @@ class TrainConfig:
         "help": "diffusers scheduler name: constant, constant_with_warmup, linear, cosine, ..."})
     lr_warmup_steps: int = field(default=0, metadata={"help": "warm-up steps of the LR scheduler"})
     rank: int = field(default=32, metadata={"help": "LoRA rank (paper: 32)"})
+    lora_target_modules: list[str] = field(default_factory=list, metadata={
+        "help": "modules the LoRA trains: empty = the backbone's default (the attention projections to_q, to_k, "
+                "to_v, to_out.0, as the authors), a preset name (flux: diffusers = also the added projections), or "
+                "module names"})
     lora_alpha: int | None = field(default=None, metadata={"help": "LoRA alpha (default: = rank)"})
     lora_dropout: float = field(default=0.0, metadata={"help": "LoRA dropout"})
     use_8bit_adam: bool = field(default=False, metadata={"help": "bitsandbytes 8-bit AdamW (pip install mudi[bnb])"})
@@ -61,8 +84,13 @@ class TrainConfig:
     gradient_checkpointing: bool = field(default=False, metadata={"help": "trade compute for memory"})
     guidance_scale: float = field(default=1.0, metadata={
         "help": "guidance-embedding value while training, for guidance-distilled models (FLUX.1-dev)"})
-    seed: int = field(default=0, metadata={"help": "seed of LoRA init, data order, noise and timesteps"})
+    seed: int = field(default=42, metadata={"help": "seed of LoRA init, data order, noise and timesteps (authors: 42)"})
+    vae: str | None = field(default=None, metadata={
+        "help": "VAE folder or hub id replacing the pipeline's, e.g. madebyollin/sdxl-vae-fp16-fix (authors' SDXL)"})
     checkpointing_steps: int = field(default=500, metadata={"help": "save a resumable checkpoint every N steps"})
+    save_steps: int = field(default=0, metadata={
+        "help": "also save a loadable LoRA in snapshot-N/ every N steps (authors: 200; the paper picks the step per "
+                "pair); 0 = off"})
     checkpoints_total_limit: int | None = field(default=None, metadata={"help": "keep only the newest N"})
     resume_from_checkpoint: str | None = field(default=None, metadata={
         "help": "'latest' or a checkpoint-<step> folder; the run's config must match the saved one except for "
@@ -83,20 +111,24 @@ class TrainConfig:
     progress: bool = field(default=True, metadata={"help": "show a progress bar"})
 
     def __post_init__(self) -> None:
-        check_segmix_block(self.segmix)
         if not 0 <= self.composition_prob <= 1:
             raise MudiError(f"composition_prob {self.composition_prob} must be in [0, 1], e.g. 0.3")
         if self.max_composed_subjects < 2:
             raise MudiError(f"max_composed_subjects {self.max_composed_subjects} must be at least 2")
-        for name in ("train_batch_size", "max_train_steps", "rank", "checkpointing_steps"):
+        for name in ("train_batch_size", "max_train_steps", "rank", "checkpointing_steps",
+                     "gradient_accumulation_steps"):
             if getattr(self, name) < 1:
                 raise MudiError(f"{name} {getattr(self, name)} must be at least 1")
         if self.resolution is not None and self.resolution < 16:
             raise MudiError(f"resolution {self.resolution} is too small; use e.g. 512 or 1024")
         if self.learning_rate <= 0:
             raise MudiError(f"learning_rate {self.learning_rate} must be positive, e.g. 1e-4")
-        if self.prior_loss_weight < 0 or self.kl_weight < 0:
-            raise MudiError("prior_loss_weight and kl_weight must be >= 0")
+        if self.prior_loss_weight < 0 or self.kl_weight < 0 or self.dco_beta <= 0:
+            raise MudiError("prior_loss_weight and kl_weight must be >= 0, dco_beta > 0")
+        if not 0 <= self.soft_alpha <= 1:
+            raise MudiError(f"soft_alpha {self.soft_alpha} must be in [0, 1] (1: no loss masking)")
+        if self.save_steps < 0 or self.segmix_start_step < 0:
+            raise MudiError("save_steps and segmix_start_step must be >= 0")
         if self.checkpoints_total_limit is not None and self.checkpoints_total_limit < 1:
             raise MudiError(f"checkpoints_total_limit {self.checkpoints_total_limit} must be at least 1")
         if self.with_prior_preservation and not self.class_data_dir:

@@ -1,36 +1,64 @@
-"""Training samples: single-subject images, Seg-Mix / Cut-Mix compositions, prior images (paper Sec. 4.1).
+"""Training samples: single-subject images, Seg-Mix / Cut-Mix compositions, prior images (paper Sec. 4.1;
+the authors' released training code).
 
-With probability ``composition_prob`` a sample is a composition of 2..``max_composed_subjects`` distinct
-subjects (Seg-Mix: segmented cutouts on a plain background, Algorithm 1; Cut-Mix: whole images in strips)
-captioned with the composition prompt; otherwise one reference image with its own caption, or the template
-``"A photo of <identifier> <descriptive class>."``. Prior batches are drawn the same way from the prior
-(class) set, so they are Seg-Mixed with the same probability when it holds two or more classes.
+As the authors sample them: each instance sample starts from one reference image of one subject (its *own*
+subject, drawn uniformly); with probability ``composition_prob`` (from ``segmix_start_step`` on) it becomes a
+composition of its own subject and 1..K-1 random other subjects (one random image each), captioned with its own
+subject first; otherwise it is the image itself with its caption, resized so its short side is the resolution
+and cropped (randomly by default, or at the centre), optionally flipped.
 
-All randomness comes from one ``numpy.random.Generator`` the trainer owns and checkpoints, so the data
-order resumes exactly.
+Prior samples are coupled to the instance samples: when an instance sample is a composition, its prior sample
+is one too — a prior image of the instance subject's class with one of another class (the same class when the
+prior set has only one), top-aligned at one ``y`` — captioned with the class names; otherwise one prior image of
+that class with its caption.
+
+Each sample carries the mask the loss may weight (``loss_mask``): the union of the composed subjects, or, with
+``loss_mask="all"``, a single photo's own subject mask too. All randomness comes from one
+``numpy.random.Generator`` the trainer owns and checkpoints, so the data order resumes exactly.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 from PIL import Image
 
 from mudi.core.prompts import instance_prompt, prior_prompt
-from mudi.core.segmix import SegMixParams, compose_cutmix, compose_segmix
+from mudi.core.segmix import SegMixParams, compose_cutmix, compose_segmix, cutout_max_side
 from mudi.data.subjects import Subject
 from mudi.errors import MudiError
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
 class Sample:
-    """One training image ``(R, R, 3)`` uint8 with its caption; ``num_subjects > 1`` for a composition."""
+    """One training image ``(R, R, 3)`` uint8 with its caption.
+
+    ``num_subjects > 1`` for a composition; ``subject``: index of the own subject (instance) or class (prior);
+    ``mask``: ``(R, R)`` bool the loss may weight (the composed subjects, or a photo's subject), or None.
+    """
 
     image: np.ndarray
     prompt: str
     num_subjects: int = 1
+    subject: int = 0
+    mask: np.ndarray | None = None
+    boxes_xyxy: list | None = None  # a composition's boxes, in caption order
+
+
+def resize_short_side(rgb: np.ndarray, resolution: int) -> Image.Image:
+    """Resize (bicubic) so the short side is ``resolution``, as diffusers' DreamBooth scripts do."""
+    h, w = rgb.shape[:2]
+    s = resolution / min(h, w)
+    img = Image.fromarray(rgb)
+    size = (max(resolution, round(w * s)), max(resolution, round(h * s)))
+    return img if size == img.size else img.resize(size, Image.BICUBIC)
 
 
 def square_resize(rgb: np.ndarray, resolution: int) -> np.ndarray:
@@ -49,38 +77,61 @@ class SampleSource:
 
     def __init__(self, subjects: Sequence[Subject], resolution: int, mode: str = "segmix",
                  composition_prob: float = 0.3, max_composed_subjects: int = 2,
-                 segmix: SegMixParams = SegMixParams(), is_prior: bool = False) -> None:
+                 segmix: SegMixParams = SegMixParams(), is_prior: bool = False, center_crop: bool = False,
+                 random_flip: bool = False, loss_mask: str = "segmix") -> None:
         if mode not in ("segmix", "cutmix", "none"):
             raise MudiError(f"composition mode {mode!r} must be segmix, cutmix or none")
         self.subjects = list(subjects)
         self.resolution = resolution
         self.is_prior = is_prior
-        self.segmix = segmix
+        self.segmix = dataclasses.replace(segmix, align_tops=True) if is_prior else segmix
+        self.center_crop, self.random_flip, self.loss_mask = center_crop, random_flip, loss_mask
         self.max_composed = max(2, min(max_composed_subjects, len(self.subjects)))
         can_compose = len(self.subjects) >= 2
         if mode != "none" and composition_prob > 0 and not can_compose and not is_prior:
             names = ", ".join(s.name for s in self.subjects) or "none"
             raise MudiError(f"composition mode {mode!r} needs at least 2 subjects, got {len(self.subjects)} "
                             f"({names}); add --subjects or use --composition none")
-        # a prior set with a single class cannot be composed: its prior batches stay single-subject
-        self.mode = mode if can_compose else "none"
-        self.composition_prob = composition_prob if self.mode != "none" else 0.0
-        self._images: dict[tuple[int, int], np.ndarray] = {}
-        if self.mode == "segmix":
+        self.mode = mode
+        self.composition_prob = composition_prob if mode != "none" else 0.0
+        self._resized: dict[tuple[int, int], tuple[Image.Image, Image.Image | None]] = {}
+        self._raw: dict[tuple[int, int], np.ndarray] = {}
+        self._side = cutout_max_side((resolution, resolution), self.segmix) if mode == "segmix" else resolution
+        if mode == "segmix" or loss_mask == "all":
             for s in self.subjects:
-                s.cutouts(max_side=max(resolution, 64))  # fail now on a missing mask, not at step 300
+                s.cutouts(max_side=max(self._side, 64))  # fail now on a missing mask, not at step 300
 
-    def _image(self, si: int, ii: int) -> np.ndarray:
+    # ---------------------------------------------------------------------------------------------- photos
+    def _photo(self, si: int, ii: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray | None]:
+        """One reference photo at the resolution: short side resized, cropped (random or centre), maybe flipped;
+        with its subject mask cropped alike when the loss needs it."""
         key = (si, ii)
-        if key not in self._images:
-            self._images[key] = square_resize(self.subjects[si].load(ii)[0], self.resolution)
-        return self._images[key]
+        if key not in self._resized:
+            rgb, mask = self.subjects[si].load(ii)
+            img = resize_short_side(rgb, self.resolution)
+            m = None
+            if self.loss_mask == "all" and mask is not None:
+                m = Image.fromarray(mask.astype(np.uint8) * 255).resize(img.size, Image.BILINEAR)
+            self._resized[key] = (img, m)
+        img, m = self._resized[key]
+        R = self.resolution
+        W, H = img.size
+        if self.center_crop:
+            x0, y0 = (W - R) // 2, (H - R) // 2
+        else:
+            x0, y0 = int(rng.integers(0, W - R + 1)), int(rng.integers(0, H - R + 1))
+        flip = self.random_flip and rng.random() < 0.5
+        out = np.asarray(img.crop((x0, y0, x0 + R, y0 + R)))
+        mask_out = np.asarray(m.crop((x0, y0, x0 + R, y0 + R))) >= 128 if m is not None else None
+        if flip:
+            out = out[:, ::-1]
+            mask_out = mask_out[:, ::-1] if mask_out is not None else None
+        return np.ascontiguousarray(out), mask_out
 
-    def _raw(self, si: int, ii: int) -> np.ndarray:
-        key = (-1 - si, ii)
-        if key not in self._images:
-            self._images[key] = self.subjects[si].load(ii)[0]
-        return self._images[key]
+    def _full(self, si: int, ii: int) -> np.ndarray:
+        if (si, ii) not in self._raw:
+            self._raw[(si, ii)] = self.subjects[si].load(ii)[0]
+        return self._raw[(si, ii)]
 
     def _caption(self, subject: Subject, ii: int) -> str:
         cap = subject.images[ii].caption
@@ -88,32 +139,56 @@ class SampleSource:
             return cap
         return prior_prompt(subject.class_name) if self.is_prior else instance_prompt(subject.phrase)
 
-    def draw(self, rng: np.random.Generator) -> Sample:
-        """One sample; the number of draws from ``rng`` depends only on ``rng``'s state."""
-        compose = self.composition_prob > 0 and rng.random() < self.composition_prob
-        if not compose:
-            si = int(rng.integers(len(self.subjects)))
-            ii = int(rng.integers(len(self.subjects[si].images)))
-            return Sample(self._image(si, ii), self._caption(self.subjects[si], ii), 1)
-        n = int(rng.integers(2, self.max_composed + 1))
-        chosen = [int(i) for i in rng.choice(len(self.subjects), size=n, replace=False)]
+    # ---------------------------------------------------------------------------------------------- drawing
+    def draw(self, rng: np.random.Generator, allow_compose: bool = True) -> Sample:
+        """One instance sample: its own subject drawn uniformly, composed with probability ``composition_prob``."""
+        si = int(rng.integers(len(self.subjects)))
+        compose = allow_compose and self.composition_prob > 0 and rng.random() < self.composition_prob
+        return self.compose(rng, si) if compose else self.single(rng, si)
+
+    def single(self, rng: np.random.Generator, si: int) -> Sample:
+        """One photo of subject ``si`` with its caption."""
+        ii = int(rng.integers(len(self.subjects[si].images)))
+        image, mask = self._photo(si, ii, rng)
+        return Sample(image, self._caption(self.subjects[si], ii), 1, si, mask)
+
+    def compose(self, rng: np.random.Generator, si: int, other: int | None = None) -> Sample:
+        """Subject ``si`` (first in the caption) composed with random others (``other``: that one)."""
+        if other is not None:
+            chosen = [si, other]
+        else:
+            n = int(rng.integers(2, self.max_composed + 1))
+            rest = [i for i in range(len(self.subjects)) if i != si]
+            chosen = [si] + [int(i) for i in rng.choice(rest, size=n - 1, replace=False)]
         phrases = [self.subjects[i].class_name if self.is_prior else self.subjects[i].phrase for i in chosen]
         size = (self.resolution, self.resolution)
-        if self.mode == "segmix":
+        if self.mode == "cutmix":
+            images = [self._full(i, int(rng.integers(len(self.subjects[i].images)))) for i in chosen]
+            comp = compose_cutmix(images, phrases, size, rng)
+        else:
             cutouts = []
             for i in chosen:
-                cs = self.subjects[i].cutouts(max_side=max(self.resolution, 64))
+                cs = self.subjects[i].cutouts(max_side=max(self._side, 64))
                 cutouts.append(cs[int(rng.integers(len(cs)))])
             comp = compose_segmix(cutouts, phrases, size, rng, self.segmix)
-        else:
-            images = [self._raw(i, int(rng.integers(len(self.subjects[i].images)))) for i in chosen]
-            comp = compose_cutmix(images, phrases, size, rng)
-        return Sample(comp.image, comp.prompt, n)
+        return Sample(comp.image, comp.prompt, len(chosen), si, comp.union_mask, list(comp.boxes_xyxy))
+
+    def draw_prior(self, rng: np.random.Generator, instance: Sample, instance_class: str) -> Sample:
+        """The prior sample coupled to ``instance``: of the instance subject's class, composed when it is."""
+        names = [s.class_name.lower() for s in self.subjects]
+        ci = names.index(instance_class.lower()) if instance_class.lower() in names else \
+            int(rng.integers(len(self.subjects)))
+        if instance.num_subjects == 1 or self.mode == "none":
+            return self.single(rng, ci)
+        others = [i for i in range(len(self.subjects)) if i != ci]
+        other = int(rng.choice(others)) if others else ci
+        return self.compose(rng, ci, other)
+
+    def class_names(self) -> list[str]:
+        return [s.class_name for s in self.subjects]
 
 
-def to_pixels(samples: Sequence[Sample]):
+def to_pixels(samples: Sequence[Sample]) -> torch.Tensor:
     """``(B, 3, R, R)`` float32 tensor in [-1, 1]."""
-    import torch
-
     arr = np.stack([s.image for s in samples]).astype(np.float32) / 127.5 - 1.0
     return torch.from_numpy(arr).permute(0, 3, 1, 2).contiguous()

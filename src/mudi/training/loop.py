@@ -77,8 +77,7 @@ def _train(config: TrainConfig, backbone: Any, callback: Any, validation_fn: Any
     try:
         while trainer.global_step < c.max_train_steps and not stop.requested:
             t0 = time.perf_counter()
-            batch = trainer.draw_batch()
-            losses = trainer.train_step(batch)
+            batches, losses = trainer.step()
             trainer.global_step += 1
             if not math.isfinite(losses["loss"]):
                 bar.close()
@@ -92,9 +91,11 @@ def _train(config: TrainConfig, backbone: Any, callback: Any, validation_fn: Any
             bar.update(1)
             bar.set_postfix(loss=f"{losses['loss']:.4f}", lr=f"{losses['lr']:.1e}")
             if callback is not None:
-                callback(trainer, batch, losses)
+                callback(trainer, batches[0] if len(batches) == 1 else batches, losses)
             if trainer.global_step % c.checkpointing_steps == 0 and trainer.global_step < c.max_train_steps:
                 trainer.save_checkpoint()
+            if c.save_steps and trainer.global_step % c.save_steps == 0:
+                trainer.save_snapshot()
             if c.validation_steps and trainer.global_step % c.validation_steps == 0 and not stop.requested:
                 trainer.validate(validation_fn)
     except OOM:

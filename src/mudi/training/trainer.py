@@ -11,6 +11,7 @@ member of the backbone (:class:`mudi.adapters.base.Backbone`); nothing here name
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 from pathlib import Path
@@ -25,12 +26,14 @@ from peft import LoraConfig
 
 from mudi.adapters import registry
 from mudi.adapters.base import check_image_size
+from mudi.adapters.weights import load_vae
 from mudi.config import save_config, to_dict
 from mudi.core.prompts import fill_placeholders
+from mudi.core.segmix import SegMixParams
 from mudi.data.manifests import write_subjects_manifest
 from mudi.data.subjects import find_subjects, load_subjects
 from mudi.errors import MudiError
-from mudi.io import save_image_atomic, write_text_atomic
+from mudi.io import atomic_dir, save_image_atomic, write_text_atomic
 from mudi.sampling.images import generate_images
 from mudi.training.checkpoint import load_checkpoint, resolve_checkpoint, save_checkpoint
 from mudi.training.config import CONFIG_FILE, TrainConfig
@@ -82,10 +85,21 @@ class LoraTrainer:
         self.resolution = int(c.resolution or bb.default_resolution)
         check_image_size(bb, self.resolution, self.resolution, "resolution")
 
+        if c.vae:  # e.g. madebyollin/sdxl-vae-fp16-fix, as the authors train SDXL
+            bb.pipeline.vae = load_vae(c.vae, device=dev, dtype=self.weight_dtype)
+        if bb.train_vae_in_float32:  # SDXL's VAE overflows in fp16: encode in float32, as diffusers' scripts do
+            bb.pipeline.vae.to(torch.float32)
+        self.segmix_params = c.segmix.resolve(bb.segmix_preset)
         src_kw = dict(resolution=self.resolution, mode=c.composition, composition_prob=c.composition_prob,
-                      max_composed_subjects=c.max_composed_subjects, segmix=c.segmix)
+                      max_composed_subjects=c.max_composed_subjects, segmix=self.segmix_params,
+                      center_crop=c.center_crop, random_flip=c.random_flip, loss_mask=c.loss_mask)
         self.instances = SampleSource(self.subjects, **src_kw)
         self.priors = SampleSource(self.prior_subjects, is_prior=True, **src_kw) if self.prior_subjects else None
+        if self.priors is not None:
+            missing = sorted({s.class_name for s in self.subjects} - set(self.priors.class_names()))
+            if missing:
+                log.warning("warning: the prior set has no class %s; those subjects' prior samples use random "
+                            "prior classes (make priors with `mudi prior --subjects ...`)", missing)
 
         # LoRA on the denoiser's attention projections; everything else frozen.
         denoiser = bb.denoiser
@@ -93,7 +107,7 @@ class LoraTrainer:
             getattr(bb.pipeline, name).requires_grad_(False)
         bb.training_guidance_scale = c.guidance_scale
         lora = LoraConfig(r=c.rank, lora_alpha=c.lora_alpha or c.rank, lora_dropout=c.lora_dropout,
-                          init_lora_weights="gaussian", target_modules=bb.lora_target_modules())
+                          init_lora_weights="gaussian", target_modules=lora_targets(bb, c.lora_target_modules))
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(c.seed)  # the LoRA init draws from the global RNG: make it the run's seed
             denoiser.add_adapter(lora)
@@ -145,16 +159,59 @@ class LoraTrainer:
         return len(self._text_cache)
 
     def draw_batch(self) -> dict[str, list]:
-        """``{"instance": [Sample]*B, "prior": [Sample]*B or []}`` from the run's data generator."""
+        """``{"instance": [Sample]*B, "prior": [Sample]*B or []}`` from the run's data generator: compositions
+        from ``segmix_start_step`` on, each prior sample coupled to its instance sample."""
         b = self.config.train_batch_size
-        inst = [self.instances.draw(self.data_rng) for _ in range(b)]
-        prior = [self.priors.draw(self.data_rng) for _ in range(b)] if self.priors is not None else []
+        allow = self.global_step >= self.config.segmix_start_step
+        inst = [self.instances.draw(self.data_rng, allow) for _ in range(b)]
+        prior = [self.priors.draw_prior(self.data_rng, s, self.subjects[s.subject].class_name)
+                 for s in inst] if self.priors is not None else []
         return {"instance": inst, "prior": prior}
 
-    def train_step(self, batch: dict[str, list], generator: Any = None) -> dict[str, float]:
-        """One optimizer step on ``batch``; noise, timesteps and VAE samples come from ``generator`` (default:
-        the run's checkpointed noise generator). Returns the loss terms as floats."""
+    def loss_weights(self, samples: list, latent_hw: tuple[int, int]) -> torch.Tensor | None:
+        """``(B, 1, h, w)`` per-pixel loss weights: each sample's mask bilinearly downsampled to the latent grid,
+        times ``1 - soft_alpha``, plus ``soft_alpha``; samples without a mask get ones. None when
+        ``soft_alpha`` is 1 (the default: no weighting)."""
+        alpha = self.config.soft_alpha
+        if alpha >= 1:
+            return None
+        R = self.resolution
+        masks = np.stack([s.mask if s.mask is not None else np.ones((R, R), bool) for s in samples])
+        m = torch.from_numpy(masks.astype(np.float32))[:, None]
+        m = F.interpolate(m, size=latent_hw, mode="bilinear", align_corners=False)
+        return (m * (1 - alpha) + alpha).to(self.accelerator.device)
+
+    def train_step(self, batch: dict[str, list] | list[dict[str, list]], generator: Any = None) -> dict[str, float]:
+        """One optimizer step on ``batch`` — or on several micro-batches, their gradients accumulated
+        (``gradient_accumulation_steps``); noise, timesteps and VAE samples come from ``generator`` (default: the
+        run's checkpointed noise generator). Returns the loss terms as floats (means over micro-batches)."""
         gen = generator if generator is not None else self.noise_generator
+        acc, c = self.accelerator, self.config
+        batches = [batch] if isinstance(batch, dict) else list(batch)
+        totals: dict[str, float] = {}
+        for k, b in enumerate(batches):
+            last = k == len(batches) - 1
+            with contextlib.nullcontext() if last else acc.no_sync(self.model):
+                for name, v in self._backward(b, gen, 1.0 / len(batches)).items():
+                    totals[name] = totals.get(name, 0.0) + v / len(batches)
+        if c.max_grad_norm > 0:
+            acc.clip_grad_norm_(self.params, c.max_grad_norm)
+        self.optimizer.step()
+        self.lr_scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        totals["lr"] = float(self.lr_scheduler.get_last_lr()[0])
+        return totals
+
+    def _backward(self, batch: dict[str, list], gen: Any, scale: float) -> dict[str, float]:
+        """The loss of one micro-batch, back-propagated times ``scale``.
+
+        ``loss: mse``: ``MSE(instance) + λ·MSE(prior)`` (per-pixel weights when ``soft_alpha < 1``). ``loss: dco``
+        (Lee et al.'s Direct Consistency Optimization, as the authors' released script): per instance sample
+        ``L_θ`` and ``L_ref`` are the (weighted) MSE of the LoRA model and of the same model with the LoRA
+        disabled on the same noisy input, and the instance loss is ``mean(-log σ(-β (L_θ - L_ref)))``; prior
+        samples keep their plain ``λ·MSE`` (mudi's definition of the combination, docs/differences.md).
+        ``kl_weight`` adds ``β_KL·MSE(f_LoRA, f_base)`` over every sample (Appendix C.2, C.3).
+        """
         bb, acc, c = self.backbone, self.accelerator, self.config
         samples = batch["instance"] + batch["prior"]
         n_inst = len(batch["instance"])
@@ -166,39 +223,69 @@ class LoraTrainer:
         noisy = bb.add_noise(latents, noise, timesteps)
         target = bb.training_target(latents.float(), noise.float(), timesteps)
         text = self.encode_text([s.prompt for s in samples])
+        weight = self.loss_weights(samples, tuple(latents.shape[2:]))
 
         self.model.train()
         with acc.autocast():
             pred = bb.predict(noisy, timesteps, text, denoiser=self.model).float()
-        inst_loss = F.mse_loss(pred[:n_inst], target[:n_inst])
+        ref = self._reference_prediction(noisy, timesteps, text) if c.loss == "dco" or c.kl_weight > 0 else None
+        w_inst = weight[:n_inst] if weight is not None else None
+        if c.loss == "dco":
+            l_theta = per_sample_mse(pred[:n_inst], target[:n_inst], w_inst)
+            l_ref = per_sample_mse(ref[:n_inst], target[:n_inst], w_inst)
+            inst_loss = dco_loss(l_theta, l_ref, c.dco_beta)
+        elif weight is None:
+            inst_loss = F.mse_loss(pred[:n_inst], target[:n_inst])
+        else:
+            inst_loss = per_sample_mse(pred[:n_inst], target[:n_inst], w_inst).mean()
         loss = inst_loss
         out = {"instance_loss": float(inst_loss.detach())}
         if batch["prior"]:
-            prior_loss = F.mse_loss(pred[n_inst:], target[n_inst:])
+            if weight is None:
+                prior_loss = F.mse_loss(pred[n_inst:], target[n_inst:])
+            else:
+                prior_loss = per_sample_mse(pred[n_inst:], target[n_inst:], weight[n_inst:]).mean()
             loss = loss + c.prior_loss_weight * prior_loss
             out["prior_loss"] = float(prior_loss.detach())
         if c.kl_weight > 0:
-            base_model = acc.unwrap_model(self.model)
-            with torch.no_grad():
-                base_model.disable_adapters()
-                try:
-                    with acc.autocast():
-                        base = bb.predict(noisy, timesteps, text, denoiser=base_model).float()
-                finally:
-                    base_model.enable_adapters()
-            kl = F.mse_loss(pred, base)
+            kl = F.mse_loss(pred, ref)
             loss = loss + c.kl_weight * kl
             out["kl_loss"] = float(kl.detach())
-        acc.backward(loss)
-        if c.max_grad_norm > 0 and acc.sync_gradients:
-            acc.clip_grad_norm_(self.params, c.max_grad_norm)
-        self.optimizer.step()
-        self.lr_scheduler.step()
-        self.optimizer.zero_grad(set_to_none=True)
+        acc.backward(loss * scale if scale != 1.0 else loss)
         out["loss"] = float(loss.detach())
-        out["lr"] = float(self.lr_scheduler.get_last_lr()[0])
         out["composed_fraction"] = sum(s.num_subjects > 1 for s in samples) / len(samples)
         return out
+
+    def _reference_prediction(self, noisy: torch.Tensor, timesteps: torch.Tensor, text: dict) -> torch.Tensor:
+        """The denoiser's output with the LoRA disabled (the frozen base model), without gradients."""
+        base_model = self.accelerator.unwrap_model(self.model)
+        with torch.no_grad():
+            base_model.disable_adapters()
+            try:
+                with self.accelerator.autocast():
+                    return self.backbone.predict(noisy, timesteps, text, denoiser=base_model).float()
+            finally:
+                base_model.enable_adapters()
+
+    def step(self) -> tuple[list[dict[str, list]], dict[str, float]]:
+        """Draw ``gradient_accumulation_steps`` micro-batches and make one optimizer step on them."""
+        batches = [self.draw_batch() for _ in range(self.config.gradient_accumulation_steps)]
+        return batches, self.train_step(batches)
+
+    def save_snapshot(self) -> Path | None:
+        """``OUTPUT_DIR/snapshot-<step>/``: a loadable diffusers LoRA of the current weights (with the run's
+        ``mudi_subjects.json``), for ``mudi generate --lora OUTPUT_DIR/snapshot-<step>`` and
+        ``pipe.load_lora_weights``; checkpoints for resuming are separate."""
+        if not self.accelerator.is_main_process:
+            return None
+        folder = self.output_dir / f"snapshot-{self.global_step}"
+        model = self.accelerator.unwrap_model(self.model)
+        with atomic_dir(folder) as tmp:
+            save_diffusers_lora(self.backbone, model, tmp)
+            write_subjects_manifest(tmp, self.subjects, backbone=self.config.backbone, family=self.backbone.family,
+                                    pretrained_model_name_or_path=self.config.pretrained_model_name_or_path,
+                                    step=self.global_step)
+        return folder
 
     # --------------------------------------------------------------------------------------------- state
     def save_checkpoint(self) -> Path | None:
@@ -252,7 +339,7 @@ class LoraTrainer:
             if validation_fn is not None:
                 images = validation_fn(bb, prompts, self.global_step)
             else:
-                images = default_validation(bb, prompts, self.subjects, c, self.resolution)
+                images = default_validation(bb, prompts, self.subjects, c, self.resolution, self.segmix_params)
         paths = []
         for k, img in enumerate(images):
             p = self.output_dir / "validation" / f"step-{self.global_step:06d}-{k}.png"
@@ -261,8 +348,34 @@ class LoraTrainer:
         return paths
 
 
+def per_sample_mse(pred: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None) -> torch.Tensor:
+    """``(B,)``: each sample's mean squared error, each pixel weighted by ``weight`` ``(B, 1, h, w)`` if given."""
+    err = (pred - target) ** 2
+    if weight is not None:
+        err = err * weight
+    return err.flatten(1).mean(dim=1)
+
+
+def dco_loss(l_theta: torch.Tensor, l_ref: torch.Tensor, beta: float) -> torch.Tensor:
+    """Direct Consistency Optimization: ``mean(-log σ(-β (L_θ - L_ref)))`` over the samples."""
+    return -F.logsigmoid(-beta * (l_theta - l_ref)).mean()
+
+
+def lora_targets(backbone: Any, requested: list[str]) -> list[str]:
+    """The LoRA's target modules: the backbone's default (empty), one of its presets (a single name), or the
+    module names given."""
+    if not requested:
+        return backbone.lora_target_modules()
+    if len(requested) == 1:
+        try:
+            return backbone.lora_target_modules(requested[0])
+        except MudiError:
+            pass  # not a preset: one module name
+    return list(requested)
+
+
 def default_validation(backbone: Any, prompts: list[str], subjects: list, config: TrainConfig,
-                       resolution: int) -> list[Any]:
+                       resolution: int, segmix: Any = None) -> list[Any]:
     """Validation images through :func:`mudi.sampling.images.generate_images` (mean-shifted init when the
     subjects are segmented, else the plain pipeline)."""
     seeds = [config.seed + k for k in range(len(prompts))]
@@ -270,5 +383,5 @@ def default_validation(backbone: Any, prompts: list[str], subjects: list, config
     out = generate_images(backbone, prompts, seeds, subjects=subjects if has_masks else None,
                           init="mean_shifted" if has_masks and len(subjects) > 1 else "none",
                           num_inference_steps=config.num_validation_inference_steps, height=resolution,
-                          width=resolution, progress=False)
+                          width=resolution, progress=False, segmix_params=segmix or SegMixParams())
     return [g.image for g in out]
