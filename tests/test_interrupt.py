@@ -164,6 +164,8 @@ def test_twenty_real_ctrl_c_at_random_moments_resume_bit_for_bit(zygote, tmp_pat
     assert _same(_lora(out), reference)
     history = [json.loads(line) for line in (out / "train_history.jsonl").read_text().splitlines()]
     assert history[0]["event"] == "start" and len(history) == len(codes)
+    steps = [json.loads(line)["step"] for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert steps == list(range(1, 7))  # one line per step of the final run, none from undone steps
 
 
 def test_sigkill_during_a_checkpoint_write_keeps_the_previous_one(zygote, tmp_path, reference):

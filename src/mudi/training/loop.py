@@ -3,10 +3,12 @@ validation and a progress bar, and write the outputs (``mudi train``, the benchm
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
 import time
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -15,7 +17,7 @@ from tqdm.auto import tqdm
 from mudi.config import save_config, to_dict
 from mudi.devices import describe
 from mudi.errors import MudiError
-from mudi.io import OutputLock, prepare_output_dir
+from mudi.io import OutputLock, prepare_output_dir, write_text_atomic
 from mudi.training.checkpoint import remove_stale_temporaries
 from mudi.training.config import CONFIG_FILE, TrainConfig
 from mudi.training.runs import HISTORY_FILE, guard_output_dir, record_history
@@ -23,6 +25,7 @@ from mudi.training.signals import StopRequest, TrainingStopped
 from mudi.training.trainer import LoraTrainer
 
 log = logging.getLogger(__name__)
+METRICS_FILE = "metrics.jsonl"
 
 
 def is_main_process() -> bool:
@@ -65,6 +68,7 @@ def _train(config: TrainConfig, backbone: Any, callback: Any, validation_fn: Any
             save_config(c, trainer.output_dir / CONFIG_FILE)  # the run's original config, never overwritten
         record_history(trainer.output_dir, "resume" if trainer.global_step else "start", trainer.global_step,
                        changes)
+        metrics = MetricsLog(trainer.output_dir / METRICS_FILE, trainer.global_step)
         if changes:
             log.info("resuming with %s (recorded in %s)", ", ".join(f"{k} {v[0]!r} → {v[1]!r}"
                                                                    for k, v in changes.items()), HISTORY_FILE)
@@ -88,6 +92,8 @@ def _train(config: TrainConfig, backbone: Any, callback: Any, validation_fn: Any
                     "--learning_rate; --resume_from_checkpoint latest continues from the last good checkpoint")
             losses["step_seconds"] = time.perf_counter() - t0
             acc.log(losses, step=trainer.global_step)
+            if acc.is_main_process:
+                metrics.append(trainer.global_step, losses)
             bar.update(1)
             bar.set_postfix(loss=f"{losses['loss']:.4f}", lr=f"{losses['lr']:.1e}")
             if callback is not None:
@@ -115,6 +121,41 @@ def _train(config: TrainConfig, backbone: Any, callback: Any, validation_fn: Any
     for tracker in acc.trackers:  # not end_training(): it destroys the process group a caller may still need
         tracker.finish()
     return trainer
+
+
+class MetricsLog:
+    """``metrics.jsonl``: one line per optimizer step (``step``, losses, ``lr``, ``step_seconds``), flushed as it
+    goes, for loss curves (the UI, ``mudi run``'s report) without TensorBoard. On resume, the lines after the
+    resumed step (steps the checkpoint does not hold) are dropped first, so the file always matches the run."""
+
+    def __init__(self, path: Path, resumed_step: int) -> None:
+        self.path = path
+        kept = []
+        if path.is_file():
+            for line in path.read_text(encoding="utf-8").splitlines():
+                try:
+                    if int(json.loads(line)["step"]) <= resumed_step:
+                        kept.append(line)
+                except (ValueError, KeyError, TypeError):
+                    continue  # a line cut by a crash
+        write_text_atomic(path, "".join(x + "\n" for x in kept))
+
+    def append(self, step: int, values: dict[str, float]) -> None:
+        with open(self.path, "a", encoding="utf-8") as f:
+            f.write(json.dumps({"step": step, **{k: round(float(v), 6) for k, v in values.items()}}) + "\n")
+
+
+def read_metrics(folder: str | Path) -> list[dict]:
+    """The rows of a run's ``metrics.jsonl`` (a cut last line is skipped)."""
+    path = Path(folder) / METRICS_FILE
+    rows = []
+    if path.is_file():
+        for line in path.read_text(encoding="utf-8").splitlines():
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue
+    return rows
 
 
 def _flat(d: dict, prefix: str = "") -> dict:

@@ -34,7 +34,7 @@ MAY_CHANGE = frozenset({
     "device", "export", "output_dir", "gradient_checkpointing",
 })
 #: Files and folders of a run that ``--overwrite`` removes (nothing else in the folder is touched).
-RUN_FILES = (CONFIG_FILE, HISTORY_FILE, LORA_FILE, KOHYA_FILE, SUBJECTS_FILE, "README.md")
+RUN_FILES = (CONFIG_FILE, HISTORY_FILE, LORA_FILE, KOHYA_FILE, SUBJECTS_FILE, "README.md", "metrics.jsonl")
 RUN_DIRS = ("logs", "validation")
 PATH_KEYS = ("subjects", "class_data_dir", "pretrained_model_name_or_path", "vae")
 
