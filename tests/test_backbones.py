@@ -54,6 +54,8 @@ def test_members_describe_the_family(bb):
     if bb.supports_negative_prompt:  # mudi passes one only where the pipeline takes it
         assert "negative_prompt" in inspect.signature(type(bb.pipeline).__call__).parameters
     assert bb.prediction_type in ("epsilon", "v_prediction", "flow_matching")
+    blocks = bb.repeated_blocks()
+    assert blocks and all(any(p is q for q in bb.denoiser.parameters()) for b in blocks for p in b.parameters())
 
 
 def test_encode_decode_and_prompts(bb):
@@ -70,6 +72,10 @@ def test_encode_decode_and_prompts(bb):
         a = bb.encode_images(x, generator=torch.Generator().manual_seed(3))
         b = bb.encode_images(x, generator=torch.Generator().manual_seed(3))
         assert torch.equal(a, b) and not torch.equal(a, lat)  # a posterior sample, reproducible from its seed
+        params = bb.encode_distribution(x)
+        assert params.shape == (2, 2 * bb.latent_channels, s // f, s // f)
+        torch.testing.assert_close(bb.latents_from_distribution(params, torch.Generator().manual_seed(3)), a,
+                                   rtol=0, atol=0)  # what a latent cache keeps gives the same sample
     text = bb.encode_prompts(["a photo of olis dog", "a photo of hta cat"])
     assert all(v.shape[0] == 2 for v in text.values()) and "prompt_embeds" in text
 

@@ -27,7 +27,7 @@ PAIR = "dog6_and_cat2"
 TINY = dict(backbone="tiny-sd", num_seeds=2, num_prompts=1, num_inference_steps=2, height=64, width=64,
             batch_size=2, use_priors=False, progress=False,
             train={"max_train_steps": 2, "resolution": 64, "rank": 4, "learning_rate": 1e-2, "report_to": "none",
-                   "train_batch_size": 1, "device": "cpu"},
+                   "train_batch_size": 1, "device": "cpu", "composition_prob": 1.0},
             evaluate={"detector": "tiny-owlv2", "embedders": ["tiny-dinov2", "dreamsim"],
                       "text_scorers": ["tiny-clip"], "batch_size": 4})
 

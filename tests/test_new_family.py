@@ -72,9 +72,20 @@ class MadeUpBackbone:
         raise MudiError("the madeup family has no kohya format")
 
     def encode_images(self, pixels, generator=None):
-        dist = self.pipeline.vae.encode(pixels.to(self.device, self.dtype)).latent_dist
+        return self.latents_from_distribution(self.encode_distribution(pixels), generator)
+
+    def encode_distribution(self, pixels):
+        return self.pipeline.vae.encode(pixels.to(self.device, self.dtype)).latent_dist.parameters
+
+    def latents_from_distribution(self, parameters, generator=None):
+        from diffusers.models.autoencoders.vae import DiagonalGaussianDistribution
+
+        dist = DiagonalGaussianDistribution(parameters)
         z = dist.mean if generator is None else dist.sample(generator=generator)
         return z * self.pipeline.vae.config.scaling_factor
+
+    def repeated_blocks(self):
+        return []
 
     def decode_latents(self, latents):
         return self.pipeline.vae.decode(latents / self.pipeline.vae.config.scaling_factor).sample.clamp(-1, 1)

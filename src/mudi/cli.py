@@ -23,7 +23,7 @@ from mudi.io import os_error_message
 
 # verb -> module; plain strings keep `import mudi.cli` light.
 COMMANDS: dict[str, str] = {verb: f"mudi.commands.{verb}" for verb in (
-    "demo", "segmix", "convert", "segment", "prior", "train", "generate", "evaluate", "benchmark", "env")}
+    "demo", "segmix", "convert", "segment", "prior", "train", "generate", "merge", "evaluate", "benchmark", "env", "ui")}
 # One-line help per verb, so `mudi --help` imports no workflow module.
 SUMMARIES: dict[str, str] = {
     "demo": "run the whole pipeline on the bundled sample subjects with tiny offline models",
@@ -33,9 +33,11 @@ SUMMARIES: dict[str, str] = {
     "prior": "generate, segment and filter prior (class) images for prior preservation",
     "train": "DreamBooth-LoRA fine-tuning with Seg-Mix (or Cut-Mix / plain DreamBooth)",
     "generate": "generate images with mean-shifted initial latents",
+    "merge": "merge LoRAs into one (weighted sum, concatenated ranks or Mix-of-Show gradient fusion)",
     "evaluate": "score images with Detect-and-Compare, CLIP score and an HTML report",
     "benchmark": "run the paper's comparison: train, generate and evaluate every pair and method",
     "env": "print versions and devices for a bug report",
+    "ui": "open the web UI (subjects, masks, Seg-Mix, training, generation, scores); needs mudi[ui]",
 }
 
 
@@ -108,6 +110,14 @@ def _quiet_known_notices() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    try:
+        return _main(argv)
+    except KeyboardInterrupt:  # Ctrl-C before a verb runs (while parsing, importing): no traceback
+        print("mudi: interrupted", file=sys.stderr)
+        return 130
+
+
+def _main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     verb = next((a for a in argv if not a.startswith("-")), None)
     parser = build_parser(verb if verb in COMMANDS else None)

@@ -146,6 +146,15 @@ class Backbone(Protocol):
         the VAE posterior drawn from ``generator``, or its mean when ``generator`` is None."""
         ...
 
+    def encode_distribution(self, pixels: Any) -> Any:
+        """The VAE posterior's parameters ``(B, 2C, h, w)`` of ``(B, 3, H, W)`` pixels (what a latent cache keeps)."""
+        ...
+
+    def latents_from_distribution(self, parameters: Any, generator: Any = None) -> Any:
+        """A posterior sample drawn from ``generator`` (the mean without one), scaled/shifted:
+        ``encode_images(x, g) == latents_from_distribution(encode_distribution(x), g)``."""
+        ...
+
     def decode_latents(self, latents: Any) -> Any:
         """Inverse of :meth:`encode_images`: latents → ``(B, 3, H, W)`` float in [-1, 1]."""
         ...
@@ -192,6 +201,10 @@ class Backbone(Protocol):
     def predict(self, noisy_latents: Any, timesteps: Any, text: dict[str, Any], denoiser: Any = None) -> Any:
         """Denoiser output in the unpacked latent layout (adds SDXL's time ids, FLUX's packing/ids/guidance).
         ``denoiser`` overrides :attr:`denoiser` (e.g. the accelerate/DDP-wrapped module)."""
+        ...
+
+    def repeated_blocks(self) -> list[Any]:
+        """The denoiser's repeated transformer blocks (what regional ``torch.compile`` compiles one by one)."""
         ...
 
 

@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
+from diffusers.models.autoencoders.vae import DiagonalGaussianDistribution
 
 from mudi.adapters.registry import check_pipeline_class
 from mudi.adapters.sd import lora_preset, scheduler_first_step_signal
@@ -99,10 +100,19 @@ class FluxBackbone(DenoiserPlacement):
 
     def encode_images(self, pixels: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         """``(B, 3, H, W)`` in [-1, 1] → ``(B, C, H/8, W/8)``: ``(z - shift_factor) * scaling_factor``."""
+        return self.latents_from_distribution(self.encode_distribution(pixels), generator)
+
+    def encode_distribution(self, pixels: torch.Tensor) -> torch.Tensor:
+        """The VAE posterior's parameters ``(B, 2C, h, w)`` (mean and log-variance)."""
         vae = self.pipeline.vae
         w = next(vae.parameters())  # cheaper than vae.device / vae.dtype
-        dist = vae.encode(pixels.to(device=w.device, dtype=w.dtype)).latent_dist
+        return vae.encode(pixels.to(device=w.device, dtype=w.dtype)).latent_dist.parameters
+
+    def latents_from_distribution(self, parameters: torch.Tensor, generator: torch.Generator | None = None
+                                  ) -> torch.Tensor:
+        dist = DiagonalGaussianDistribution(parameters)
         z = dist.mean if generator is None else dist.sample(generator=generator)
+        vae = self.pipeline.vae
         return (z - vae.config.shift_factor) * vae.config.scaling_factor
 
     def decode_latents(self, latents: torch.Tensor) -> torch.Tensor:

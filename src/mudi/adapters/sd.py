@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
+from diffusers.models.autoencoders.vae import DiagonalGaussianDistribution
 
 from mudi.adapters.registry import check_pipeline_class
 from mudi.adapters.weights import DenoiserPlacement, load_pipeline, missing_weights_error
@@ -101,13 +102,25 @@ class StableDiffusionBackbone(DenoiserPlacement):
     def encode_images(self, pixels: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         """``(B, 3, H, W)`` in [-1, 1] → ``(B, 4, H/8, W/8)``: a sample of the VAE posterior (its mean when
         ``generator`` is None), times ``scaling_factor`` (minus ``shift_factor`` first where the VAE has one)."""
+        return self.latents_from_distribution(self.encode_distribution(pixels), generator)
+
+    def encode_distribution(self, pixels: torch.Tensor) -> torch.Tensor:
+        """The VAE posterior's parameters ``(B, 2C, h, w)`` (mean and log-variance) of ``(B, 3, H, W)`` pixels:
+        what a latent cache keeps, so a new sample can still be drawn every step."""
         vae = self.pipeline.vae
         w = next(vae.parameters())  # cheaper than vae.device / vae.dtype
         if w.dtype == torch.float16 and getattr(vae.config, "force_upcast", False):
             vae.to(torch.float32)  # this VAE overflows in fp16 (SDXL's): encode in float32, as its pipeline decodes
             w = next(vae.parameters())
-        dist = vae.encode(pixels.to(device=w.device, dtype=w.dtype)).latent_dist
+        return vae.encode(pixels.to(device=w.device, dtype=w.dtype)).latent_dist.parameters
+
+    def latents_from_distribution(self, parameters: torch.Tensor, generator: torch.Generator | None = None
+                                  ) -> torch.Tensor:
+        """A posterior sample (drawn from ``generator`` as diffusers' ``DiagonalGaussianDistribution.sample``;
+        the mean without one), scaled (and shifted) into the denoiser's latent space."""
+        dist = DiagonalGaussianDistribution(parameters)
         z = dist.mean if generator is None else dist.sample(generator=generator)
+        vae = self.pipeline.vae
         shift = getattr(vae.config, "shift_factor", None) or 0.0
         return (z - shift) * vae.config.scaling_factor
 

@@ -33,6 +33,12 @@ class DenoiserPlacement:
     def dtype(self) -> Any:
         return next(self.denoiser.parameters()).dtype
 
+    def repeated_blocks(self) -> list[Any]:
+        """The denoiser's repeated transformer blocks: the classes diffusers lists in ``_repeated_blocks``
+        (UNet: ``BasicTransformerBlock``; FLUX: its double and single blocks)."""
+        names = set(getattr(type(self.denoiser), "_repeated_blocks", ()) or ())
+        return [m for m in self.denoiser.modules() if type(m).__name__ in names]
+
 
 def missing_weights_error(what: str, pretrained_model_name_or_path: str, cause: Exception,
                           flag: str | None = None) -> MudiError:

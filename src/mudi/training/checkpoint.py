@@ -4,7 +4,8 @@
 
 - ``trainable.safetensors``: the trainable (LoRA) parameters by name;
 - ``optimizer.safetensors`` + ``optimizer.json``: the optimizer state tensors and the rest of its state dict;
-- ``state.json``: step, LR scheduler state, the numpy data generator's state, the run's config;
+- ``state.json``: step, LR scheduler state, the run's config (the data of step ``k`` is drawn from a generator
+  seeded by the run's seed and ``k``, so the step is all the data order needs);
 - ``rng.safetensors``: the torch noise generator's and the global CPU RNG's states.
 
 The folder is assembled under a temporary name and renamed into place (:func:`mudi.io.atomic_dir`), so an
@@ -129,7 +130,7 @@ def _join_optimizer(tensors: dict[str, torch.Tensor], rest: dict) -> dict:
 
 
 def save_checkpoint(output_dir: str | Path, step: int, trainable: dict[str, torch.Tensor], optimizer: Any,
-                    lr_scheduler: Any, noise_generator: torch.Generator, data_rng: np.random.Generator,
+                    lr_scheduler: Any, noise_generator: torch.Generator,
                     checkpoints_total_limit: int | None = None, config: dict | None = None) -> Path:
     """Write ``OUTPUT_DIR/checkpoint-<step>`` atomically; a failed write (a full disk) raises a one-line
     :class:`MudiError` and leaves every earlier checkpoint as it was."""
@@ -145,8 +146,7 @@ def save_checkpoint(output_dir: str | Path, step: int, trainable: dict[str, torc
             save_file({"noise_generator": noise_generator.get_state(), "torch_cpu": torch.get_rng_state()},
                       str(tmp / "rng.safetensors"))
             state = {"step": step, "lr_scheduler": lr_scheduler.state_dict(),
-                     "data_rng": data_rng.bit_generator.state, "noise_generator_device": str(noise_generator.device),
-                     "config": config}
+                     "noise_generator_device": str(noise_generator.device), "config": config}
             (tmp / "state.json").write_text(json.dumps(state, default=_jsonable))
     except OSError as e:
         previous = [p for p in list_checkpoints(output_dir) if p != final]
@@ -160,7 +160,7 @@ def save_checkpoint(output_dir: str | Path, step: int, trainable: dict[str, torc
 
 
 def load_checkpoint(data: CheckpointData, trainable: dict[str, torch.nn.Parameter], optimizer: Any,
-                    lr_scheduler: Any, noise_generator: torch.Generator, data_rng: np.random.Generator) -> int:
+                    lr_scheduler: Any, noise_generator: torch.Generator) -> int:
     """Restore everything :func:`save_checkpoint` wrote, in place; returns the step to continue from."""
     missing = set(trainable) ^ set(data.weights)
     if missing:
@@ -176,7 +176,6 @@ def load_checkpoint(data: CheckpointData, trainable: dict[str, torch.nn.Paramete
     lr_scheduler.load_state_dict(data.state["lr_scheduler"])
     noise_generator.set_state(data.rng["noise_generator"])
     torch.set_rng_state(data.rng["torch_cpu"])
-    data_rng.bit_generator.state = data.state["data_rng"]
     return data.step
 
 

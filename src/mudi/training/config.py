@@ -81,7 +81,22 @@ class TrainConfig:
     mixed_precision: Literal["auto", "no", "fp16", "bf16"] = field(default="auto", metadata={
         "help": "frozen weights in this dtype, LoRA weights in float32; auto: bf16 on a GPU that has it (else "
                 "fp16), no (float32) on the CPU"})
-    gradient_checkpointing: bool = field(default=False, metadata={"help": "trade compute for memory"})
+    gradient_checkpointing: bool = field(default=False, metadata={"help": "trade compute for memory (exact)"})
+    cache_latents: bool = field(default=False, metadata={
+        "help": "encode each photo whose pixels never change (centre crop, or square at the resolution; no flip) "
+                "once, keeping its VAE posterior; a new sample is still drawn every step (exact)"})
+    dataloader_num_workers: int = field(default=0, metadata={
+        "help": "processes composing the Seg-Mix samples ahead of the GPU (exact: a batch is drawn from its own "
+                "seeded generator whichever process draws it)"})
+    fused_optimizer: bool = field(default=False, metadata={
+        "help": "PyTorch's fused AdamW kernel (not bit-identical to the default one: equal within float rounding)"})
+    channels_last: bool = field(default=False, metadata={
+        "help": "channels-last memory for the UNet's convolutions (equal within float rounding)"})
+    compile: Literal["none", "regional"] = field(default="none", metadata={
+        "help": "torch.compile the denoiser's repeated transformer blocks one by one (regional: short start-up); "
+                "equal within float rounding"})
+    fp8_base_weights: bool = field(default=False, metadata={
+        "help": "FP8 matmuls for the frozen base weights (torchao; H100-class GPUs); changes the loss slightly"})
     guidance_scale: float = field(default=1.0, metadata={
         "help": "guidance-embedding value while training, for guidance-distilled models (FLUX.1-dev)"})
     seed: int = field(default=42, metadata={"help": "seed of LoRA init, data order, noise and timesteps (authors: 42)"})
@@ -127,6 +142,8 @@ class TrainConfig:
             raise MudiError("prior_loss_weight and kl_weight must be >= 0, dco_beta > 0")
         if not 0 <= self.soft_alpha <= 1:
             raise MudiError(f"soft_alpha {self.soft_alpha} must be in [0, 1] (1: no loss masking)")
+        if self.dataloader_num_workers < 0:
+            raise MudiError(f"dataloader_num_workers {self.dataloader_num_workers} must be >= 0")
         if self.save_steps < 0 or self.segmix_start_step < 0:
             raise MudiError("save_steps and segmix_start_step must be >= 0")
         if self.checkpoints_total_limit is not None and self.checkpoints_total_limit < 1:

@@ -50,6 +50,7 @@ class Sample:
     subject: int = 0
     mask: np.ndarray | None = None
     boxes_xyxy: list | None = None  # a composition's boxes, in caption order
+    cache_key: tuple | None = None  # set when the pixels are the same every time (latent caching)
 
 
 def resize_short_side(rgb: np.ndarray, resolution: int) -> Image.Image:
@@ -102,9 +103,7 @@ class SampleSource:
                 s.cutouts(max_side=max(self._side, 64))  # fail now on a missing mask, not at step 300
 
     # ---------------------------------------------------------------------------------------------- photos
-    def _photo(self, si: int, ii: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray | None]:
-        """One reference photo at the resolution: short side resized, cropped (random or centre), maybe flipped;
-        with its subject mask cropped alike when the loss needs it."""
+    def _load_resized(self, si: int, ii: int) -> tuple[Image.Image, Image.Image | None]:
         key = (si, ii)
         if key not in self._resized:
             rgb, mask = self.subjects[si].load(ii)
@@ -113,7 +112,30 @@ class SampleSource:
             if self.loss_mask == "all" and mask is not None:
                 m = Image.fromarray(mask.astype(np.uint8) * 255).resize(img.size, Image.BILINEAR)
             self._resized[key] = (img, m)
-        img, m = self._resized[key]
+        return self._resized[key]
+
+    def is_fixed(self, si: int, ii: int) -> bool:
+        """Whether photo ``ii`` of subject ``si`` gives the same pixels at every draw (centre crop, or a photo
+        that is square at the resolution, and no flip): then its latents can be cached exactly."""
+        if self.random_flip:
+            return False
+        img, _ = self._load_resized(si, ii)
+        return self.center_crop or img.size == (self.resolution, self.resolution)
+
+    def fixed_photos(self) -> list[tuple[tuple, np.ndarray]]:
+        """``(cache key, image)`` of every photo :meth:`is_fixed` (what a latent cache encodes at start-up)."""
+        out = []
+        rng = np.random.default_rng(0)  # unused by fixed photos
+        for si, s in enumerate(self.subjects):
+            for ii in range(len(s.images)):
+                if self.is_fixed(si, ii):
+                    out.append(((self.is_prior, si, ii), self._photo(si, ii, rng)[0]))
+        return out
+
+    def _photo(self, si: int, ii: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray | None]:
+        """One reference photo at the resolution: short side resized, cropped (random or centre), maybe flipped;
+        with its subject mask cropped alike when the loss needs it."""
+        img, m = self._load_resized(si, ii)
         R = self.resolution
         W, H = img.size
         if self.center_crop:
@@ -150,7 +172,8 @@ class SampleSource:
         """One photo of subject ``si`` with its caption."""
         ii = int(rng.integers(len(self.subjects[si].images)))
         image, mask = self._photo(si, ii, rng)
-        return Sample(image, self._caption(self.subjects[si], ii), 1, si, mask)
+        key = (self.is_prior, si, ii) if self.is_fixed(si, ii) else None
+        return Sample(image, self._caption(self.subjects[si], ii), 1, si, mask, cache_key=key)
 
     def compose(self, rng: np.random.Generator, si: int, other: int | None = None) -> Sample:
         """Subject ``si`` (first in the caption) composed with random others (``other``: that one)."""

@@ -22,7 +22,7 @@ from mudi.training.checkpoint import remove_stale_temporaries
 from mudi.training.config import CONFIG_FILE, TrainConfig
 from mudi.training.runs import HISTORY_FILE, guard_output_dir, record_history
 from mudi.training.signals import StopRequest, TrainingStopped
-from mudi.training.trainer import LoraTrainer
+from mudi.training.trainer import LoraTrainer, batch_loader
 
 log = logging.getLogger(__name__)
 METRICS_FILE = "metrics.jsonl"
@@ -75,13 +75,19 @@ def _train(config: TrainConfig, backbone: Any, callback: Any, validation_fn: Any
     if c.report_to == "tensorboard":
         acc.init_trackers("mudi-train", config={k: v for k, v in _flat(to_dict(c)).items()
                                                 if isinstance(v, (int, float, str, bool))})
+    if c.cache_latents:
+        n = trainer.fill_latent_cache()
+        log.info("cached the VAE posteriors of %d photo(s) whose pixels never change", n)
+    loader = batch_loader(trainer) if c.dataloader_num_workers > 0 else None
     bar = tqdm(total=c.max_train_steps, initial=trainer.global_step, desc=f"train {trainer.backbone.family}",
                unit="step", disable=not (c.progress and acc.is_local_main_process))
     OOM = getattr(torch, "OutOfMemoryError", getattr(torch.cuda, "OutOfMemoryError", RuntimeError))
     try:
         while trainer.global_step < c.max_train_steps and not stop.requested:
             t0 = time.perf_counter()
-            batches, losses = trainer.step()
+            batches = [next(loader) for _ in range(c.gradient_accumulation_steps)] if loader is not None else None
+            data_seconds = time.perf_counter() - t0
+            batches, losses = trainer.step(batches)
             trainer.global_step += 1
             if not math.isfinite(losses["loss"]):
                 bar.close()
@@ -91,6 +97,8 @@ def _train(config: TrainConfig, backbone: Any, callback: Any, validation_fn: Any
                     "writing the LoRA. Try --mixed_precision no (or the other of fp16/bf16) or a lower "
                     "--learning_rate; --resume_from_checkpoint latest continues from the last good checkpoint")
             losses["step_seconds"] = time.perf_counter() - t0
+            if loader is not None:
+                losses["data_seconds"] = data_seconds  # how long the step waited for its batches
             acc.log(losses, step=trainer.global_step)
             if acc.is_main_process:
                 metrics.append(trainer.global_step, losses)

@@ -31,7 +31,8 @@ HISTORY_FILE = "train_history.jsonl"
 MAY_CHANGE = frozenset({
     "max_train_steps", "checkpointing_steps", "checkpoints_total_limit", "save_steps", "resume_from_checkpoint",
     "overwrite", "report_to", "validation_prompts", "validation_steps", "num_validation_inference_steps", "progress",
-    "device", "export", "output_dir", "gradient_checkpointing",
+    "device", "export", "output_dir", "gradient_checkpointing", "cache_latents", "dataloader_num_workers",
+    "fused_optimizer", "channels_last", "compile",
 })
 #: Files and folders of a run that ``--overwrite`` removes (nothing else in the folder is touched).
 RUN_FILES = (CONFIG_FILE, HISTORY_FILE, LORA_FILE, KOHYA_FILE, SUBJECTS_FILE, "README.md", "metrics.jsonl")

@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from accelerate import Accelerator
 from diffusers.optimization import get_scheduler
 from peft import LoraConfig
+from tqdm.auto import tqdm
 
 from mudi.adapters import registry
 from mudi.adapters.base import check_image_size
@@ -37,7 +38,7 @@ from mudi.io import atomic_dir, save_image_atomic, write_text_atomic
 from mudi.sampling.images import generate_images
 from mudi.training.checkpoint import load_checkpoint, resolve_checkpoint, save_checkpoint
 from mudi.training.config import CONFIG_FILE, TrainConfig
-from mudi.training.data import SampleSource, to_pixels
+from mudi.training.data import Sample, SampleSource, to_pixels
 from mudi.training.lora_io import export_kohya, save_diffusers_lora
 from mudi.training.outputs import model_card
 from mudi.training.runs import check_resume, saved_config
@@ -116,6 +117,7 @@ class LoraTrainer:
                 p.data = p.data.float()
         if c.gradient_checkpointing:
             denoiser.enable_gradient_checkpointing()
+        apply_speed_options(bb, c)
         self.params = [p for p in denoiser.parameters() if p.requires_grad]
         self.trainable = {n: p for n, p in denoiser.named_parameters() if p.requires_grad}
 
@@ -127,8 +129,9 @@ class LoraTrainer:
             opt_cls = bnb.optim.AdamW8bit
         else:
             opt_cls = torch.optim.AdamW
+        extra = {"fused": True} if c.fused_optimizer and not c.use_8bit_adam else {}
         optimizer = opt_cls(self.params, lr=c.learning_rate, betas=(c.adam_beta1, c.adam_beta2),
-                            weight_decay=c.adam_weight_decay, eps=c.adam_epsilon)
+                            weight_decay=c.adam_weight_decay, eps=c.adam_epsilon, **extra)
         try:
             scheduler = get_scheduler(c.lr_scheduler, optimizer=optimizer, num_warmup_steps=c.lr_warmup_steps,
                                       num_training_steps=c.max_train_steps)
@@ -137,9 +140,9 @@ class LoraTrainer:
         self.model, self.optimizer, self.lr_scheduler = self.accelerator.prepare(denoiser, optimizer, scheduler)
 
         rank = self.accelerator.process_index
-        self.data_rng = np.random.default_rng([c.seed, rank])
         self.noise_generator = torch.Generator("cpu").manual_seed(c.seed * 1000 + rank)
         self._text_cache: dict[str, dict[str, torch.Tensor]] = {}
+        self.latent_cache: dict[tuple, torch.Tensor] = {}
         self.global_step = 0
         self.last_saved_step = -1
         self.last_checkpoint: Path | None = None
@@ -158,15 +161,44 @@ class LoraTrainer:
     def num_cached_prompts(self) -> int:
         return len(self._text_cache)
 
-    def draw_batch(self) -> dict[str, list]:
-        """``{"instance": [Sample]*B, "prior": [Sample]*B or []}`` from the run's data generator: compositions
-        from ``segmix_start_step`` on, each prior sample coupled to its instance sample."""
-        b = self.config.train_batch_size
-        allow = self.global_step >= self.config.segmix_start_step
-        inst = [self.instances.draw(self.data_rng, allow) for _ in range(b)]
-        prior = [self.priors.draw_prior(self.data_rng, s, self.subjects[s.subject].class_name)
-                 for s in inst] if self.priors is not None else []
-        return {"instance": inst, "prior": prior}
+    def batch_rng(self, index: int) -> np.random.Generator:
+        """The data generator of micro-batch ``index`` (step × accumulation + micro-batch): seeded by the run's
+        seed, this process's rank and the index alone, so a batch is the same whichever DataLoader worker
+        draws it, and a resumed run draws exactly what the uninterrupted one would."""
+        return np.random.default_rng([self.config.seed, self.accelerator.process_index, index])
+
+    def draw_batch(self, index: int | None = None) -> dict[str, list]:
+        """``{"instance": [Sample]*B, "prior": [Sample]*B or []}`` of micro-batch ``index`` (default: the
+        first of the current step): compositions from ``segmix_start_step`` on, each prior sample coupled to
+        its instance sample."""
+        if index is None:
+            index = self.global_step * self.config.gradient_accumulation_steps
+        return draw_micro_batch(self.instances, self.priors, self.subjects, self.config, self.batch_rng(index),
+                                index // self.config.gradient_accumulation_steps)
+
+    def posterior(self, samples: list) -> torch.Tensor:
+        """``(B, 2C, h, w)``: each sample's VAE posterior parameters, encoded one sample at a time (so a sample's
+        latents never depend on which samples share its batch) or taken from the latent cache."""
+        out = []
+        for s in samples:
+            cached = self.latent_cache.get(s.cache_key) if s.cache_key is not None else None
+            if cached is None:
+                pixels = to_pixels([s]).to(device=self.accelerator.device, dtype=self.weight_dtype)
+                cached = self.backbone.encode_distribution(pixels)[0]
+                if s.cache_key is not None and self.config.cache_latents:
+                    self.latent_cache[s.cache_key] = cached
+            out.append(cached)
+        return torch.stack(out)
+
+    def fill_latent_cache(self) -> int:
+        """Encode every photo whose pixels never change (``cache_latents``), once; returns how many."""
+        sources = [self.instances] + ([self.priors] if self.priors is not None else [])
+        todo = [(k, img) for src in sources for k, img in src.fixed_photos() if k not in self.latent_cache]
+        with torch.no_grad():
+            for key, img in tqdm(todo, desc="cache latents", unit="img", disable=not self.config.progress):
+                pixels = to_pixels([Sample(img, "")]).to(device=self.accelerator.device, dtype=self.weight_dtype)
+                self.latent_cache[key] = self.backbone.encode_distribution(pixels)[0]
+        return len(todo)
 
     def loss_weights(self, samples: list, latent_hw: tuple[int, int]) -> torch.Tensor | None:
         """``(B, 1, h, w)`` per-pixel loss weights: each sample's mask bilinearly downsampled to the latent grid,
@@ -215,9 +247,8 @@ class LoraTrainer:
         bb, acc, c = self.backbone, self.accelerator, self.config
         samples = batch["instance"] + batch["prior"]
         n_inst = len(batch["instance"])
-        pixels = to_pixels(samples).to(device=acc.device, dtype=self.weight_dtype)
         with torch.no_grad():
-            latents = bb.encode_images(pixels, generator=gen).to(self.weight_dtype)
+            latents = bb.latents_from_distribution(self.posterior(samples), gen).to(self.weight_dtype)
         noise = torch.randn(latents.shape, generator=gen, dtype=torch.float32).to(latents.device, latents.dtype)
         timesteps = bb.sample_timesteps(latents.shape[0], gen).to(acc.device)
         noisy = bb.add_noise(latents, noise, timesteps)
@@ -267,9 +298,12 @@ class LoraTrainer:
             finally:
                 base_model.enable_adapters()
 
-    def step(self) -> tuple[list[dict[str, list]], dict[str, float]]:
-        """Draw ``gradient_accumulation_steps`` micro-batches and make one optimizer step on them."""
-        batches = [self.draw_batch() for _ in range(self.config.gradient_accumulation_steps)]
+    def step(self, batches: list[dict[str, list]] | None = None) -> tuple[list[dict[str, list]], dict[str, float]]:
+        """One optimizer step on this step's ``gradient_accumulation_steps`` micro-batches (drawn here unless a
+        DataLoader already did)."""
+        if batches is None:
+            first = self.global_step * self.config.gradient_accumulation_steps
+            batches = [self.draw_batch(first + k) for k in range(self.config.gradient_accumulation_steps)]
         return batches, self.train_step(batches)
 
     def save_snapshot(self) -> Path | None:
@@ -295,7 +329,7 @@ class LoraTrainer:
         if self.last_saved_step == self.global_step and self.last_checkpoint is not None:
             return self.last_checkpoint
         self.last_checkpoint = save_checkpoint(self.output_dir, self.global_step, self.trainable, self.optimizer,
-                                               self.lr_scheduler, self.noise_generator, self.data_rng,
+                                               self.lr_scheduler, self.noise_generator,
                                                self.config.checkpoints_total_limit, config=to_dict(self.config))
         self.last_saved_step = self.global_step
         return self.last_checkpoint
@@ -309,7 +343,7 @@ class LoraTrainer:
             return check_resume(saved_config(self.output_dir), self.config, self.output_dir)
         changes = check_resume(data.config or saved_config(data.folder.parent), self.config, data.folder)
         self.global_step = load_checkpoint(data, self.trainable, self.optimizer, self.lr_scheduler,
-                                           self.noise_generator, self.data_rng)
+                                           self.noise_generator)
         self.last_saved_step, self.last_checkpoint = self.global_step, data.folder
         log.info("resumed from %s at step %d", data.folder, self.global_step)
         return changes
@@ -346,6 +380,76 @@ class LoraTrainer:
             save_image_atomic(p, np.asarray(img))
             paths.append(p)
         return paths
+
+
+def draw_micro_batch(instances: SampleSource, priors: SampleSource | None, subjects: list, config: TrainConfig,
+                     rng: np.random.Generator, step: int) -> dict[str, list]:
+    """One micro-batch drawn from ``rng`` (what :class:`BatchDataset` workers call too)."""
+    allow = step >= config.segmix_start_step
+    inst = [instances.draw(rng, allow) for _ in range(config.train_batch_size)]
+    prior = [priors.draw_prior(rng, s, subjects[s.subject].class_name) for s in inst] if priors is not None else []
+    return {"instance": inst, "prior": prior}
+
+
+class BatchDataset(torch.utils.data.Dataset):
+    """Micro-batch ``i`` (drawn with the trainer's ``batch_rng(i)``), for DataLoader worker processes that
+    compose Seg-Mix samples while the GPU trains (``dataloader_num_workers``)."""
+
+    def __init__(self, trainer: LoraTrainer, start: int, stop: int) -> None:
+        self.instances, self.priors, self.subjects = trainer.instances, trainer.priors, trainer.subjects
+        self.config, self.rank, self.start, self.stop = trainer.config, trainer.accelerator.process_index, start, stop
+
+    def __len__(self) -> int:
+        return self.stop - self.start
+
+    def __getitem__(self, k: int) -> dict[str, list]:
+        index = self.start + k
+        rng = np.random.default_rng([self.config.seed, self.rank, index])
+        return draw_micro_batch(self.instances, self.priors, self.subjects, self.config, rng,
+                                index // self.config.gradient_accumulation_steps)
+
+
+def batch_loader(trainer: LoraTrainer) -> Any:
+    """An iterator over the remaining micro-batches, composed in ``dataloader_num_workers`` processes."""
+    c = trainer.config
+    start, stop = trainer.global_step * c.gradient_accumulation_steps, c.max_train_steps * c.gradient_accumulation_steps
+    dataset = BatchDataset(trainer, start, stop)
+    return iter(torch.utils.data.DataLoader(dataset, batch_size=None, shuffle=False,
+                                            num_workers=c.dataloader_num_workers, prefetch_factor=4,
+                                            persistent_workers=False))
+
+
+def apply_speed_options(backbone: Any, config: TrainConfig) -> None:
+    """channels-last memory, regional ``torch.compile`` of the repeated blocks, FP8 matmuls of the frozen base
+    weights (torchao): each an explicit option (docs/train.md says which are exact)."""
+    denoiser = backbone.denoiser
+    if config.channels_last:
+        denoiser.to(memory_format=torch.channels_last)
+    if config.fp8_base_weights:
+        enable_fp8_base_weights(denoiser)
+    if config.compile == "regional":
+        blocks = backbone.repeated_blocks()
+        if not blocks:
+            raise MudiError(f"compile: regional found no repeated blocks in the {backbone.family} denoiser; use "
+                            "--compile none")
+        for block in blocks:
+            block.compile(dynamic=False)
+
+
+def enable_fp8_base_weights(denoiser: Any) -> None:
+    """Run the frozen base linear layers' matmuls in FP8 (torchao float8 training; H100-class GPUs); the LoRA
+    weights and their gradients stay in higher precision."""
+    if not torch.cuda.is_available() or torch.cuda.get_device_capability() < (8, 9):
+        raise MudiError("fp8_base_weights needs an FP8 GPU (compute capability 8.9+: L4, L40, H100, H200); drop it")
+    try:
+        from torchao.float8 import convert_to_float8_training
+    except ImportError:
+        raise MudiError("fp8_base_weights needs torchao: pip install torchao") from None
+
+    def frozen_linear(module: Any, name: str) -> bool:
+        return isinstance(module, torch.nn.Linear) and "lora_" not in name and not module.weight.requires_grad
+
+    convert_to_float8_training(denoiser, module_filter_fn=frozen_linear)
 
 
 def per_sample_mse(pred: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None) -> torch.Tensor:
