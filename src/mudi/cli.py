@@ -82,7 +82,7 @@ def _add_spelling_aliases(parser: argparse.ArgumentParser) -> None:
                     parser._option_string_actions[alias] = action
 
 
-MODEL_VERBS = ("generate", "evaluate", "segment", "prior", "benchmark", "train", "demo")
+MODEL_VERBS = ("generate", "evaluate", "segment", "prior", "benchmark", "train", "demo", "merge", "ui")
 
 
 class _DropNotice(logging.Filter):

@@ -129,8 +129,8 @@ def apply_loras(backbone: Any, paths: Sequence[str], weights: Sequence[float] | 
             backbone.pipeline.load_lora_weights(folder, adapter_name=name, **kwargs)
         except (ValueError, KeyError, RuntimeError, OSError) as e:
             first = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
-            raise MudiError(f"{p}: cannot load this LoRA into the {backbone.family} pipeline ({first}); was it "
-                            f"trained for --backbone {backbone.family}?") from None
+            raise MudiError(f"{p}: cannot load this file as a LoRA of the {backbone.family} pipeline ({first}); check "
+                            "that it is a LoRA (diffusers, kohya or A1111 format) made for this model") from None
         names.append(name)
     backbone.pipeline.set_adapters(names, adapter_weights=weights)
     return names
