@@ -88,3 +88,40 @@ def build_sd15(device: str = "cpu", dtype: torch.dtype = torch.float32):
     pipe = pipe.to(device, dtype)
     pipe.set_progress_bar_config(disable=True)
     return StableDiffusion15Backbone(pipe, default_resolution=512)
+
+
+def build_flux(device: str, dtype: torch.dtype, t5_layers: int = 24):
+    """FLUX.1-dev (a 12 B-parameter transformer: 19 double + 38 single blocks, 16-channel VAE, CLIP-L, T5-XXL)
+    as a ``FluxBackbone``. ``t5_layers``: T5-XXL has 24; prompts are encoded once and cached while training,
+    so fewer layers change nothing in the step being measured."""
+    from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, FluxPipeline, FluxTransformer2DModel
+    from transformers import CLIPTextConfig, CLIPTextModel, T5Config, T5EncoderModel
+
+    from mudi.adapters.flux import FluxBackbone
+    from mudi.adapters.tiny_tokenizer import build_tiny_clip_tokenizer
+
+    torch.manual_seed(0)
+    with torch.device(device):
+        transformer = FluxTransformer2DModel(patch_size=1, in_channels=64, num_layers=19, num_single_layers=38,
+                                             attention_head_dim=128, num_attention_heads=24, joint_attention_dim=4096,
+                                             pooled_projection_dim=768, guidance_embeds=True,
+                                             axes_dims_rope=(16, 56, 56))
+        vae = AutoencoderKL(in_channels=3, out_channels=3, latent_channels=16, block_out_channels=(128, 256, 512, 512),
+                            down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
+                            layers_per_block=2, norm_num_groups=32, sample_size=1024, scaling_factor=0.3611,
+                            shift_factor=0.1159, use_quant_conv=False, use_post_quant_conv=False)
+        clip = CLIPTextModel(CLIPTextConfig(vocab_size=49408, hidden_size=768, intermediate_size=3072,
+                                            num_attention_heads=12, num_hidden_layers=12, projection_dim=768,
+                                            hidden_act="quick_gelu"))
+        t5 = T5EncoderModel(T5Config(vocab_size=32128, d_model=4096, d_kv=64, d_ff=10240, num_layers=t5_layers,
+                                     num_heads=64, feed_forward_proj="gated-gelu", dropout_rate=0.0))
+    sched = FlowMatchEulerDiscreteScheduler(shift=3.0, use_dynamic_shifting=True, base_shift=0.5, max_shift=1.15,
+                                            base_image_seq_len=256, max_image_seq_len=4096)
+    tok = build_tiny_clip_tokenizer()
+    pipe = FluxPipeline(scheduler=sched, vae=vae, text_encoder=clip, tokenizer=tok, text_encoder_2=t5,
+                        tokenizer_2=build_tiny_clip_tokenizer(model_max_length=512), transformer=transformer)
+    for m in (transformer, vae, clip, t5):
+        m.eval().requires_grad_(False)
+    pipe = pipe.to(device, dtype)
+    pipe.set_progress_bar_config(disable=True)
+    return FluxBackbone(pipe, default_resolution=1024)
