@@ -94,3 +94,13 @@ def test_regional_compile_stays_within_tolerance(plain, tmp_path):
 def test_fp8_needs_an_fp8_gpu(tmp_path):
     with pytest.raises(MudiError, match="FP8 GPU"):
         LoraTrainer(TrainConfig(output_dir=str(tmp_path), **{**KW, "fp8_base_weights": True}))
+
+
+def test_quantized_base_weights_are_refused_where_they_cannot_work(tmp_path):
+    with pytest.raises(MudiError, match="does not support quantization"):
+        LoraTrainer(TrainConfig(output_dir=str(tmp_path), **{**KW, "quantize_base": "nf4"}))  # a tiny build
+    from mudi.adapters.weights import quantization_config
+
+    if not torch.cuda.is_available():
+        with pytest.raises(MudiError, match="CUDA GPU"):
+            quantization_config("nf4", "unet", "bfloat16")

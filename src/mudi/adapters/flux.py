@@ -24,7 +24,7 @@ from diffusers.models.autoencoders.vae import DiagonalGaussianDistribution
 
 from mudi.adapters.registry import check_pipeline_class
 from mudi.adapters.sd import lora_preset, scheduler_first_step_signal
-from mudi.adapters.weights import DenoiserPlacement, load_pipeline, missing_weights_error
+from mudi.adapters.weights import DenoiserPlacement, load_pipeline, missing_weights_error, quantization_config
 from mudi.devices import parse_dtype
 from mudi.errors import MudiError
 
@@ -72,17 +72,19 @@ class FluxBackbone(DenoiserPlacement):
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path: str | None = None, device: str | torch.device = "cpu",
-                        dtype: Any = None) -> FluxBackbone:
+                        dtype: Any = None, quantization: str | None = None) -> FluxBackbone:
+        """Load a FLUX checkpoint; ``quantization`` (int8, nf4) loads the transformer quantized (bitsandbytes)."""
         from diffusers import FluxPipeline
 
         path = pretrained_model_name_or_path or cls.default_checkpoint
         check_pipeline_class(path, cls.family, cls.pipeline_class_name)
+        extra = {"quantization_config": quantization_config(quantization, "transformer", dtype)} if quantization else {}
         try:
-            pipe = load_pipeline(FluxPipeline, path, parse_dtype(dtype))
+            pipe = load_pipeline(FluxPipeline, path, parse_dtype(dtype), **extra)
         except (OSError, ValueError) as e:
             raise missing_weights_error(cls.family, path, e, "--pretrained_model_name_or_path") from None
         pipe.set_progress_bar_config(disable=True)
-        return cls(pipe.to(device))
+        return cls(pipe if quantization else pipe.to(device))
 
     # ----------------------------------------------------------------------------------------- protocol
     @property

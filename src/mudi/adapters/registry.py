@@ -103,6 +103,10 @@ def resolve(kind: str, name: str) -> Callable[..., Any]:
     return obj
 
 
+#: Keywords a factory must accept when given (others it does not take are left out).
+STRICT_KEYWORDS = ("quantization",)
+
+
 def load(kind: str, name: str, /, pretrained_model_name_or_path: str | None = None, **kwargs: Any) -> Any:
     """Build the ``kind`` registered as ``name`` with ``kwargs`` (``device=``, ``dtype=``, ``batch_size=``…).
 
@@ -118,15 +122,21 @@ def load(kind: str, name: str, /, pretrained_model_name_or_path: str | None = No
                             f"checkpoint; drop {pretrained_model_name_or_path!r} (or pick a {kind} that loads "
                             "weights)")
         kwargs["pretrained_model_name_or_path"] = pretrained_model_name_or_path
+    for key in STRICT_KEYWORDS:  # options that change what is built: never dropped silently
+        if kwargs.get(key) and key not in params and not takes_any:
+            raise MudiError(f"the {kind.replace('_', ' ')} {name!r} does not support {key} {kwargs[key]!r}; drop it "
+                            f"or pick a {kind} that loads real weights")
     if not takes_any:
         kwargs = {k: v for k, v in kwargs.items() if k in params}
     return factory(**kwargs)
 
 
 def load_backbone(name: str, pretrained_model_name_or_path: str | None = None, device: Any = "cpu",
-                  dtype: Any = None) -> Any:
-    """``load("backbone", ...)`` with the usual positional order (a :class:`~mudi.adapters.base.Backbone`)."""
-    return load("backbone", name, pretrained_model_name_or_path, device=device, dtype=dtype)
+                  dtype: Any = None, quantization: str | None = None) -> Any:
+    """``load("backbone", ...)`` with the usual positional order (a :class:`~mudi.adapters.base.Backbone`);
+    ``quantization`` (int8, nf4) loads the denoiser quantized."""
+    extra = {"quantization": quantization} if quantization else {}
+    return load("backbone", name, pretrained_model_name_or_path, device=device, dtype=dtype, **extra)
 
 
 def family_of(name: str) -> str | None:

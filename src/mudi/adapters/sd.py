@@ -17,7 +17,7 @@ import torch
 from diffusers.models.autoencoders.vae import DiagonalGaussianDistribution
 
 from mudi.adapters.registry import check_pipeline_class
-from mudi.adapters.weights import DenoiserPlacement, load_pipeline, missing_weights_error
+from mudi.adapters.weights import DenoiserPlacement, load_pipeline, missing_weights_error, quantization_config
 from mudi.devices import parse_dtype
 from mudi.errors import unknown_name_error
 
@@ -65,21 +65,27 @@ class StableDiffusionBackbone(DenoiserPlacement):
     # ----------------------------------------------------------------------------------------- loading
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path: str | None = None, device: str | torch.device = "cpu",
-                        dtype: Any = None) -> StableDiffusionBackbone:
+                        dtype: Any = None, quantization: str | None = None) -> StableDiffusionBackbone:
         """Load a diffusers-format checkpoint (hub id or local folder; ``None``: the family's default); the
-        only place weights are read. Subclasses change only the class attributes."""
+        only place weights are read. ``quantization`` (int8, nf4) loads the UNet quantized (bitsandbytes).
+        Subclasses change only the class attributes."""
         import diffusers
 
         path = pretrained_model_name_or_path or cls.default_checkpoint
         check_pipeline_class(path, cls.family, cls.pipeline_class_name)
         pipeline_class = getattr(diffusers, cls.pipeline_class_name)
+        extra = dict(cls.pipeline_kwargs)
+        if quantization:
+            extra["quantization_config"] = quantization_config(quantization, "unet", dtype)
         try:
-            pipe = load_pipeline(pipeline_class, path, parse_dtype(dtype), **cls.pipeline_kwargs)
+            pipe = load_pipeline(pipeline_class, path, parse_dtype(dtype), **extra)
         except (OSError, ValueError) as e:
             raise missing_weights_error(cls.family, path, e, "--pretrained_model_name_or_path") from None
         pipe.set_progress_bar_config(disable=True)
         resolution = int(pipe.unet.config.sample_size) * int(pipe.vae_scale_factor)
-        return cls(pipe.to(device), default_resolution=resolution)
+        if not quantization:  # a quantized model is placed on the GPU when it loads
+            pipe = pipe.to(device)
+        return cls(pipe, default_resolution=resolution)
 
     # ----------------------------------------------------------------------------------------- protocol
     @property

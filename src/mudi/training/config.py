@@ -95,6 +95,9 @@ class TrainConfig:
     compile: Literal["none", "regional"] = field(default="none", metadata={
         "help": "torch.compile the denoiser's repeated transformer blocks one by one (regional: short start-up); "
                 "equal within float rounding"})
+    quantize_base: Literal["none", "int8", "nf4"] = field(default="none", metadata={
+        "help": "load the frozen denoiser in 8-bit or NF4 4-bit (bitsandbytes, CUDA; QLoRA-style memory recipes); "
+                "changes the base model's outputs slightly"})
     fp8_base_weights: bool = field(default=False, metadata={
         "help": "FP8 matmuls for the frozen base weights (torchao; H100-class GPUs); changes the loss slightly"})
     guidance_scale: float = field(default=1.0, metadata={

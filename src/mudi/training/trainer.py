@@ -80,8 +80,9 @@ class LoraTrainer:
                                        project_dir=str(self.output_dir / "logs"))
         self.weight_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(c.mixed_precision, torch.float32)
         dev = self.accelerator.device
+        quant = None if c.quantize_base == "none" else c.quantize_base
         self.backbone = backbone if backbone is not None else registry.load_backbone(
-            c.backbone, c.pretrained_model_name_or_path, device=dev, dtype=self.weight_dtype)
+            c.backbone, c.pretrained_model_name_or_path, device=dev, dtype=self.weight_dtype, quantization=quant)
         bb = self.backbone
         self.resolution = int(c.resolution or bb.default_resolution)
         check_image_size(bb, self.resolution, self.resolution, "resolution")
