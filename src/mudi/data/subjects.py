@@ -38,9 +38,9 @@ from mudi.config import yaml_error_text
 from mudi.core.geometry import make_cutout
 from mudi.core.prompts import subject_phrase
 from mudi.core.types import Cutout
-from mudi.data.images import list_images, read_image, read_mask
+from mudi.data.images import IMAGE_SUFFIXES, list_images, read_image, read_mask
 from mudi.errors import MudiError
-from mudi.io import write_jsonl_atomic, write_text_atomic
+from mudi.io import write_bytes_atomic, write_jsonl_atomic, write_text_atomic
 
 SUBJECT_FILE = "subject.yaml"
 MASK_DIR = "masks"
@@ -66,6 +66,7 @@ class Subject:
     descriptive_class: str | None = None
     root: Path | None = None
     detect_as_text: str | None = None  # subject.yaml's detect_as
+    relative_size: float | None = None  # subject.yaml's relative_size (fixed relative size in Seg-Mix, C.1)
     source: str = "native"  # "native" | "benchmark" | "prior"
     _cutouts: dict = field(default_factory=dict, repr=False, compare=False)
 
@@ -138,6 +139,8 @@ class Subject:
             meta["descriptive_class"] = self.descriptive_class
         if self.detect_as_text:
             meta["detect_as"] = self.detect_as_text
+        if self.relative_size is not None:
+            meta["relative_size"] = self.relative_size
         caps = {im.path.name: im.caption for im in self.images if im.caption}
         if caps:
             meta["captions"] = caps
@@ -152,7 +155,7 @@ def _load_native(folder: Path) -> Subject:
         raise MudiError(f"{meta_path}: not valid YAML ({yaml_error_text(e)})") from None
     if not isinstance(meta, dict):
         raise MudiError(f"{meta_path}: expected a mapping with name, identifier and class_noun")
-    known = {"name", "identifier", "class_noun", "descriptive_class", "captions", "detect_as"}
+    known = {"name", "identifier", "class_noun", "descriptive_class", "captions", "detect_as", "relative_size"}
     unknown = set(meta) - known
     if unknown:
         raise MudiError(f"{meta_path}: unknown key(s) {sorted(unknown)}; allowed: {sorted(known)}")
@@ -172,7 +175,16 @@ def _load_native(folder: Path) -> Subject:
         raise MudiError(f"{folder}: no reference images (.jpg, .png, .webp) found; add 3-5 photos of the subject")
     return Subject(name=str(meta.get("name") or folder.name), identifier=meta["identifier"].strip(),
                    class_noun=meta["class_noun"].strip(), descriptive_class=meta.get("descriptive_class") or None,
-                   images=images, root=folder, source="native", detect_as_text=meta.get("detect_as") or None)
+                   images=images, root=folder, source="native", detect_as_text=meta.get("detect_as") or None,
+                   relative_size=_relative_size(meta.get("relative_size"), meta_path))
+
+
+def _relative_size(value: object, where: Path) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+        raise MudiError(f"{where}: relative_size {value!r} must be a positive number, e.g. 2")
+    return float(value)
 
 
 def _read_jsonl(path: Path) -> list[dict]:
@@ -306,6 +318,35 @@ def record_masks(root: Path, subjects: list[Subject], written: dict[str, str]) -
                 line = json.dumps(row)
         out.append(line)
     write_text_atomic(meta, "\n".join(out) + "\n")
+
+
+def create_subject_folder(folder: str | Path, photos: list[str | Path], identifier: str, class_noun: str,
+                          descriptive_class: str | None = None, name: str | None = None) -> Subject:
+    """Make a native subject folder from photo files: ``00.jpg``, ``01.png`` … (copied byte for byte, each
+    keeping its suffix) and ``subject.yaml``. Every photo is decoded first, so a bad one writes nothing; a
+    folder that already holds a subject is refused. Returns the loaded subject."""
+    folder = Path(folder)
+    identifier, class_noun = (identifier or "").strip(), (class_noun or "").strip()
+    if not identifier or len(identifier.split()) != 1:
+        raise MudiError(f"identifier {identifier!r}: give one rare word for the subject, e.g. olis")
+    if not class_noun:
+        raise MudiError("class_noun is missing: give the subject's class, e.g. dog")
+    if (folder / SUBJECT_FILE).exists():
+        raise MudiError(f"{folder} already holds a subject ({SUBJECT_FILE}); choose another name")
+    paths = [Path(p) for p in photos]
+    if not paths:
+        raise MudiError("no photos given; add 3-5 photos of the subject")
+    for p in paths:
+        if p.suffix.lower() not in IMAGE_SUFFIXES:
+            raise MudiError(f"{p.name}: not an image file ({', '.join(IMAGE_SUFFIXES)})")
+        read_image(p)  # raises a one-line MudiError for an unreadable photo
+    for n, p in enumerate(paths):
+        write_bytes_atomic(folder / f"{n:02d}{p.suffix.lower()}", p.read_bytes())
+    meta = {"name": (name or folder.name).strip(), "identifier": identifier, "class_noun": class_noun}
+    if descriptive_class and descriptive_class.strip() and descriptive_class.strip() != class_noun:
+        meta["descriptive_class"] = descriptive_class.strip()
+    write_text_atomic(folder / SUBJECT_FILE, yaml.safe_dump(meta, sort_keys=False, allow_unicode=True))
+    return _load_native(folder)
 
 
 def write_prior_metadata(folder: Path, ids: dict[str, str], rows: list[dict]) -> None:

@@ -34,6 +34,13 @@ class TrainConfig:
         "help": "Seg-Mix geometry: a preset (auto: the backbone's — sdxl for the UNet families, flux for FLUX — both "
                 "the authors' code) and any field to change"})
     segmix_start_step: int = field(default=0, metadata={"help": "compositions only from this step on (authors: 0)"})
+    relative_sizes: list[float] = field(default_factory=list, metadata={
+        "help": "fixed relative size per subject (in --subjects order) for every composition (Appendix C.1), e.g. "
+                "1,2; default: each subject.yaml's relative_size, else random sizes"})
+    base_lora: list[str] = field(default_factory=list, metadata={
+        "help": "LoRAs fused into the base weights before training a new LoRA on top (modular customization, "
+                "iterative training); the KL regularizer then keeps the new model close to the fused one"})
+    base_lora_weights: list[float] = field(default_factory=list, metadata={"help": "one weight per base LoRA"})
     class_data_dir: str | None = field(default=None, metadata={
         "help": "prior (class) image set, e.g. made by `mudi prior`; enables prior preservation"})
     with_prior_preservation: bool = field(default=False, metadata={
@@ -145,6 +152,11 @@ class TrainConfig:
             raise MudiError("prior_loss_weight and kl_weight must be >= 0, dco_beta > 0")
         if not 0 <= self.soft_alpha <= 1:
             raise MudiError(f"soft_alpha {self.soft_alpha} must be in [0, 1] (1: no loss masking)")
+        if self.base_lora_weights and len(self.base_lora_weights) != len(self.base_lora):
+            raise MudiError(f"{len(self.base_lora_weights)} base_lora_weights for {len(self.base_lora)} base_lora: give "
+                            "one per LoRA")
+        if any(r <= 0 for r in self.relative_sizes):
+            raise MudiError(f"relative_sizes {self.relative_sizes} must all be positive, e.g. 1,2")
         if self.dataloader_num_workers < 0:
             raise MudiError(f"dataloader_num_workers {self.dataloader_num_workers} must be >= 0")
         if self.save_steps < 0 or self.segmix_start_step < 0:

@@ -79,7 +79,8 @@ class SampleSource:
     def __init__(self, subjects: Sequence[Subject], resolution: int, mode: str = "segmix",
                  composition_prob: float = 0.3, max_composed_subjects: int = 2,
                  segmix: SegMixParams = SegMixParams(), is_prior: bool = False, center_crop: bool = False,
-                 random_flip: bool = False, loss_mask: str = "segmix") -> None:
+                 random_flip: bool = False, loss_mask: str = "segmix",
+                 relative_sizes: Sequence[float] | None = None) -> None:
         if mode not in ("segmix", "cutmix", "none"):
             raise MudiError(f"composition mode {mode!r} must be segmix, cutmix or none")
         self.subjects = list(subjects)
@@ -87,6 +88,10 @@ class SampleSource:
         self.is_prior = is_prior
         self.segmix = dataclasses.replace(segmix, align_tops=True) if is_prior else segmix
         self.center_crop, self.random_flip, self.loss_mask = center_crop, random_flip, loss_mask
+        self.relative_sizes = list(relative_sizes) if relative_sizes else None
+        if self.relative_sizes is not None and len(self.relative_sizes) != len(self.subjects):
+            raise MudiError(f"{len(self.relative_sizes)} relative sizes for {len(self.subjects)} subjects: give one per "
+                            "subject, in --subjects order")
         self.max_composed = max(2, min(max_composed_subjects, len(self.subjects)))
         can_compose = len(self.subjects) >= 2
         if mode != "none" and composition_prob > 0 and not can_compose and not is_prior:
@@ -193,7 +198,10 @@ class SampleSource:
             for i in chosen:
                 cs = self.subjects[i].cutouts(max_side=max(self._side, 64))
                 cutouts.append(cs[int(rng.integers(len(cs)))])
-            comp = compose_segmix(cutouts, phrases, size, rng, self.segmix)
+            params = self.segmix
+            if self.relative_sizes is not None:  # Appendix C.1: fixed relative sizes per subject
+                params = dataclasses.replace(params, relative_sizes=tuple(self.relative_sizes[i] for i in chosen))
+            comp = compose_segmix(cutouts, phrases, size, rng, params)
         return Sample(comp.image, comp.prompt, len(chosen), si, comp.union_mask, list(comp.boxes_xyxy))
 
     def draw_prior(self, rng: np.random.Generator, instance: Sample, instance_class: str) -> Sample:

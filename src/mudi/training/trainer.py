@@ -36,6 +36,7 @@ from mudi.data.subjects import find_subjects, load_subjects
 from mudi.errors import MudiError
 from mudi.io import atomic_dir, save_image_atomic, write_text_atomic
 from mudi.sampling.images import generate_images
+from mudi.sampling.loras import apply_loras, check_lora_family
 from mudi.training.checkpoint import load_checkpoint, resolve_checkpoint, save_checkpoint
 from mudi.training.config import CONFIG_FILE, TrainConfig
 from mudi.training.data import Sample, SampleSource, to_pixels
@@ -66,6 +67,7 @@ class LoraTrainer:
         self.output_dir = Path(c.output_dir)
         if backbone is None:
             registry.check("backbone", [c.backbone])  # a typo fails before the subjects are read
+        check_lora_family(c.base_lora, c.backbone)
         self.subjects = load_subjects(c.subjects)
         self.prior_subjects = []
         if c.use_prior:
@@ -91,11 +93,15 @@ class LoraTrainer:
             bb.pipeline.vae = load_vae(c.vae, device=dev, dtype=self.weight_dtype)
         if bb.train_vae_in_float32:  # SDXL's VAE overflows in fp16: encode in float32, as diffusers' scripts do
             bb.pipeline.vae.to(torch.float32)
+        if c.base_lora:  # modular customization / iterative training: train on top of these, fused
+            fuse_base_loras(bb, c.base_lora, c.base_lora_weights)
         self.segmix_params = c.segmix.resolve(bb.segmix_preset)
         src_kw = dict(resolution=self.resolution, mode=c.composition, composition_prob=c.composition_prob,
                       max_composed_subjects=c.max_composed_subjects, segmix=self.segmix_params,
                       center_crop=c.center_crop, random_flip=c.random_flip, loss_mask=c.loss_mask)
-        self.instances = SampleSource(self.subjects, **src_kw)
+        rel = list(c.relative_sizes) or ([s.relative_size or 1.0 for s in self.subjects]
+                                         if any(s.relative_size for s in self.subjects) else None)
+        self.instances = SampleSource(self.subjects, relative_sizes=rel, **src_kw)
         self.priors = SampleSource(self.prior_subjects, is_prior=True, **src_kw) if self.prior_subjects else None
         if self.priors is not None:
             missing = sorted({s.class_name for s in self.subjects} - set(self.priors.class_names()))
@@ -381,6 +387,14 @@ class LoraTrainer:
             save_image_atomic(p, np.asarray(img))
             paths.append(p)
         return paths
+
+
+def fuse_base_loras(backbone: Any, paths: list[str], weights: list[float]) -> None:
+    """Fuse ``paths`` (with their weights) into the denoiser's base weights and drop them as adapters, so a new
+    LoRA trains on top and "the LoRA disabled" (the KL reference) is the fused model."""
+    names = apply_loras(backbone, paths, weights or None)
+    backbone.pipeline.fuse_lora(adapter_names=names, lora_scale=1.0)
+    backbone.pipeline.unload_lora_weights()
 
 
 def draw_micro_batch(instances: SampleSource, priors: SampleSource | None, subjects: list, config: TrainConfig,
