@@ -55,6 +55,8 @@ class GenerateConfig:
         "help": "OpenAI-compatible endpoint for --layout llm, e.g. http://127.0.0.1:8000/v1"})
     llm_model: str = field(default="gpt-4o", metadata={"help": "model name sent to the LLM endpoint"})
     output_dir: str = field(default="mudi_generate", metadata={"help": "output folder", "flags": ["--out"]})
+    skip_existing: bool = field(default=False, metadata={
+        "help": "keep the images a previous run already wrote in output_dir (same names), make only the others"})
     device: str = field(default="auto", metadata={
         "help": "torch device: auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:1, mps"})
     dtype: Literal["auto", "float32", "float16", "bfloat16"] = field(default="auto", metadata={

@@ -10,6 +10,7 @@ over their inits); ``generate_config.yaml`` (the resolved config). Extras live i
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ from mudi.adapters import registry
 from mudi.adapters.weights import load_vae
 from mudi.config import save_config
 from mudi.core.init_latents import default_gamma
+from mudi.data.images import read_image
 from mudi.data.layouts import load_layout
 from mudi.data.manifests import entry_phrase, read_lora_subjects, subjects_of_manifest
 from mudi.data.subjects import load_subjects
@@ -112,21 +114,45 @@ def _generate(config: GenerateConfig, backbone: Any, subjects: list, phrases: li
     versions = package_versions()
     lora_info = [{"path": p, "weight": w, "adapter_name": n} for p, w, n in
                  zip(config.lora, config.lora_weights or [1.0] * len(config.lora), adapters)]
-    results: list[GeneratedImage] = []
-    starts = range(0, len(seeds), config.batch_size)
+    done = {k: _read_existing(out, k, s) for k, s in enumerate(seeds)} if config.skip_existing else {}
+    done = {k: v for k, v in done.items() if v is not None}
+    todo = [k for k in range(len(seeds)) if k not in done]
+    if done:
+        log.info("%d image(s) already in %s: kept (skip_existing)", len(done), out)
+    made: dict[int, GeneratedImage] = {}
+    starts = range(0, len(todo), config.batch_size)
     for start in tqdm(starts, desc="generate", unit="batch", disable=len(starts) < 2):
-        chunk = seeds[start:start + config.batch_size]
-        batch = generate_images(backbone, prompt, chunk, subjects, gamma, config.init, boxes, config.relative_sizes,
-                                segmix, config.negative_prompt, steps, guidance, config.height,
-                                config.width, config.batch_size, layout_name, progress=False)
-        for k, r in enumerate(batch, start=start):  # written as soon as they exist: a crash loses one batch
+        ks = todo[start:start + config.batch_size]
+        batch = generate_images(backbone, prompt, [seeds[k] for k in ks], subjects, gamma, config.init, boxes,
+                                config.relative_sizes, segmix, config.negative_prompt, steps, guidance,
+                                config.height, config.width, config.batch_size, layout_name, progress=False)
+        for k, r in zip(ks, batch):  # written as soon as they exist: a crash loses one batch
             _write_image(out, k, r, config, subjects, phrases, steps, guidance, lora_info, versions)
-        results.extend(batch)
-    save_image_atomic(out / "grid" / "grid.png", image_grid([r.image for r in results],
-                                                            [r.composition.image if r.composition else None
-                                                             for r in results]))
+            made[k] = r
+    results = [made[k] if k in made else done[k][0] for k in range(len(seeds))]
+    inits = [made[k].composition.image if k in made and made[k].composition else done[k][1] if k in done else None
+             for k in range(len(seeds))]
+    save_image_atomic(out / "grid" / "grid.png", image_grid([r.image for r in results], inits))
     save_config(config, out / CONFIG_FILE)
     return results
+
+
+def _read_existing(out: Path, k: int, seed: int) -> tuple[GeneratedImage, Any] | None:
+    """An image a previous run wrote (image and sidecar both there and readable), with its init composition."""
+    stem = f"{k:04d}_seed{seed}"
+    img, meta = out / f"{stem}.png", out / f"{stem}.json"
+    if not (img.is_file() and meta.is_file()):
+        return None
+    try:
+        data = json.loads(meta.read_text(encoding="utf-8"))
+        rgb = read_image(img)[0]
+    except (json.JSONDecodeError, MudiError):
+        return None
+    init_path = out / "init" / f"{stem}.png"
+    init = read_image(init_path)[0] if init_path.is_file() else None
+    return GeneratedImage(rgb, data.get("prompt", ""), seed, data.get("init", "none"), float(data.get("gamma", 0.0)),
+                          None, data.get("layout", "none"), data.get("boxes_normalized"),
+                          list(data.get("source_images", []))), init
 
 
 def _write_image(out: Path, k: int, r: GeneratedImage, config: GenerateConfig, subjects: list, phrases: list[str],
