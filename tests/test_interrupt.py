@@ -13,8 +13,6 @@ import json
 import os
 import random
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -26,6 +24,7 @@ from mudi.training.checkpoint import CheckpointData, list_checkpoints
 from mudi.training.config import TrainConfig
 from mudi.training.loop import train
 from mudi.training.signals import TrainingStopped
+from tests.zygote_client import Zygote
 
 SAMPLES = Path(__file__).resolve().parents[1] / "src" / "mudi" / "samples"
 SUBJECTS = [str(SAMPLES / "dog6"), str(SAMPLES / "cat2")]
@@ -107,26 +106,6 @@ def test_a_second_sigint_aborts_and_keeps_the_last_checkpoint(tmp_path, monkeypa
 
 
 # ------------------------------------------------------------------------------------------------ real processes
-class Zygote:
-    def __init__(self) -> None:
-        env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
-        self.proc = subprocess.Popen([sys.executable, str(Path(__file__).with_name("zygote.py"))],
-                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
-        assert json.loads(self.proc.stdout.readline()) == {"ready": True}
-
-    def start(self, argv: list[str], log: Path, slow_checkpoint: float = 0.0) -> int:
-        self.proc.stdin.write(json.dumps({"argv": argv, "log": str(log), "slow_checkpoint": slow_checkpoint}) + "\n")
-        self.proc.stdin.flush()
-        return int(json.loads(self.proc.stdout.readline())["pid"])
-
-    def wait(self) -> int:
-        return int(json.loads(self.proc.stdout.readline())["exit"])
-
-    def close(self) -> None:
-        self.proc.stdin.close()
-        self.proc.wait(timeout=30)
-
-
 @pytest.fixture(scope="module")
 def zygote():
     z = Zygote()

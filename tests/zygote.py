@@ -20,6 +20,7 @@ import torch  # noqa: E402
 
 import mudi.cli  # noqa: E402
 import mudi.commands.train  # noqa: E402, F401
+import mudi.pipeline  # noqa: E402, F401  (`mudi run` children start without importing it)
 import mudi.training.checkpoint as checkpoint  # noqa: E402
 from mudi.adapters import tiny_backbones  # noqa: E402, F401
 

@@ -23,10 +23,12 @@ from mudi.io import os_error_message
 
 # verb -> module; plain strings keep `import mudi.cli` light.
 COMMANDS: dict[str, str] = {verb: f"mudi.commands.{verb}" for verb in (
-    "demo", "segmix", "convert", "segment", "prior", "train", "generate", "merge", "evaluate", "benchmark", "env", "ui")}
+    "run", "demo", "segmix", "convert", "segment", "prior", "train", "generate", "merge", "modular", "iterate",
+    "evaluate", "benchmark", "env", "ui")}
 # One-line help per verb, so `mudi --help` imports no workflow module.
 SUMMARIES: dict[str, str] = {
-    "demo": "run the whole pipeline on the bundled sample subjects with tiny offline models",
+    "run": "the whole pipeline from a run file: segment, prior, train, generate, evaluate, one HTML report",
+    "demo": "`mudi run` on the shipped demo config: bundled samples, tiny offline model, GrabCut",
     "segmix": "compose subjects into Seg-Mix (or Cut-Mix) images and write a contact sheet",
     "convert": "convert a MuDI benchmark pair folder into native subject folders",
     "segment": "detect and segment subjects in reference photos (OWLv2 + SAM, or GrabCut offline)",
@@ -34,6 +36,8 @@ SUMMARIES: dict[str, str] = {
     "train": "DreamBooth-LoRA fine-tuning with Seg-Mix (or Cut-Mix / plain DreamBooth)",
     "generate": "generate images with mean-shifted initial latents",
     "merge": "merge LoRAs into one (weighted sum, concatenated ranks or Mix-of-Show gradient fusion)",
+    "modular": "single-subject LoRAs -> one LoRA: reference photos, merge, Seg-Mix fine-tuning with KL (resumable)",
+    "iterate": "iterative training: generate, score with D&C, keep the top K, fine-tune with KL; repeat",
     "evaluate": "score images with Detect-and-Compare, CLIP score and an HTML report",
     "benchmark": "run the paper's comparison: train, generate and evaluate every pair and method",
     "env": "print versions and devices for a bug report",
@@ -60,6 +64,8 @@ def build_parser(verb: str | None = None) -> argparse.ArgumentParser:
         p.add_argument("--debug", action="store_true", help="show full tracebacks")
         p.add_argument("--config", help=f"YAML file of {mod.CONFIG.__name__} keys; flags and overrides win over it")
         positional = getattr(mod, "POSITIONAL", None)
+        if getattr(mod, "CONFIG_FILE_POSITIONAL", False):  # `mudi run RUN.yaml`: the file is the argument
+            p.add_argument("config_file", nargs="?", metavar="CONFIG.yaml", help="the run file (same as --config)")
         add_config_arguments(p, mod.CONFIG, positional, getattr(mod, "ALIASES", None))
         if positional is None:
             p.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
@@ -82,7 +88,8 @@ def _add_spelling_aliases(parser: argparse.ArgumentParser) -> None:
                     parser._option_string_actions[alias] = action
 
 
-MODEL_VERBS = ("generate", "evaluate", "segment", "prior", "benchmark", "train", "demo", "merge", "ui")
+MODEL_VERBS = ("run", "generate", "evaluate", "segment", "prior", "benchmark", "train", "demo", "merge", "modular",
+               "iterate", "ui")
 
 
 class _DropNotice(logging.Filter):
@@ -129,6 +136,10 @@ def _main(argv: list[str] | None = None) -> int:
     debug = args.debug or os.environ.get("MUDI_DEBUG") == "1"
     if hasattr(args, "set_overrides"):  # `--set k=v` and trailing `k=v` are one list
         args.overrides = list(getattr(args, "overrides", None) or []) + list(args.set_overrides)
+    if getattr(args, "config_file", None):
+        if args.config:
+            parser.error("give the config file once: as the argument or with --config")
+        args.config = args.config_file
     if args.command in MODEL_VERBS:
         _quiet_known_notices()
     try:

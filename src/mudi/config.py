@@ -201,6 +201,8 @@ def load_config(cls: type[T], yaml_path: str | Path | None = None, overrides: ty
                 values: dict | None = None) -> T:
     """Defaults ← YAML file ← ``values`` (e.g. explicit CLI flags) ← dotted ``overrides``."""
     data: dict = load_yaml(yaml_path) if yaml_path else {}
+    if yaml_path and hasattr(cls, "resolve_file_paths"):  # paths in the file are relative to the file
+        data = cls.resolve_file_paths(data, Path(yaml_path).resolve().parent)
     if values:
         data = merge(data, values)
     data = merge(data, parse_overrides(overrides))

@@ -95,6 +95,26 @@ def warn_unnamed_subjects(template: str, prompt: str, subjects: list) -> None:
 
 def _generate(config: GenerateConfig, backbone: Any, subjects: list, phrases: list[str], prompt: str,
               boxes: Any, layout_name: str, out: Path) -> list[GeneratedImage]:
+    if backbone is not None and config.lora:  # the caller's model: leave it as it was given
+        before = set(_adapter_names(backbone))
+        try:
+            return _generate_with(config, backbone, subjects, phrases, prompt, boxes, layout_name, out)
+        finally:
+            added = [a for a in _adapter_names(backbone) if a not in before]
+            if added:
+                backbone.pipeline.delete_adapters(added)
+    return _generate_with(config, backbone, subjects, phrases, prompt, boxes, layout_name, out)
+
+
+def _adapter_names(backbone: Any) -> list[str]:
+    names: list[str] = []
+    for adapters in backbone.pipeline.get_list_adapters().values():
+        names.extend(a for a in adapters if a not in names)
+    return names
+
+
+def _generate_with(config: GenerateConfig, backbone: Any, subjects: list, phrases: list[str], prompt: str,
+                   boxes: Any, layout_name: str, out: Path) -> list[GeneratedImage]:
     if backbone is None:
         device = resolve_device(config.device)
         dtype = resolve_dtype(config.dtype, device)

@@ -1,0 +1,133 @@
+"""``RunConfig``: the whole pipeline — segment → (prior) → train → generate → evaluate → report — in one file.
+
+Each stage's own options go in a block of that stage's config keys (``segment:``, ``prior:``, ``train:``,
+``generate:``, ``evaluate:``), checked against the stage's dataclass when the run is loaded; the keys the run sets
+itself (subjects, folders, backbone, seeds) are refused there. Relative paths in a run file are relative to the
+file, so a run folder with its config is reproducible from anywhere.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from mudi.benchmark.methods import METHODS
+from mudi.config import from_dict
+from mudi.devices import check_dtype_name
+from mudi.errors import MudiError, unknown_name_error
+from mudi.sampling.config import GenerateConfig
+from mudi.scoring.config import EvaluateConfig
+from mudi.segmentation.config import SegmentConfig
+from mudi.segmentation.prior import PriorConfig
+from mudi.training.config import TrainConfig
+
+PATH_KEYS = {"train": ("base_lora", "vae"), "generate": ("layout", "vae"),
+             "evaluate": ("cache_dir", "detector_model"), "segment": ("detector_model", "segmenter_model")}
+STAGES = ("segment", "prior", "train", "generate", "evaluate", "report")
+OWNED = {
+    "segment": ("subjects",),
+    "prior": ("output_dir", "subjects", "backbone", "pretrained_model_name_or_path"),
+    "train": ("subjects", "output_dir", "backbone", "pretrained_model_name_or_path", "class_data_dir",
+              "resume_from_checkpoint", "overwrite", "composition"),
+    "generate": ("backbone", "pretrained_model_name_or_path", "lora", "subjects", "prompt", "init", "output_dir",
+                 "num_images", "seed", "skip_existing"),
+    "evaluate": ("images", "subjects", "output_dir", "prompt"),
+}
+
+
+@dataclass
+class RunConfig:
+    output_dir: str = field(default="mudi-run", metadata={"help": "the run folder (every stage's outputs, the report)"})
+    subjects: list[str] = field(default_factory=list, metadata={
+        "help": "subject folders or benchmark pair folders (copied into the run, then segmented there)"})
+    backbone: str = field(default="sdxl", metadata={"help": "registered backbone, e.g. sdxl, flux, tiny-sd"})
+    pretrained_model_name_or_path: str | None = field(default=None, metadata={
+        "help": "hub id or local diffusers folder (default: the backbone's)"})
+    methods: list[str] = field(default_factory=lambda: ["mudi"], metadata={
+        "help": f"what to train and compare: {', '.join(METHODS)} (e.g. mudi,dreambooth)"})
+    prompts: list[str] = field(default_factory=lambda: ["[V1] and [V2] playing together in a park."], metadata={
+        "help": "generation prompts; [V1], [V2]... are the subjects"})
+    num_images: int = field(default=4, metadata={"help": "images per prompt and method (seeds seed..seed+N-1)"})
+    seed: int = field(default=0, metadata={"help": "first generation seed"})
+    use_prior: bool = field(default=False, metadata={
+        "help": "make a prior set of the subjects' classes (mudi prior) and train with prior preservation"})
+    segmix_preview: int = field(default=8, metadata={"help": "Seg-Mix compositions shown in the report"})
+    device: str = field(default="auto", metadata={"help": "device of every stage: auto, cpu, cuda, cuda:1, ..."})
+    dtype: str = field(default="auto", metadata={"help": "dtype of the generation and evaluation models"})
+    segment: dict[str, Any] = field(default_factory=dict, metadata={"help": "SegmentConfig keys, e.g. {backend: grabcut}"})
+    prior: dict[str, Any] = field(default_factory=dict, metadata={"help": "PriorConfig keys, e.g. {num_images: 50}"})
+    train: dict[str, Any] = field(default_factory=dict, metadata={"help": "TrainConfig keys, e.g. {max_train_steps: 1400}"})
+    generate: dict[str, Any] = field(default_factory=dict, metadata={
+        "help": "GenerateConfig keys, e.g. {gamma: 2, num_inference_steps: 30}"})
+    evaluate: dict[str, Any] = field(default_factory=dict, metadata={
+        "help": "EvaluateConfig keys, e.g. {embedders: [dreamsim, dinov2]}"})
+    notice: str = field(default="", metadata={"help": "a paragraph shown at the top of the report"})
+    from_stage: Literal["", "segment", "prior", "train", "generate", "evaluate", "report"] = field(
+        default="", metadata={"help": "redo this stage and every later one", "flags": ["--from"]})
+    only: Literal["", "segment", "prior", "train", "generate", "evaluate", "report"] = field(
+        default="", metadata={"help": "run only this stage (the earlier ones must be done)"})
+
+    def __post_init__(self) -> None:
+        for m in self.methods:
+            if m not in METHODS:
+                raise unknown_name_error("method", m, METHODS)
+        plain = [m for m in self.methods if not METHODS[m].descriptive_class]
+        if plain:
+            raise MudiError(f"method {plain[0]} (the plain-class ablation) needs a benchmark pair folder: run it "
+                            "with `mudi benchmark`")
+        if not self.methods or len(set(self.methods)) != len(self.methods):
+            raise MudiError(f"methods {self.methods}: give each method once, e.g. mudi,dreambooth")
+        if self.num_images < 1 or not self.prompts:
+            raise MudiError("a run needs at least one prompt and num_images >= 1")
+        if self.from_stage and self.only:
+            raise MudiError("give --from or --only, not both")
+        check_dtype_name(self.dtype)
+        for stage, block in (("segment", self.segment), ("prior", self.prior), ("train", self.train),
+                             ("generate", self.generate), ("evaluate", self.evaluate)):
+            owned = [k for k in block if k in OWNED[stage]]
+            if owned:
+                raise MudiError(f"{stage}.{owned[0]} is set by the run itself; remove it from the {stage} block")
+            self.stage_config(stage, check=True)
+
+    @classmethod
+    def resolve_file_paths(cls, data: dict, base: Path) -> dict:
+        """Relative paths in a run file are relative to the file (hub ids and URLs are left alone)."""
+        data = dict(data)
+
+        def local(v: Any, always: bool) -> Any:
+            if not isinstance(v, str) or not v or "://" in v or Path(v).expanduser().is_absolute():
+                return v
+            p = base / v
+            return str(p) if always or p.exists() else v
+
+        if isinstance(data.get("subjects"), list):
+            data["subjects"] = [local(v, True) for v in data["subjects"]]
+        for key in ("output_dir",):
+            if key in data:
+                data[key] = local(data[key], True)
+        if "pretrained_model_name_or_path" in data:
+            data["pretrained_model_name_or_path"] = local(data["pretrained_model_name_or_path"], False)
+        for block, keys in PATH_KEYS.items():
+            if isinstance(data.get(block), dict):
+                data[block] = dict(data[block])
+                for k in (k for k in keys if k in data[block]):
+                    v = data[block][k]
+                    data[block][k] = [local(x, False) for x in v] if isinstance(v, list) else local(v, False)
+        return data
+
+    def stage_config(self, stage: str, check: bool = False, **values: Any) -> Any:
+        """The stage's config: the run's block, then the values the run sets (validated like any config)."""
+        cls = {"segment": SegmentConfig, "prior": PriorConfig, "train": TrainConfig, "generate": GenerateConfig,
+               "evaluate": EvaluateConfig}[stage]
+        block = {"segment": self.segment, "prior": self.prior, "train": self.train, "generate": self.generate,
+                 "evaluate": self.evaluate}[stage]
+        placement = {"device": self.device} if stage != "train" else {}
+        if stage in ("generate", "evaluate", "segment", "prior"):
+            placement["dtype"] = self.dtype
+        if stage == "train":
+            placement = {"device": "cpu" if self.device == "cpu" else "auto"}
+        if check:
+            values = {"output_dir": "check", "subjects": ["check"], "images": "check"} if stage != "segment" else {}
+            values = {k: v for k, v in values.items() if k in cls.__dataclass_fields__}
+        return from_dict(cls, {**placement, **block, **values}, prefix=f"{stage}.")

@@ -1,0 +1,316 @@
+"""``mudi run``: segment → (prior) → train → generate → evaluate → report, skipped when done, resumed when partial.
+
+Every unit of work (segmenting, the prior set, one LoRA per composition mode, one image folder per method and
+prompt, one evaluation per method) has a marker ``stage.json`` (:mod:`mudi.data.manifests`) with the
+fingerprint of its settings *and of the outputs it reads*, so changing a setting redoes that unit and every unit
+after it, and nothing else. A unit whose marker says ``running`` with the same fingerprint is resumed: training
+from its latest checkpoint, generation keeping the images already written.
+
+Run folder::
+
+    run.yaml                 the resolved run config          report.html   the report (rewritten at the end)
+    subjects/<name>/         copies of the subjects, segmented in place (the originals are never written)
+    segment/                 segment_report.json, segment_preview.png
+    prior/                   the prior set (with use_prior)
+    segmix/                  Seg-Mix compositions of the subjects, as training draws them
+    train/<composition>/     a LoRA per composition mode (segmix, cutmix, none), with checkpoints, metrics.jsonl
+    generate/<method>/pNN/   images, init/ compositions, grid/
+    evaluate/<method>/pNN/   D&C and CLIP scores of those images
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from mudi.benchmark.methods import METHODS
+from mudi.compositions import SegmixConfig, write_compositions
+from mudi.config import save_config, to_dict
+from mudi.data.manifests import fingerprint, is_done, read_marker, write_marker
+from mudi.data.subjects import find_subjects, load_subjects
+from mudi.errors import MudiError
+from mudi.io import OutputLock, prepare_output_dir
+from mudi.pipeline.config import STAGES, RunConfig
+from mudi.sampling.folder import generate_to_folder
+from mudi.scoring.folder import evaluate_folder
+from mudi.segmentation.folder import segment_subjects
+from mudi.segmentation.prior import make_prior_set
+from mudi.training.loop import train
+
+log = logging.getLogger(__name__)
+MARKER = "stage.json"
+RUN_FILE = "run.yaml"
+REPORT_FILE = "report.html"
+
+
+@dataclass
+class RunState:
+    """What the stages hand each other: the run folder, the upstream fingerprints, what each stage did."""
+
+    config: RunConfig
+    out: Path
+    say: Callable[[str], None] = print
+    fps: dict[str, str] = field(default_factory=dict)
+    did: dict[str, str] = field(default_factory=dict)  # folder (relative) -> "done" | "skipped" | "resumed" ...
+    train_dirs: dict[str, Path] = field(default_factory=dict)  # composition -> LoRA folder
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def subjects_dir(self) -> Path:
+        return self.out / "subjects"
+
+    names: list[str] = field(default_factory=list)  # the subjects' names in [V1], [V2]... order
+
+    def subject_paths(self) -> list[str]:
+        return [str(self.subjects_dir / n) for n in self.names]
+
+    def begin(self, stage: str, unit: str, folder: Path, fp: str) -> bool:
+        """Whether ``unit`` (of ``stage``, writing ``folder``) must run now; clears ``folder`` when its settings
+        changed or ``--from`` asks for it. Also enforces ``--only``."""
+        c, marker, rel = self.config, folder / MARKER, folder.relative_to(self.out).as_posix()
+        if c.only and stage != c.only:
+            if not is_done(marker, fp):
+                raise MudiError(f"--only {c.only}: the earlier stage {stage} ({unit}) is not done with these "
+                                f"settings; run without --only (or with --from {stage})")
+            return False
+        forced = (bool(c.from_stage) and STAGES.index(stage) >= STAGES.index(c.from_stage)) or c.only == stage
+        old = read_marker(marker)
+        if not forced and is_done(marker, fp):
+            self.did[rel] = "skipped"
+            self.say(f"  {unit}: done already, skipped")
+            return False
+        if forced or (old is not None and old.get("fingerprint") != fp):
+            why = f"--from {c.from_stage}" if c.from_stage else f"--only {c.only}" if forced else "its settings changed"
+            if folder.exists():
+                self.say(f"  {unit}: redone from scratch ({why})")
+                clear(folder)
+        elif old is not None:
+            self.did[rel] = "resumed"
+            self.say(f"  {unit}: resuming the unfinished run")
+        folder.mkdir(parents=True, exist_ok=True)
+        write_marker(marker, "running", fp)
+        self.did.setdefault(rel, "redone" if forced else "done")
+        return True
+
+    def end(self, unit: str, folder: Path, fp: str, t0: float, **extra: Any) -> None:
+        self.seconds[unit] = round(time.perf_counter() - t0, 1)
+        write_marker(folder / MARKER, "done", fp, seconds=self.seconds[unit], **extra)
+
+
+def clear(folder: Path) -> None:
+    """Empty ``folder`` (keeping the folder and a lock file in it)."""
+    for child in folder.iterdir():
+        if child.name == ".mudi.lock":
+            continue
+        if child.is_dir() and not child.is_symlink():
+            shutil.rmtree(child)
+        else:
+            child.unlink()
+
+
+def source_fingerprint(paths: list[str]) -> tuple[str, list[Any]]:
+    """The fingerprint of the subjects' source files (names, sizes, modification times) and the subjects."""
+    subjects = load_subjects(paths)
+    files = []
+    for s in subjects:
+        for im in s.images:
+            for p in (im.path, im.mask_path):
+                if p is not None:
+                    st = Path(p).stat()
+                    files.append([str(Path(p).resolve()), st.st_size, st.st_mtime_ns])
+        files.append([s.name, s.identifier, s.class_name, s.detect_as_text, s.relative_size])
+    return fingerprint(files), subjects
+
+
+def copy_subjects(paths: list[str], target: Path) -> None:
+    """Copy every subject into ``target/<name>/`` as a native folder (a benchmark pair is converted)."""
+    from mudi.data.convert import convert
+
+    target.mkdir(parents=True, exist_ok=True)
+    for path in paths:
+        found = find_subjects(path)
+        if all(s.source == "native" for s in found):
+            for s in found:
+                shutil.copytree(s.root, target / s.name, dirs_exist_ok=True,
+                                ignore=shutil.ignore_patterns(".mudi.lock", ".mudi-*", "segment"))
+        else:
+            convert(path, target, overwrite=True)
+
+
+def stage_segment(st: RunState) -> None:
+    c = st.config
+    src_fp, subjects = source_fingerprint(c.subjects)
+    if len(subjects) < 2:
+        raise MudiError(f"a run needs at least two subjects; {', '.join(s.name for s in subjects)} given")
+    seg = c.stage_config("segment", subjects=["check"])
+    fp = fingerprint({"sources": src_fp, "segment": {k: v for k, v in to_dict(seg).items()
+                                                     if k not in ("subjects", "device", "batch_size")}})
+    st.fps["segment"] = fp
+    folder = st.out / "segment"
+    if not st.begin("segment", "segment", folder, fp):
+        return
+    t0 = time.perf_counter()
+    if st.subjects_dir.exists():
+        shutil.rmtree(st.subjects_dir)
+    copy_subjects(c.subjects, st.subjects_dir)
+    st.say(f"  segmenting {len(subjects)} subjects with {seg.backend}")
+    result = segment_subjects(c.stage_config("segment", subjects=st.subject_paths()))
+    for p in result.report_paths + result.preview_paths:  # one report of the whole run, beside the subjects
+        shutil.copy2(p, folder / f"{Path(p).parent.parent.name}-{Path(p).name}")
+    if result.failures:
+        raise MudiError(f"segmentation failed for {len(result.failures)} image(s) "
+                        f"({result.failures[0].image}: {result.failures[0].note}); fix or remove them, or give "
+                        f"a mask by hand in the subject's masks/ folder, then rerun")
+    st.end("segment", folder, fp, t0, counts=result.counts())
+
+
+def stage_prior(st: RunState) -> None:
+    c = st.config
+    cfg = c.stage_config("prior", output_dir=str(st.out / "prior"), subjects=st.subject_paths(), backbone=c.backbone,
+                         pretrained_model_name_or_path=c.pretrained_model_name_or_path)
+    fp = fingerprint({"classes": [s.class_name for s in load_subjects(st.subject_paths())],
+                      "prior": {k: v for k, v in to_dict(cfg).items() if k not in ("output_dir", "subjects", "device")}})
+    st.fps["prior"] = fp
+    folder = st.out / "prior"
+    if not st.begin("prior", "prior", folder, fp):
+        return
+    t0 = time.perf_counter()
+    make_prior_set(cfg)
+    st.end("prior", folder, fp, t0)
+
+
+def training_compositions(config: RunConfig) -> list[str]:
+    """The composition modes to train (two methods with one mode share its LoRA), in the order of methods."""
+    return list(dict.fromkeys(METHODS[m].composition for m in config.methods))
+
+
+def stage_train(st: RunState) -> None:
+    c = st.config
+    folder = st.out / "segmix"  # the report's Seg-Mix samples: what training draws for this pair
+    fp = fingerprint({"segment": st.fps["segment"], "n": c.segmix_preview, "seed": c.seed,
+                      "segmix": c.train.get("segmix", {}), "relative_sizes": c.train.get("relative_sizes")})
+    if c.segmix_preview and st.begin("train", "segmix preview", folder, fp):
+        t0 = time.perf_counter()
+        write_compositions(SegmixConfig(subjects=st.subject_paths(), output_dir=str(folder),
+                                        num_images=c.segmix_preview, resolution=512, seed=c.seed,
+                                        relative_sizes=c.train.get("relative_sizes")))
+        st.end("segmix preview", folder, fp, t0)
+    for comp in training_compositions(c):
+        out_dir = st.out / "train" / comp
+        cfg = c.stage_config("train", subjects=st.subject_paths(), output_dir=str(out_dir), backbone=c.backbone,
+                             pretrained_model_name_or_path=c.pretrained_model_name_or_path, composition=comp,
+                             class_data_dir=str(st.out / "prior") if c.use_prior else None,
+                             resume_from_checkpoint="latest")
+        recipe = {k: v for k, v in to_dict(cfg).items() if k not in ("progress", "device", "output_dir", "subjects",
+                                                                    "class_data_dir", "resume_from_checkpoint")}
+        fp = fingerprint({"segment": st.fps["segment"], "prior": st.fps["prior"], "train": recipe})
+        st.fps[f"train/{comp}"] = fp
+        st.train_dirs[comp] = out_dir
+        if not st.begin("train", f"train {comp}", out_dir, fp):
+            continue
+        t0 = time.perf_counter()
+        st.say(f"  training the {comp} LoRA on {cfg.backbone}, {cfg.max_train_steps} steps → {out_dir}")
+        train(cfg)
+        st.end(f"train {comp}", out_dir, fp, t0, steps=cfg.max_train_steps)
+
+
+def generation_backbone(st: RunState) -> Any:
+    """One generation model for every method (each call applies and removes its own LoRA)."""
+    from mudi.adapters import registry
+    from mudi.devices import describe, resolve_device, resolve_dtype
+
+    c = st.config
+    device = resolve_device(c.device)
+    dtype = resolve_dtype(c.dtype, device)
+    log.info("mudi run, generation: %s", describe(device, dtype))
+    return registry.load_backbone(c.backbone, c.pretrained_model_name_or_path, device, dtype)
+
+
+def stage_generate(st: RunState) -> None:
+    c = st.config
+    backbone = None
+    try:
+        for method in c.methods:
+            spec = METHODS[method]
+            lora = st.train_dirs[spec.composition]
+            for k, prompt in enumerate(c.prompts):
+                folder = st.out / "generate" / method / f"p{k:02d}"
+                extra = {} if spec.use_negative_prompt or "negative_prompt" in c.generate else {"negative_prompt": ""}
+                cfg = c.stage_config("generate", **extra, backbone=c.backbone,
+                                     pretrained_model_name_or_path=c.pretrained_model_name_or_path,
+                                     lora=[str(lora)], subjects=st.subject_paths(), prompt=prompt, init=spec.init,
+                                     output_dir=str(folder), num_images=c.num_images, seed=c.seed,
+                                     skip_existing=True)
+                fp = fingerprint({"train": st.fps[f"train/{spec.composition}"],
+                                  "generate": {k2: v for k2, v in to_dict(cfg).items()
+                                               if k2 not in ("output_dir", "lora", "subjects", "skip_existing",
+                                                             "device", "batch_size")}})
+                st.fps[f"generate/{method}/{k}"] = fp
+                if not st.begin("generate", f"generate {method} p{k:02d}", folder, fp):
+                    continue
+                t0 = time.perf_counter()
+                backbone = backbone if backbone is not None else generation_backbone(st)
+                generate_to_folder(cfg, backbone=backbone)
+                st.end(f"generate {method} p{k:02d}", folder, fp, t0)
+    finally:
+        del backbone
+
+
+def stage_evaluate(st: RunState) -> None:
+    c = st.config
+    models = None
+    for method in c.methods:
+        for k, prompt in enumerate(c.prompts):
+            images = st.out / "generate" / method / f"p{k:02d}"
+            folder = st.out / "evaluate" / method / f"p{k:02d}"
+            cfg = c.stage_config("evaluate", images=str(images), subjects=st.subject_paths(), output_dir=str(folder),
+                                 prompt=prompt)
+            fp = fingerprint({"generate": st.fps[f"generate/{method}/{k}"],
+                              "evaluate": {k2: v for k2, v in to_dict(cfg).items()
+                                           if k2 not in ("images", "output_dir", "subjects", "device", "batch_size",
+                                                         "cache_dir")}})
+            st.fps[f"evaluate/{method}/{k}"] = fp
+            if not st.begin("evaluate", f"evaluate {method} p{k:02d}", folder, fp):
+                continue
+            t0 = time.perf_counter()
+            if models is None:
+                models = evaluation_models(cfg)
+            evaluate_folder(cfg, *models)
+            st.end(f"evaluate {method} p{k:02d}", folder, fp, t0)
+
+
+def evaluation_models(cfg: Any) -> tuple[Any, Any, Any]:
+    """The detector, embedders and text scorers, loaded once for every evaluation of the run."""
+    import dataclasses
+
+    from mudi.devices import dtype_name
+    from mudi.scoring.models import build_detector, build_embedders, build_text_scorers, placement
+
+    device, dtype = placement(cfg)
+    cfg = dataclasses.replace(cfg, device=str(device), dtype=dtype_name(dtype))
+    return build_detector(cfg), build_embedders(cfg), build_text_scorers(cfg)
+
+
+def run_pipeline(config: RunConfig, say: Callable[[str], None] = print) -> Path:
+    """Run every stage that is not done; return the report's path."""
+    from mudi.pipeline.report import write_report
+
+    _, subjects = source_fingerprint(config.subjects)  # every subject readable before anything is written
+    out = prepare_output_dir(config.output_dir, "run folder")
+    with OutputLock(out, "run"):
+        save_config(config, out / RUN_FILE)
+        st = RunState(config, out, say, names=[s.name for s in subjects])
+        steps = [("segment", stage_segment), ("prior", stage_prior), ("train", stage_train),
+                 ("generate", stage_generate), ("evaluate", stage_evaluate)]
+        steps = [s for s in steps if s[0] != "prior" or config.use_prior]
+        st.fps["prior"] = ""
+        for n, (name, fn) in enumerate(steps, 1):
+            say(f"[{n}/{len(steps) + 1}] {name}")
+            fn(st)
+        say(f"[{len(steps) + 1}/{len(steps) + 1}] report")
+        return write_report(st)
