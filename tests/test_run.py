@@ -11,6 +11,7 @@ import json
 import os
 import shutil
 import signal
+import sys
 import time
 from pathlib import Path
 
@@ -177,3 +178,18 @@ def test_loss_curve_svg_draws_the_losses():
     assert svg.startswith("<svg") and svg.count("<polyline") == 2
     assert "1.0000 (max)" in svg and "0.0250 (min)" in svg
     assert "no loss" in loss_curve_svg([])
+
+
+def test_train_launch_runs_training_in_its_own_process_with_the_same_result(uninterrupted, tmp_path, capsys):
+    """``train_launch`` (e.g. ``accelerate launch --multi_gpu``) runs ``<launcher> -m mudi.cli train``; with a
+    plain python as the launcher the LoRA is bit-identical to the in-process one."""
+    run = tmp_path / "run"
+    shutil.copytree(uninterrupted, run)
+    cfg = _write_run(tmp_path, train_launch=sys.executable)
+    assert main(["run", str(cfg), "--from", "train"]) == 0
+    assert "train segmix: redone from scratch (--from train)" in capsys.readouterr().out
+    assert (run / "train" / "segmix" / "run_train_request.yaml").is_file()
+    _assert_same(_results(run), _results(uninterrupted))
+    bad = _write_run(tmp_path / "bad", train_launch="no-such-launcher --x")
+    with pytest.raises(MudiError, match="no-such-launcher not found"):
+        run_pipeline(load_config(RunConfig, bad), say=lambda _: None)

@@ -55,6 +55,9 @@ class RunConfig:
     segmix_preview: int = field(default=8, metadata={"help": "Seg-Mix compositions shown in the report"})
     device: str = field(default="auto", metadata={"help": "device of every stage: auto, cpu, cuda, cuda:1, ..."})
     dtype: str = field(default="auto", metadata={"help": "dtype of the generation and evaluation models"})
+    train_launch: str = field(default="", metadata={
+        "help": "run each training as `<this> -m mudi.cli train` in its own process, e.g. 'accelerate launch "
+                "--multi_gpu --num_processes 4' for several GPUs (default: in this process)"})
     segment: dict[str, Any] = field(default_factory=dict, metadata={"help": "SegmentConfig keys, e.g. {backend: grabcut}"})
     prior: dict[str, Any] = field(default_factory=dict, metadata={"help": "PriorConfig keys, e.g. {num_images: 50}"})
     train: dict[str, Any] = field(default_factory=dict, metadata={"help": "TrainConfig keys, e.g. {max_train_steps: 1400}"})

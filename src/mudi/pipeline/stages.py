@@ -21,7 +21,10 @@ Run folder::
 from __future__ import annotations
 
 import logging
+import os
+import shlex
 import shutil
+import subprocess
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -215,8 +218,26 @@ def stage_train(st: RunState) -> None:
             continue
         t0 = time.perf_counter()
         st.say(f"  training the {comp} LoRA on {cfg.backbone}, {cfg.max_train_steps} steps → {out_dir}")
-        train(cfg)
+        if c.train_launch:
+            launch_training(c.train_launch, cfg, out_dir)
+        else:
+            train(cfg)
         st.end(f"train {comp}", out_dir, fp, t0, steps=cfg.max_train_steps)
+
+
+def launch_training(launcher: str, cfg: Any, out_dir: Path) -> None:
+    """``<launcher> -m mudi.cli train --config REQUEST`` (e.g. under ``accelerate launch`` on several GPUs)."""
+    request = out_dir / "run_train_request.yaml"
+    save_config(cfg, request)
+    argv = [*shlex.split(launcher), "-m", "mudi.cli", "train", "--config", str(request)]
+    try:
+        code = subprocess.run(argv, check=False).returncode
+    except FileNotFoundError:
+        raise MudiError(f"train_launch {launcher!r}: {argv[0]} not found; give a launcher on PATH, e.g. "
+                        "'accelerate launch --num_processes 2' or the path of a python") from None
+    if code != 0:
+        raise MudiError(f"the training process ({' '.join(argv)}) exited with code {code}; its output is above. "
+                        "Rerun `mudi run` to resume from its latest checkpoint")
 
 
 def generation_backbone(st: RunState) -> Any:
@@ -300,6 +321,9 @@ def run_pipeline(config: RunConfig, say: Callable[[str], None] = print) -> Path:
     """Run every stage that is not done; return the report's path."""
     from mudi.pipeline.report import write_report
 
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise MudiError("mudi run coordinates the stages in one process; for several GPUs, run it plainly and set "
+                        "train_launch='accelerate launch --multi_gpu --num_processes N' (docs/run.md)")
     _, subjects = source_fingerprint(config.subjects)  # every subject readable before anything is written
     out = prepare_output_dir(config.output_dir, "run folder")
     with OutputLock(out, "run"):
