@@ -26,8 +26,9 @@ from mudi.cli import main
 from mudi.config import load_config
 from mudi.errors import MudiError
 from mudi.pipeline import RunConfig, run_pipeline
-from mudi.pipeline.report import SECTIONS, loss_curve_svg, report_sections
+from mudi.pipeline.report import SECTIONS, report_sections
 from mudi.samples import SAMPLES_DIR
+from mudi.visualize import loss_curve_svg
 from tests.zygote_client import Zygote
 
 RUN = {

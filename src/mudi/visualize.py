@@ -1,8 +1,9 @@
-"""Everything mudi draws for a person to look at (PIL only): boxes, masks, thumbnails, grids, contact sheets,
-the segmentation review sheet. One palette: :data:`PALETTE`."""
+"""Everything mudi draws for a person to look at (PIL, and one inline SVG): boxes, masks, thumbnails, grids,
+contact sheets, the segmentation review sheet, charts, the loss curve. One palette: :data:`PALETTE`."""
 
 from __future__ import annotations
 
+import math
 import textwrap
 from collections.abc import Sequence
 from typing import Any
@@ -166,3 +167,116 @@ def contact_sheet(tiles: Sequence[Image.Image], captions: Sequence[str] | None =
             for j, line in enumerate(lines):
                 d.text((x, y + thumb + 4 + 14 * j), line, fill=(20, 20, 20), font=font)
     return sheet
+
+
+def _chart_frame(size: tuple[int, int], title: str, y_range: tuple[float, float], ticks: int = 5,
+                 integer: bool = False) -> tuple[Image.Image, ImageDraw.ImageDraw, tuple[int, int, int, int]]:
+    """A white canvas with a title, a y axis from ``y_range[0]`` to ``y_range[1]`` with ``ticks`` grid lines
+    (integer labels with ``integer``), and the plot area ``(x0, y0, x1, y1)`` in pixels."""
+    img = Image.new("RGB", size, (255, 255, 255))
+    d = ImageDraw.Draw(img)
+    font = _font(11)
+    W, H = size
+    area = (44, 24, W - 12, H - 34)
+    x0, y0, x1, y1 = area
+    if title:
+        d.text((x0, 5), title, fill=(20, 20, 20), font=font)
+    lo, hi = y_range
+    for k in range(ticks + 1):
+        v = lo + (hi - lo) * k / ticks
+        y = y1 - (y1 - y0) * k / ticks
+        d.line([(x0, y), (x1, y)], fill=(225, 225, 225))
+        d.text((4, y - 6), f"{v:.0f}" if integer else f"{v:.2f}", fill=(90, 90, 90), font=font)
+    d.line([(x0, y0), (x0, y1), (x1, y1)], fill=(60, 60, 60))
+    return img, d, area
+
+
+def histogram_chart(counts: Sequence[int], edges: Sequence[float], title: str = "", marker: float | None = None,
+                    marker_label: str = "", size: tuple[int, int] = (480, 260)) -> Image.Image:
+    """Bars of a histogram (``counts[i]`` images in ``[edges[i], edges[i + 1])``), the x axis labelled at its
+    ends and middle, and an optional vertical ``marker`` line (e.g. the lowest kept score) with its label."""
+    counts = [int(c) for c in counts]
+    edges = [float(e) for e in edges]
+    if len(edges) != len(counts) + 1 or not counts:
+        raise ValueError(f"histogram_chart needs len(edges) == len(counts) + 1, got {len(edges)} and {len(counts)}")
+    top = max(1, max(counts))
+    top = top if top <= 5 else 5 * -(-top // 5)  # a multiple of 5: integer grid lines
+    img, d, (x0, y0, x1, y1) = _chart_frame(size, title, (0, top), min(5, top), integer=True)
+    font = _font(11)
+    lo, hi = edges[0], edges[-1]
+
+    def x_of(v: float) -> float:
+        return x0 + (x1 - x0) * (min(max(v, lo), hi) - lo) / ((hi - lo) or 1.0)
+
+    for c, a, b in zip(counts, edges[:-1], edges[1:]):
+        if c:
+            d.rectangle([x_of(a) + 1, y1 - (y1 - y0) * c / top, x_of(b) - 1, y1 - 1], fill=PALETTE[2])
+    for v in (lo, (lo + hi) / 2, hi):
+        d.text((x_of(v) - 10, y1 + 4), f"{v:.2f}", fill=(60, 60, 60), font=font)
+    if marker is not None:
+        xm = x_of(marker)
+        d.line([(xm, y0), (xm, y1)], fill=PALETTE[0], width=2)
+        if marker_label:
+            d.text((min(xm + 3, x1 - 6 * len(marker_label)), y0 + 2), marker_label, fill=PALETTE[0], font=font)
+    return img
+
+
+def line_chart(series: dict[str, Sequence[float | None]], x_labels: Sequence[str], title: str = "",
+               y_range: tuple[float, float] = (0.0, 1.0), x_title: str = "",
+               size: tuple[int, int] = (480, 300)) -> Image.Image:
+    """One coloured line with dots per entry of ``series`` (``None`` = no point) over the categories
+    ``x_labels``, with a legend; values are clamped to ``y_range``."""
+    n = len(x_labels)
+    if n == 0:
+        raise ValueError("line_chart needs at least one x label")
+    img, d, (x0, y0, x1, y1) = _chart_frame(size, title, y_range)
+    font = _font(11)
+    lo, hi = y_range
+
+    def xy(i: int, v: float) -> tuple[float, float]:
+        x = x0 + (x1 - x0) * ((i + 0.5) / n)
+        return x, y1 - (y1 - y0) * (min(max(v, lo), hi) - lo) / ((hi - lo) or 1.0)
+
+    for i, label in enumerate(x_labels):
+        d.text((xy(i, lo)[0] - 8, y1 + 4), str(label), fill=(60, 60, 60), font=font)
+    if x_title:
+        d.text((x1 - 8 * len(x_title), y1 + 18), x_title, fill=(90, 90, 90), font=font)
+    for k, (name, values) in enumerate(series.items()):
+        color = PALETTE[k % len(PALETTE)]
+        points = [xy(i, float(v)) for i, v in enumerate(values) if v is not None]
+        if len(points) > 1:
+            d.line(points, fill=color, width=2)
+        for x, y in points:
+            d.ellipse([x - 3, y - 3, x + 3, y + 3], fill=color)
+        d.rectangle([x0 + 8, y0 + 6 + 14 * k, x0 + 18, y0 + 14 + 14 * k], fill=color)
+        d.text((x0 + 22, y0 + 4 + 14 * k), name, fill=(20, 20, 20), font=font)
+    return img
+
+
+def loss_curve_svg(rows: list[dict], width: int = 560, height: int = 220, key: str = "loss") -> str:
+    """An inline SVG of ``key`` against ``step`` (raw, faint; a running mean over ~5% of the steps, bold)."""
+    pts = [(float(r["step"]), float(r[key])) for r in rows if key in r and math.isfinite(float(r[key]))]
+    if not pts:
+        return "<p>no loss recorded yet</p>"
+    xs, ys = np.array([p[0] for p in pts]), np.array([p[1] for p in pts])
+    win = max(1, len(ys) // 20)
+    smooth = np.convolve(ys, np.ones(win) / win, mode="valid") if len(ys) >= win else ys
+    sx = xs[win - 1:] if len(ys) >= win else xs
+    lo, hi = float(ys.min()), float(ys.max())
+    hi = hi if hi > lo else lo + 1e-6
+    x0, x1 = float(xs.min()), float(xs.max()) if xs.max() > xs.min() else float(xs.min()) + 1
+    pad = 40
+
+    def xy(x: float, y: float) -> str:
+        return (f"{pad + (x - x0) / (x1 - x0) * (width - pad - 10):.1f},"
+                f"{height - pad + 10 - (y - lo) / (hi - lo) * (height - pad):.1f}")
+
+    raw = " ".join(xy(x, y) for x, y in zip(xs, ys))
+    avg = " ".join(xy(x, y) for x, y in zip(sx, smooth))
+    return (f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" class="loss-curve">'
+            f'<rect width="100%" height="100%" fill="#fff"/>'
+            f'<polyline fill="none" stroke="#9ecae1" stroke-width="1" points="{raw}"/>'
+            f'<polyline fill="none" stroke="#08519c" stroke-width="2" points="{avg}"/>'
+            f'<text x="{pad}" y="14" font-size="11">{key}: {hi:.4f} (max) … {lo:.4f} (min)</text>'
+            f'<text x="{pad}" y="{height - 8}" font-size="11">step {int(x0)}</text>'
+            f'<text x="{width - 80}" y="{height - 8}" font-size="11">step {int(x1)}</text></svg>')

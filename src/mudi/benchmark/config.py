@@ -29,6 +29,46 @@ STAGES = ("train", "generate", "evaluate")
 
 
 @dataclass
+class StudySettings:
+    """The "more than two subjects" study (paper Sec. 5.3, Appendix B.9, Fig. 29): success rate by number of
+    subjects on a five-subject set, run by ``mudi benchmark`` when ``kind`` is ``num_subjects`` (docs/benchmark.md)."""
+
+    kind: Literal["none", "num_subjects"] = field(default="none", metadata={
+        "help": "none (the pair comparison) or num_subjects (success rate by number of subjects, B.9)"})
+    pair: str = field(default="count_ablation", metadata={"help": "the benchmark folder with the subjects (a-e)"})
+    methods: list[str] = field(default_factory=lambda: ["mudi", "dreambooth"], metadata={
+        "help": "methods compared (paper Fig. 29: MuDI and DreamBooth)"})
+    num_subjects: list[int] = field(default_factory=lambda: [2, 3, 4, 5], metadata={
+        "help": "the numbers of subjects N composed per image"})
+    num_images: int = field(default=150, metadata={
+        "help": "images per N and method (the paper generated 600 per category over N = 2..5)"})
+    prompt: str = field(default="{subjects} are in the jungle.", metadata={
+        "help": "prompt; {subjects} = '[V1], [V2], ..., [VN]' of the image's subjects (paper: objects in the "
+                "jungle; animals: '{subjects} are playing together in the pool.')"})
+    use_count_prefix: bool = field(default=True, metadata={"help": "prefix 'N objects: ' (B.9: higher success)"})
+    count_noun: str = field(default="objects", metadata={"help": "noun of the count prefix (objects, animals)"})
+    metric: str = field(default="", metadata={
+        "help": "D&C metric of the success threshold (default: dnc_ds when computed, else dnc_dino, else the first)"})
+    min_dnc: float = field(default=0.7, metadata={
+        "help": "success needs this D&C or more, besides N detections and no mixed/duplicate flag (a proxy for the "
+                "paper's D&C filter + human judgement; docs/benchmark.md)"})
+
+    def __post_init__(self) -> None:
+        for m in self.methods:
+            if m not in METHODS:
+                raise unknown_name_error("study method", m, METHODS)
+        if not self.methods or len(set(self.methods)) != len(self.methods):
+            raise MudiError(f"study.methods {self.methods}: give each method once")
+        if not self.num_subjects or any(n < 1 for n in self.num_subjects):
+            raise MudiError(f"study.num_subjects {self.num_subjects}: give numbers of subjects >= 1, e.g. 2 3 4 5")
+        if self.num_images < 1:
+            raise MudiError(f"study.num_images {self.num_images} must be at least 1")
+        if "{subjects}" not in self.prompt:
+            raise MudiError(f"study.prompt {self.prompt!r} must contain {{subjects}}, e.g. '{{subjects}} are in the "
+                            "jungle.'")
+
+
+@dataclass
 class BenchmarkConfig:
     benchmark_dir: str = field(default="", metadata={
         "help": "benchmark folder with pairs/<pair>/ and eval_prompts.json, e.g. ../shared/data/mudi-benchmark"})
@@ -71,6 +111,8 @@ class BenchmarkConfig:
         "help": "EvaluateConfig keys over the paper's models (owlv2; dreamsim, dinov2; image_reward, clip)"})
     generic_classes: dict[str, str] = field(default_factory=dict, metadata={
         "help": "descriptive class -> plain class for mudi-no-desc, over the built-in table"})
+    study: StudySettings = field(default_factory=StudySettings, metadata={
+        "help": "instead of the pair comparison, a study: num_subjects = success rate by number of subjects (B.9)"})
     redo: list[str] = field(default_factory=list, metadata={
         "help": "stages to redo even when finished: train, generate, evaluate"})
     progress: bool = field(default=True, metadata={"help": "show progress bars"})

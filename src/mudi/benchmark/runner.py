@@ -39,6 +39,7 @@ from mudi.adapters import registry
 from mudi.benchmark.cells import evaluate_cell, generate_cell, train_cell
 from mudi.benchmark.config import CONFIG_FILE, BenchmarkConfig
 from mudi.benchmark.methods import GENERIC_CLASSES, select_pairs
+from mudi.benchmark.study import run_study
 from mudi.benchmark.tables import build_tables, write_tables
 from mudi.config import save_config
 from mudi.devices import describe, resolve_device, resolve_dtype
@@ -135,9 +136,10 @@ class BenchmarkRunner:
 def run_benchmark(config: BenchmarkConfig, detector: Any = None, embedders: dict[str, Any] | None = None,
                   text_scorers: dict[str, Any] | None = None) -> dict[str, Any]:
     """Train, generate and evaluate every selected pair × method (skipping finished cells), then write the
-    tables. The evaluation models may be injected as for :func:`mudi.scoring.folder.evaluate_folder` (otherwise built once from
+    tables; with ``study.kind: num_subjects`` run that study instead (:mod:`mudi.benchmark.study`). The evaluation
+    models may be injected as for :func:`mudi.scoring.folder.evaluate_folder` (otherwise built once from
     ``config.evaluate``). Returns the tables dict plus ``counts`` of the stages run and skipped."""
-    pairs = select_pairs(config)
+    pairs = select_pairs(config) if config.study.kind == "none" else []  # a study picks its own subjects
     runner = BenchmarkRunner(config, detector, embedders, text_scorers)
     out = Path(config.output_dir)
     lock = None
@@ -146,6 +148,8 @@ def run_benchmark(config: BenchmarkConfig, detector: Any = None, embedders: dict
         lock = OutputLock(out, "benchmark").acquire()
         save_config(config, out / CONFIG_FILE)
     try:
+        if config.study.kind == "num_subjects":
+            return run_study(runner, config, out)
         return _run_cells(runner, config, pairs, out)
     finally:
         if lock is not None:

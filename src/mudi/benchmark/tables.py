@@ -11,8 +11,9 @@ from typing import Any
 from mudi.benchmark.config import PAPER_EVALUATE, TABLE_COLUMNS, BenchmarkConfig
 from mudi.benchmark.methods import METHODS
 from mudi.config import to_dict
-from mudi.io import write_json_atomic, write_text_atomic
+from mudi.io import save_image_atomic, write_json_atomic, write_text_atomic
 from mudi.scoring.models import metric_name
+from mudi.visualize import line_chart
 
 
 def build_tables(config: BenchmarkConfig, cells: dict[tuple[str, str], dict]) -> dict[str, Any]:
@@ -114,4 +115,46 @@ def write_tables(config: BenchmarkConfig, tables: dict[str, Any]) -> Path:
                                                       for p, rows in tables["pairs"].items()
                                                       for m, r in rows.items()], ["pair", "method"]))
     write_json_atomic(out / "results.json", {**tables, "config": to_dict(config)})
+    return out
+
+
+def write_study_tables(config: BenchmarkConfig, table: dict[str, Any]) -> Path:
+    """The num_subjects study (:mod:`mudi.benchmark.study`): ``num_subjects.md`` (success rate by method × N, then
+    the details), ``num_subjects.csv`` (one row per method and N), ``num_subjects.json`` and ``num_subjects.png``
+    (success rate against N, one line per method) in ``results/``."""
+    out = Path(config.output_dir) / "results"
+    ns, rows = table["num_subjects"], table["rows"]
+    by = {(r["method"], r["num_subjects"]): r for r in rows}
+
+    def rate(r: dict) -> str:
+        return "n/a" if r["success_rate"] is None else f"{r['success_rate']:.3f} ({r['successes']}/{r['num_images']})"
+
+    labels = {r["method"]: r["label"] for r in rows}
+    lines = [f"# Success rate by number of subjects: {config.backbone}, {table['pair']}\n",
+             f"Success = {table['rule']} (an automatic proxy for the paper's D&C filter + human judgement, "
+             "Appendix B.9; docs/benchmark.md).\n",
+             "| Method | " + " | ".join(f"N={n}" for n in ns) + " |", "|---|" + "---|" * len(ns)]
+    lines += [f"| {labels[m]} | " + " | ".join(rate(by[(m, n)]) for n in ns) + " |" for m in table["methods"]]
+    lines += ["", "| Method | N | images | successes | count errors | mixed | duplicate | mean D&C |",
+              "|---|---|---|---|---|---|---|---|"]
+    lines += [f"| {r['label']} | {r['num_subjects']} | {r['num_images']} | {r['successes']} | {r['count_errors']} | "
+              f"{r['mixed']} | {r['duplicate']} | " + ("n/a" if r["mean_dnc"] is None else f"{r['mean_dnc']:.3f}")
+              + " |" for r in rows]
+    if table["metric"] is None:
+        why = "; ".join(f"{k}: {v}" for k, v in table.get("unavailable", {}).items()) or "no embedder requested"
+        lines += ["", f"No D&C metric could be computed ({why}), so no success rate."]
+    write_text_atomic(out / "num_subjects.md", "\n".join(lines) + "\n")
+    buf = io.StringIO()
+    keys = ["method", "label", "num_subjects", "num_images", "successes", "success_rate", "count_errors", "mixed",
+            "duplicate", "mean_dnc"]
+    w = csv.DictWriter(buf, fieldnames=keys, lineterminator="\n")
+    w.writeheader()
+    for r in rows:
+        w.writerow({k: ("n/a" if r[k] is None else f"{r[k]:.4f}" if isinstance(r[k], float) else r[k]) for k in keys})
+    write_text_atomic(out / "num_subjects.csv", buf.getvalue())
+    write_json_atomic(out / "num_subjects.json", {**table, "config": to_dict(config)})
+    chart = line_chart({labels[m]: [by[(m, n)]["success_rate"] for n in ns] for m in table["methods"]},
+                       [str(n) for n in ns], f"success rate by number of subjects ({table['pair']})",
+                       x_title="subjects")
+    save_image_atomic(out / "num_subjects.png", chart)
     return out

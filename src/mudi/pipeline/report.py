@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import html
 import json
-import math
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +22,7 @@ from mudi.io import write_text_atomic
 from mudi.pipeline.stages import MARKER, REPORT_FILE, RUN_FILE, RunState
 from mudi.scoring.report import thumbnail_data_uri
 from mudi.training.loop import read_metrics
-from mudi.visualize import overlay_mask
+from mudi.visualize import loss_curve_svg, overlay_mask
 
 SECTIONS = ("notice", "stages", "masks", "segmix", "training", "generated", "scores", "config")
 STATUS_COLORS = {"ok": "#1a7f37", "kept_user_mask": "#1a7f37", "multiple_detections": "#9a6700",
@@ -50,35 +49,6 @@ def _img(path: Path, side: int = 192, mask: Path | None = None) -> str:
 
 def _figure(inner: str, caption: str) -> str:
     return f"<figure>{inner}<figcaption>{caption}</figcaption></figure>"
-
-
-def loss_curve_svg(rows: list[dict], width: int = 560, height: int = 220, key: str = "loss") -> str:
-    """An inline SVG of ``key`` against ``step`` (raw, faint; a running mean over ~5% of the steps, bold)."""
-    pts = [(float(r["step"]), float(r[key])) for r in rows if key in r and math.isfinite(float(r[key]))]
-    if not pts:
-        return "<p>no loss recorded yet</p>"
-    xs, ys = np.array([p[0] for p in pts]), np.array([p[1] for p in pts])
-    win = max(1, len(ys) // 20)
-    smooth = np.convolve(ys, np.ones(win) / win, mode="valid") if len(ys) >= win else ys
-    sx = xs[win - 1:] if len(ys) >= win else xs
-    lo, hi = float(ys.min()), float(ys.max())
-    hi = hi if hi > lo else lo + 1e-6
-    x0, x1 = float(xs.min()), float(xs.max()) if xs.max() > xs.min() else float(xs.min()) + 1
-    pad = 40
-
-    def xy(x: float, y: float) -> str:
-        return (f"{pad + (x - x0) / (x1 - x0) * (width - pad - 10):.1f},"
-                f"{height - pad + 10 - (y - lo) / (hi - lo) * (height - pad):.1f}")
-
-    raw = " ".join(xy(x, y) for x, y in zip(xs, ys))
-    avg = " ".join(xy(x, y) for x, y in zip(sx, smooth))
-    return (f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" class="loss-curve">'
-            f'<rect width="100%" height="100%" fill="#fff"/>'
-            f'<polyline fill="none" stroke="#9ecae1" stroke-width="1" points="{raw}"/>'
-            f'<polyline fill="none" stroke="#08519c" stroke-width="2" points="{avg}"/>'
-            f'<text x="{pad}" y="14" font-size="11">{key}: {hi:.4f} (max) … {lo:.4f} (min)</text>'
-            f'<text x="{pad}" y="{height - 8}" font-size="11">step {int(x0)}</text>'
-            f'<text x="{width - 80}" y="{height - 8}" font-size="11">step {int(x1)}</text></svg>')
 
 
 def _stages(st: RunState) -> str:

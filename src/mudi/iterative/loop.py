@@ -1,0 +1,381 @@
+"""``mudi iterate`` as a library call: iterative training (paper Sec. 5.5, Appendix C.3, Fig. 36).
+
+Each round ``r`` (``OUTPUT_DIR/round-r/``), starting from the current LoRA (round 1: ``config.lora``):
+
+1. ``images/`` — M multi-subject images with the current LoRA and the mean-shifted init, from simple prompts
+   (:mod:`mudi.iterative.templates`), each with a JSON sidecar (prompt, seed, init); marker ``images.json``;
+2. ``scores.json`` — each image's score by the scorer (D&C-DS by default), with the round's statistics;
+3. ``kept/`` — the top K images as a native subject folder whose captions are their generation prompts (so the
+   trainer trains on them as they are, composition ``none``); ``kept.json`` lists them with their scores;
+4. ``train/`` — a new LoRA trained on the kept images on top of the current LoRA fused into the base weights,
+   with the KL regularizer towards it (weight 1.0); a killed run resumes from its last checkpoint;
+5. ``lora/`` — current + new LoRA concatenated exactly into one LoRA: the round's model, and the next round's
+   starting point (its ``mudi_subjects.json`` names the subjects, so ``mudi generate --lora`` works on it).
+
+With ``final_evaluation`` the last model generates round 1's prompts and seeds again (``final/``), a paired
+comparison with the starting model. ``report.html`` / ``report.json`` show every round's score distribution
+(histogram PNGs) and kept images. Every stage has a marker with the fingerprint of its settings, upstream
+stages included: a re-run skips what is finished and redoes what changed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import gc
+import json
+import logging
+import os
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+
+from mudi.adapters import registry
+from mudi.config import from_dict, save_config, to_dict
+from mudi.data.images import read_image
+from mudi.data.manifests import (
+    LORA_FILE,
+    fingerprint,
+    is_done,
+    read_lora_subjects,
+    read_manifest,
+    read_marker,
+    subjects_of_manifest,
+    write_marker,
+    write_subjects_manifest,
+)
+from mudi.data.subjects import SUBJECT_FILE, create_subject_folder, load_subjects
+from mudi.devices import describe, dtype_name, resolve_device, resolve_dtype
+from mudi.errors import MudiError
+from mudi.io import (
+    OutputLock,
+    atomic_dir,
+    prepare_output_dir,
+    save_image_atomic,
+    write_json_atomic,
+    write_text_atomic,
+)
+from mudi.iterative.config import CONFIG_FILE, IterateConfig
+from mudi.iterative.report import write_report
+from mudi.iterative.scores import DncScorer, score_stats, scorer_fingerprint, top_k
+from mudi.iterative.templates import Transport, llm_templates, shipped_prompts_file, templates_for
+from mudi.merging.config import MergeConfig
+from mudi.merging.folder import merge_to_folder
+from mudi.sampling.images import generate_images, resolve_prompt
+from mudi.sampling.layout_llm import InsecureEndpoint
+from mudi.sampling.loras import apply_loras, check_lora_family, lora_file, lora_path
+from mudi.training.config import TrainConfig
+from mudi.training.loop import train
+from mudi.training.runs import run_files
+
+log = logging.getLogger(__name__)
+STAGE_FILE = "stage.json"
+PROMPTS_FILE = "prompts.json"
+_RUN_ONLY = ("output_dir", "resume_from_checkpoint", "overwrite", "progress", "device", "report_to",
+             "checkpointing_steps", "checkpoints_total_limit")
+
+
+@dataclass
+class IterateResult:
+    """The last round's LoRA, and per round its statistics and kept images (``report.json``'s rounds)."""
+
+    output_dir: Path
+    lora_dir: Path
+    rounds: list[dict] = field(default_factory=list)
+    final: dict | None = None
+    ran: list[str] = field(default_factory=list)  # the stages that ran (the others were finished before)
+
+
+class _Models:
+    """The generation backbone (loaded when needed, released before each training) and the scorer."""
+
+    def __init__(self, config: IterateConfig, backbone_name: str, subjects: list, scorer: Any, cache_dir: Path):
+        self.config, self.name, self.subjects = config, backbone_name, subjects
+        self.device = resolve_device(config.device)
+        self.dtype = resolve_dtype(config.dtype, self.device)
+        self._backbone: Any = None
+        self._scorer, self.cache_dir, self._injected = scorer, cache_dir, scorer is not None
+
+    def backbone(self) -> Any:
+        if self._backbone is None:
+            log.info("mudi iterate: %s on %s", self.name, describe(self.device, self.dtype))
+            self._backbone = registry.load_backbone(self.name, self.config.pretrained_model_name_or_path,
+                                                    self.device, self.dtype)
+        return self._backbone
+
+    def scorer(self) -> Any:
+        if self._scorer is None:
+            ecfg = self.config.evaluate_config([str(s.root) for s in self.subjects])
+            ecfg = dataclasses.replace(ecfg, device=str(self.device), dtype=dtype_name(self.dtype))
+            self._scorer = DncScorer(self.subjects, ecfg, self.config.metric, cache_dir=str(self.cache_dir))
+        return self._scorer
+
+    def scorer_fingerprint(self) -> str:
+        if self._injected:
+            return scorer_fingerprint(self._scorer)
+        # the default D&C scorer, named by its settings (without building its models)
+        return fingerprint({"scorer": "dnc", "metric": self.config.metric,
+                            "evaluate": {k: v for k, v in to_dict(self.config.evaluate_config()).items()
+                                         if k not in ("device", "batch_size", "subjects", "report")}})
+
+    def release_backbone(self) -> None:
+        self._backbone = None
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
+
+def run_iterations(config: IterateConfig, scorer: Any = None, llm_transport: Transport | None = None) -> IterateResult:
+    """Run (or finish) ``config.rounds`` rounds; ``scorer`` replaces the D&C scorer (see
+    :mod:`mudi.iterative.scores`), ``llm_transport`` the HTTP call of the LLM prompt provider."""
+    if not config.lora:
+        raise MudiError("no LoRA given; pass --lora PATH (a mudi run, a `mudi modular` folder or a .safetensors file)")
+    folder, _ = lora_file(Path(config.lora))
+    manifest = read_manifest(folder) or {}
+    backbone_name = config.backbone or manifest.get("backbone")
+    if not backbone_name:
+        raise MudiError(f"{config.lora} records no backbone (no mudi_subjects.json): pass --backbone")
+    check_lora_family([config.lora], backbone_name)
+    if config.subjects:
+        subjects = load_subjects(config.subjects)
+    else:
+        rows = read_lora_subjects([config.lora])
+        if not rows:
+            raise MudiError(f"{config.lora} names no subjects (no mudi_subjects.json): pass --subjects PATH [PATH ...]")
+        subjects = subjects_of_manifest(rows)
+    if config.init == "mean_shifted":
+        for s in subjects:  # every reference photo decoded and masked before a model loads
+            s.cutouts(max_side=1024)
+    out = prepare_output_dir(config.output_dir, "iterate output folder")
+    with OutputLock(out, "iterate run"):
+        save_config(config, out / CONFIG_FILE)
+        templates = _templates(config, len(subjects), out, llm_transport)
+        models = _Models(config, backbone_name, subjects, scorer, out / "cache" / "embeddings")
+        return _run(config, backbone_name, subjects, templates, models, out)
+
+
+def _templates(config: IterateConfig, n: int, out: Path, transport: Transport | None) -> list[str]:
+    """The prompt templates of the run, chosen once and kept in ``prompts.json`` (an LLM's answer is not
+    reproducible: a resumed run keeps the prompts it started with)."""
+    from_file = templates_for(config.prompts_file or shipped_prompts_file(), n)
+    fp = fingerprint({"provider": config.prompt_provider, "file": from_file, "url": config.llm_url,
+                      "model": config.llm_model, "num": config.num_llm_prompts})
+    path = out / PROMPTS_FILE
+    marker = read_marker(path)
+    if marker and marker.get("fingerprint") == fp and marker.get("templates"):
+        return list(marker["templates"])
+    templates, source = from_file, "templates"
+    if config.prompt_provider == "llm":
+        try:
+            templates = llm_templates(n, config.num_llm_prompts, str(config.llm_url), config.llm_model,
+                                      os.environ.get("MUDI_LLM_API_KEY"), from_file, transport=transport)
+            source = "llm"
+        except InsecureEndpoint:
+            raise
+        except MudiError as e:
+            log.warning("LLM prompts failed, using the prompt templates instead: %s", e)
+            source = "templates (llm failed)"
+    write_marker(path, "done", fp, source=source, templates=templates)
+    return templates
+
+
+def _lora_fp(path: str) -> str:
+    f = lora_path(path)
+    st = f.stat()
+    return fingerprint({"path": str(f.resolve()), "size": st.st_size, "mtime_ns": st.st_mtime_ns})
+
+
+def _jobs(config: IterateConfig, templates: list[str], phrases: list[str], first: int) -> list[dict]:
+    """Image ``k`` of a round whose first global index is ``first``: seed and template of index ``first + k``."""
+    jobs = []
+    for k in range(config.num_images):
+        g = first + k
+        t = templates[g % len(templates)]
+        jobs.append({"index": k, "seed": config.seed + g, "template": t,
+                     "prompt": resolve_prompt(t, phrases, config.use_count_prefix, config.count_noun)})
+    return jobs
+
+
+def _run(config: IterateConfig, backbone_name: str, subjects: list, templates: list[str], models: _Models,
+         out: Path) -> IterateResult:
+    phrases = [s.phrase for s in subjects]
+    current, current_fp = config.lora, _lora_fp(config.lora)
+    result = IterateResult(out, Path(config.lora))
+    for r in range(1, config.rounds + 1):
+        rd = out / f"round-{r}"
+        jobs = _jobs(config, templates, phrases, (r - 1) * config.num_images)
+        images_fp = _generate(config, models, subjects, current, current_fp, jobs, rd, result)
+        scores_fp, entries = _score(models, rd, images_fp, result)
+        kept_fp, kept = _keep(config, rd, r, scores_fp, entries, result)
+        train_dir, train_fp = _train(config, models, backbone_name, rd, r, current, current_fp, kept_fp, result)
+        lora_dir, lora_fp = _concat(config, models, backbone_name, subjects, current, current_fp, train_dir, train_fp,
+                                    rd / "lora", r, result)
+        m = read_marker(rd / "scores.json") or {}
+        result.rounds.append({"round": r, "model": str(current), "lora": str(lora_dir), "metric": m.get("metric"),
+                              "stats": m.get("stats", {}), "kept": kept, "folder": str(rd)})
+        print(f"mudi iterate: round {r}: D&C mean {m.get('stats', {}).get('mean', float('nan')):.3f} over "
+              f"{len(entries)} images, kept {len(kept)}; model {lora_dir}")
+        current, current_fp = str(lora_dir), lora_fp
+    result.lora_dir = Path(current)
+    if config.final_evaluation:
+        fd = out / "final"
+        images_fp = _generate(config, models, subjects, current, current_fp, _jobs(config, templates, phrases, 0),
+                              fd, result)
+        _score(models, fd, images_fp, result)
+        m = read_marker(fd / "scores.json") or {}
+        result.final = {"model": current, "metric": m.get("metric"), "stats": m.get("stats", {}), "folder": str(fd)}
+    models.release_backbone()
+    write_report(out, config, result.rounds, result.final, [s.name for s in subjects])
+    return result
+
+
+def _generate(config: IterateConfig, models: _Models, subjects: list, lora: str, lora_fp: str, jobs: list[dict],
+              folder: Path, result: IterateResult) -> str:
+    """The round's images and sidecars in ``folder/images`` (marker ``folder/images.json``); an interrupted
+    generation keeps the images written (image k depends only on its seed and prompt)."""
+    use_init = config.init == "mean_shifted"
+    settings = {"lora": lora_fp, "jobs": [(j["seed"], j["prompt"]) for j in jobs], "init": config.init,
+                "gamma": config.gamma, "steps": config.num_inference_steps, "guidance": config.guidance_scale,
+                "negative_prompt": config.negative_prompt, "subjects": [str(s.root) for s in subjects],
+                "backbone": models.name, "model": config.pretrained_model_name_or_path}
+    fp = fingerprint(settings)
+    marker, images = folder / "images.json", folder / "images"
+    if is_done(marker, fp):
+        return fp
+    old = read_marker(marker)
+    if old is not None and old.get("fingerprint") != fp:
+        shutil.rmtree(images, ignore_errors=True)
+    write_marker(marker, "running", fp)
+    todo = [j for j in jobs if not (images / f"{j['index']:04d}_seed{j['seed']}.png").is_file()]
+    if todo:
+        bb = models.backbone()
+        names = apply_loras(bb, [lora])
+        try:
+            for start in range(0, len(todo), config.batch_size):
+                chunk = todo[start:start + config.batch_size]
+                made = generate_images(bb, [j["prompt"] for j in chunk], [j["seed"] for j in chunk],
+                                       subjects if use_init else None, config.gamma, config.init,
+                                       negative_prompt=config.negative_prompt,
+                                       num_inference_steps=config.num_inference_steps,
+                                       guidance_scale=config.guidance_scale, batch_size=config.batch_size,
+                                       progress=False)
+                for j, g in zip(chunk, made):
+                    stem = f"{j['index']:04d}_seed{j['seed']}"
+                    write_json_atomic(images / f"{stem}.json", {
+                        "image": f"{stem}.png", "prompt": g.prompt, "template": j["template"], "seed": g.seed,
+                        "init": g.init, "gamma": g.gamma, "layout": g.layout, "boxes_normalized": g.boxes_normalized,
+                        "subjects": [s.name for s in subjects], "lora": lora})
+                    save_image_atomic(images / f"{stem}.png", g.image)  # last: its presence means "done"
+        finally:
+            bb.pipeline.delete_adapters(names)
+    write_marker(marker, "done", fp, num_images=len(jobs))
+    result.ran.append(f"{folder.name}/images")
+    return fp
+
+
+def _score(models: _Models, folder: Path, images_fp: str, result: IterateResult) -> tuple[str, list[dict]]:
+    """``folder/scores.json``: every image's score (and failures), the statistics; skipped when finished."""
+    fp = fingerprint({"images": images_fp, "scorer": models.scorer_fingerprint()})
+    path = folder / "scores.json"
+    if is_done(path, fp):
+        return fp, list((read_marker(path) or {}).get("images", []))
+    scorer = models.scorer()
+    sidecars = sorted((folder / "images").glob("*.json"))
+    entries: list[dict] = []
+    for start in range(0, len(sidecars), 16):  # a few images in memory at a time
+        chunk = sidecars[start:start + 16]
+        records = [json.loads(p.read_text(encoding="utf-8")) for p in chunk]
+        imgs = [read_image(folder / "images" / rec["image"])[0] for rec in records]
+        scored = scorer(imgs, records)
+        if len(scored) != len(records):
+            raise MudiError(f"the scorer returned {len(scored)} results for {len(records)} images")
+        for rec, s in zip(records, scored):
+            entries.append({"image": f"images/{rec['image']}", "prompt": rec["prompt"], "seed": rec["seed"],
+                            "score": float(s["score"]), "failures": list(s.get("failures", [])),
+                            **{k: s[k] for k in ("num_detections", "metrics") if k in s}})
+    metric = getattr(scorer, "metric", None) or "score"
+    stats = score_stats([e["score"] for e in entries], [e["failures"] for e in entries])
+    write_json_atomic(path, {"status": "done", "fingerprint": fp, "metric": metric, "stats": stats, "images": entries})
+    result.ran.append(f"{folder.name}/scores")
+    return fp, entries
+
+
+def _keep(config: IterateConfig, folder: Path, r: int, scores_fp: str, entries: list[dict],
+          result: IterateResult) -> tuple[str, list[dict]]:
+    """The top ``keep`` images into ``folder/kept/``, a subject folder captioned with their prompts."""
+    fp = fingerprint({"scores": scores_fp, "keep": config.keep})
+    marker = folder / "kept.json"
+    if is_done(marker, fp) and (folder / "kept" / SUBJECT_FILE).is_file():
+        return fp, list((read_marker(marker) or {}).get("kept", []))
+    order = top_k([e["score"] for e in entries], config.keep)
+    kept = [{**entries[i], "rank": n + 1, "file": f"{n:02d}.png"} for n, i in enumerate(order)]
+    with atomic_dir(folder / "kept") as tmp:
+        subject = create_subject_folder(tmp, [folder / e["image"] for e in kept], "kept", "scene",
+                                        name=f"round-{r}-kept")
+        captions = {e["file"]: e["prompt"] for e in kept}
+        for item in subject.images:
+            item.caption = captions[item.path.name]
+        write_text_atomic(tmp / SUBJECT_FILE, yaml.safe_dump(subject.to_metadata(), sort_keys=False,
+                                                             allow_unicode=True))
+    write_marker(marker, "done", fp, kept=kept)
+    result.ran.append(f"{folder.name}/kept")
+    return fp, kept
+
+
+def _train(config: IterateConfig, models: _Models, backbone_name: str, folder: Path, r: int, current: str,
+           current_fp: str, kept_fp: str, result: IterateResult) -> tuple[Path, str]:
+    """A new LoRA on the kept images, on top of the current one fused, with the KL regularizer."""
+    td = folder / "train"
+    values = {"progress": config.progress, "device": "cpu" if config.device == "cpu" else "auto", **config.train,
+              "backbone": backbone_name, "pretrained_model_name_or_path": config.pretrained_model_name_or_path,
+              "subjects": [str(folder / "kept")], "output_dir": str(td), "composition": "none",
+              "base_lora": [str(current)], "base_lora_weights": [1.0], "kl_weight": config.kl_weight,
+              "max_train_steps": config.max_train_steps, "rank": config.rank, "learning_rate": config.learning_rate,
+              "seed": config.seed + r}
+    cfg = from_dict(TrainConfig, values, prefix="train.")
+    fp = fingerprint({"train": {k: v for k, v in to_dict(cfg).items() if k not in _RUN_ONLY}, "kept": kept_fp,
+                      "base": current_fp})
+    marker = read_marker(td / STAGE_FILE)
+    if is_done(td / STAGE_FILE, fp) and (td / LORA_FILE).is_file():
+        return td, fp
+    resume = marker is not None and marker.get("fingerprint") == fp
+    holds_run = td.is_dir() and bool(run_files(td))
+    cfg = dataclasses.replace(cfg, resume_from_checkpoint="latest" if resume else None,
+                              overwrite=holds_run and not resume)
+    models.release_backbone()  # the training loads its own model
+    print(f"mudi iterate: round {r}: fine-tuning on {config.keep} kept images, {cfg.max_train_steps} steps, KL "
+          f"weight {cfg.kl_weight}" + (" (resuming)" if resume else ""))
+    write_marker(td / STAGE_FILE, "running", fp)
+    trainer = train(cfg)
+    write_marker(td / STAGE_FILE, "done", fp, steps=trainer.global_step)
+    result.ran.append(f"{folder.name}/train")
+    return td, fp
+
+
+def _concat(config: IterateConfig, models: _Models, backbone_name: str, subjects: list, current: str,
+            current_fp: str, train_dir: Path, train_fp: str, folder: Path, r: int,
+            result: IterateResult) -> tuple[Path, str]:
+    """The round's model: current + new LoRA concatenated exactly, naming the subjects."""
+    fp = fingerprint({"base": current_fp, "train": train_fp})
+    if is_done(folder / STAGE_FILE, fp) and (folder / LORA_FILE).is_file():
+        return folder, fp
+    shutil.rmtree(folder, ignore_errors=True)
+    bb = models.backbone()
+    merge_to_folder(MergeConfig(lora=[str(current), str(train_dir)], method="concat", backbone=backbone_name,
+                                pretrained_model_name_or_path=config.pretrained_model_name_or_path,
+                                output_dir=str(folder), device=str(bb.device), dtype=dtype_name(bb.dtype)), backbone=bb)
+    extra = {k: v for k, v in (read_manifest(folder) or {}).items() if k != "subjects"}
+    write_subjects_manifest(folder, subjects, **extra, iterate_round=r)
+    write_marker(folder / STAGE_FILE, "done", fp)
+    result.ran.append(f"round-{r}/lora")
+    return folder, fp
+
+
+def read_scores(folder: str | Path) -> list[float]:
+    """The scores of a round folder's ``scores.json``, in image order (for scripts and tests)."""
+    data = read_marker(Path(folder) / "scores.json") or {}
+    return [float(e["score"]) for e in data.get("images", [])]
+
