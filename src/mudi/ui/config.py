@@ -1,0 +1,46 @@
+"""``UiConfig`` (``mudi ui``): where the web UI keeps its work and where it listens. Imports no gradio."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from mudi.adapters import registry
+from mudi.errors import MudiError
+from mudi.segmentation.config import parse_backend
+
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
+
+
+@dataclass
+class UiConfig:
+    workspace: str = field(default="mudi-ui", metadata={
+        "help": "the UI's folder: subjects/, runs/ (ordinary `mudi train` run folders) and generations/"})
+    host: str = field(default="127.0.0.1", metadata={
+        "help": "address to listen on; the default is this machine only (0.0.0.0 = every network interface, "
+                "without a password)"})
+    port: int = field(default=7860, metadata={"help": "port to listen on"})
+    share: bool = field(default=False, metadata={
+        "help": "also open a public gradio.live link (needs the internet; anyone with the link can use the UI)"})
+    backbone: str = field(default="sdxl", metadata={
+        "help": "default model family of new training runs: sd15, sd2, sdxl, flux, or tiny-sd (offline, random "
+                "weights: the images are noise)"})
+    backend: str = field(default="owlv2+sam", metadata={
+        "help": "default segmentation backend: owlv2+sam (paper), owlv2+grabcut, grabcut (offline, no weights)"})
+    device: Literal["auto", "cpu"] = field(default="auto", metadata={
+        "help": "auto (the GPU when there is one) or cpu, for training, segmentation, generation and scoring"})
+
+    def __post_init__(self) -> None:
+        if not self.workspace.strip():
+            raise MudiError("--workspace is empty; give a folder, e.g. mudi-ui")
+        if not self.host.strip():
+            raise MudiError("--host is empty; give an address, e.g. 127.0.0.1")
+        if not 1 <= self.port <= 65535:
+            raise MudiError(f"--port {self.port} must be in 1..65535, e.g. 7860")
+        registry.check("backbone", [self.backbone])
+        parse_backend(self.backend)
+
+    @property
+    def is_local(self) -> bool:
+        """Whether only this machine can reach the UI."""
+        return self.host in LOOPBACK_HOSTS and not self.share

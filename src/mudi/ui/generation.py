@@ -1,0 +1,180 @@
+"""Generation and scoring from the UI: ``mudi generate`` with a trained run's LoRA into
+``WORKSPACE/generations/<name>/``, then ``mudi evaluate`` (Detect-and-Compare) into its ``evaluation/``. Imports
+no gradio; the page calls :func:`generate_and_score` through the worker."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from mudi.core.layout import NormBox
+from mudi.data.images import list_images
+from mudi.data.manifests import LORA_FILE, entry_paths, entry_phrase, read_manifest
+from mudi.errors import MudiError
+from mudi.sampling.config import GenerateConfig
+from mudi.sampling.folder import generate_to_folder
+from mudi.scoring.config import EvaluateConfig
+from mudi.scoring.folder import evaluate_folder
+from mudi.ui.layouts import write_layout
+from mudi.ui.state import Workspace, slugify, unique_name
+
+EVALUATION_DIR = "evaluation"
+#: The offline scorers for the tiny backbones (random weights: the scores show the plumbing, not quality).
+TINY_SCORERS = {"detector": "tiny-owlv2", "embedders": ["tiny-dinov2"], "text_scorers": ["tiny-clip"],
+                "threshold": 0.0}
+
+
+def is_tiny(backbone: str) -> bool:
+    return backbone.startswith("tiny-")
+
+
+def lora_choices(ws: Workspace) -> list[tuple[str, str]]:
+    """``(label, folder)`` of every LoRA in the workspace's runs: each run's final LoRA and its snapshots."""
+    out = []
+    for run in ws.run_dirs():
+        if (run / LORA_FILE).is_file():
+            out.append((run.name, str(run)))
+        snaps = [p for p in run.glob("snapshot-*") if (p / LORA_FILE).is_file() and p.name[9:].isdigit()]
+        for snap in sorted(snaps, key=lambda p: int(p.name[9:]), reverse=True):
+            out.append((f"{run.name} / {snap.name}", str(snap)))
+    return out
+
+
+@dataclass
+class LoraInfo:
+    """What a LoRA folder's ``mudi_subjects.json`` says: the model and the subjects, in ``[V1]``, ``[V2]`` order."""
+
+    folder: Path
+    backbone: str
+    pretrained_model_name_or_path: str | None
+    identifiers: list[str]
+    phrases: list[str]
+    subject_paths: list[str]
+
+    @property
+    def labels(self) -> list[str]:
+        return [f"V{k + 1} {p}" for k, p in enumerate(self.phrases)]
+
+
+def lora_info(folder: str | Path) -> LoraInfo:
+    folder = Path(folder)
+    manifest = read_manifest(folder)
+    if not manifest or not manifest.get("backbone"):
+        raise MudiError(f"{folder}: no mudi_subjects.json naming its backbone; pick a LoRA trained by mudi")
+    rows = manifest.get("subjects") or []
+    return LoraInfo(folder, str(manifest["backbone"]), manifest.get("pretrained_model_name_or_path"),
+                    [str(r.get("identifier", "")) for r in rows], [entry_phrase(r) for r in rows],
+                    [p for r in rows for p in entry_paths(r)])
+
+
+def scorer_settings(backbone: str) -> dict:
+    """EvaluateConfig keys for scoring images of ``backbone``: the tiny offline scorers for a tiny backbone,
+    else the paper's defaults (OWLv2, DINOv2, CLIP; their weights must be available)."""
+    return dict(TINY_SCORERS) if is_tiny(backbone) else {}
+
+
+_LOADED: dict[tuple, Any] = {}  # the last generation model, kept between clicks (each call applies its own LoRA)
+
+
+def generation_backbone(name: str, pretrained_model_name_or_path: str | None, device: str) -> Any:
+    """The loaded model for (backbone, checkpoint, device): loaded on first use, then reused; a different
+    one replaces it (one model in memory at a time)."""
+    key = (name, pretrained_model_name_or_path, device)
+    if key not in _LOADED:
+        release_generation_backbone()
+        from mudi.adapters import registry
+        from mudi.devices import resolve_device, resolve_dtype
+
+        dev = resolve_device(device)
+        _LOADED[key] = registry.load_backbone(name, pretrained_model_name_or_path, dev, resolve_dtype("auto", dev))
+    return _LOADED[key]
+
+
+def release_generation_backbone() -> None:
+    """Drop the kept generation model (before a training run needs the GPU memory)."""
+    _LOADED.clear()
+    import gc
+
+    gc.collect()
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+    except ImportError:  # pragma: no cover - torch is a dependency
+        pass
+
+
+def generate_and_score(ws: Workspace, lora_folder: str | Path, prompt: str, gamma: float | None, seed: int,
+                       num_images: int, num_inference_steps: int | None = None,
+                       boxes: list[NormBox | None] | None = None, relative_sizes: list[float] | None = None,
+                       score: bool = True, device: str = "auto") -> Path:
+    """Generate ``num_images`` images (seeds ``seed`` … ``seed + num_images - 1``) with the LoRA and the
+    mean-shifted init (random layout, the drawn ``boxes`` or ``relative_sizes``), then score them. Returns the
+    generation folder."""
+    info = lora_info(lora_folder)
+    run = Path(lora_folder)
+    base = slugify(run.name if not run.name.startswith("snapshot-") else f"{run.parent.name}-{run.name}", "gen")
+    out = ws.generations_dir / unique_name(ws.generations_dir, base)
+    layout = "random"
+    if boxes is not None:
+        layout = str(write_layout(ws.layouts_dir / f"{out.name}.json", boxes, info.identifiers))
+    config = GenerateConfig(backbone=info.backbone, pretrained_model_name_or_path=info.pretrained_model_name_or_path,
+                            lora=[str(run)], prompt=prompt, gamma=gamma, layout=layout, relative_sizes=relative_sizes,
+                            num_images=num_images, seed=seed, batch_size=min(4, num_images),
+                            num_inference_steps=num_inference_steps, output_dir=str(out), device=device)
+    generate_to_folder(config, backbone=generation_backbone(info.backbone, info.pretrained_model_name_or_path, device))
+    if score:
+        evaluate_folder(EvaluateConfig(images=str(out), subjects=info.subject_paths, output_dir=str(out / EVALUATION_DIR),
+                                       device=device, **scorer_settings(info.backbone)))
+    return out
+
+
+@dataclass
+class GeneratedRow:
+    """One generated image with what its sidecar and its evaluation say."""
+
+    path: Path
+    seed: int | None
+    prompt: str
+    scores: dict[str, float] = field(default_factory=dict)  # D&C per embedder, then text scores
+    failures: list[str] = field(default_factory=list)
+    num_detections: int | None = None
+
+    @property
+    def caption(self) -> str:
+        parts = [f"seed {self.seed}"] + [f"{k} {v:.3f}" for k, v in self.scores.items()]
+        return " · ".join(parts + ([", ".join(self.failures)] if self.failures else []))
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def generated_rows(folder: str | Path) -> list[GeneratedRow]:
+    """The images of a generation folder, each with its seed, prompt and (when scored) D&C and text scores."""
+    folder = Path(folder)
+    rows = []
+    for img in list_images(folder) if folder.is_dir() else []:
+        side = _read_json(img.with_suffix(".json"))
+        ev = _read_json(folder / EVALUATION_DIR / f"{img.stem}.json")
+        scores = {m: float(v["score"]) for m, v in (ev.get("metrics") or {}).items() if v.get("score") is not None}
+        scores.update({k: float(v) for k, v in (ev.get("text") or {}).items() if isinstance(v, (int, float))})
+        rows.append(GeneratedRow(img, side.get("seed"), str(side.get("prompt", "")), scores,
+                                 list(ev.get("failures") or []), len(ev["detections"]) if "detections" in ev else None))
+    return rows
+
+
+def score_table(rows: list[GeneratedRow]) -> tuple[list[str], list[list]]:
+    """Headers and rows of the per-image score table."""
+    metrics = list(dict.fromkeys(k for r in rows for k in r.scores))
+    headers = ["image", "seed", *metrics, "detections", "failures"]
+    table = [[r.path.name, r.seed, *[round(r.scores[m], 4) if m in r.scores else None for m in metrics],
+              r.num_detections, ", ".join(r.failures)] for r in rows]
+    return headers, table

@@ -1,0 +1,79 @@
+"""The training form: its defaults per backbone and the ``mudi train`` request it becomes. Imports no gradio.
+
+A request is a mapping of :class:`~mudi.training.config.TrainConfig` keys, checked here exactly as the CLI checks
+a config file (unknown keys, types, ranges), and by loading the subjects (every photo needs a mask for
+Seg-Mix), so a mistake shows on the page at once instead of in the log of a subprocess.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from mudi.config import load_config, parse_overrides, to_dict
+from mudi.data.subjects import load_subjects
+from mudi.errors import MudiError
+from mudi.training.config import TrainConfig
+from mudi.ui.state import Workspace, slugify, unique_name
+
+#: The offline tiny run of configs/tiny.yaml (seconds on a CPU); the real families keep TrainConfig's defaults.
+TINY_DEFAULTS = {"max_train_steps": 30, "learning_rate": 1e-3, "rank": 4, "checkpointing_steps": 10,
+                 "validation_steps": 10, "num_validation_inference_steps": 4}
+REAL_DEFAULTS = {"checkpointing_steps": 100, "validation_steps": 200, "save_steps": 200}
+VALIDATION_PROMPT = "A photo of [V1] and [V2]."
+
+
+def form_defaults(backbone: str) -> dict:
+    """The training form's values for ``backbone``."""
+    base = TrainConfig()
+    values = {"max_train_steps": base.max_train_steps, "learning_rate": base.learning_rate, "rank": base.rank,
+              "checkpointing_steps": base.checkpointing_steps, "save_steps": base.save_steps,
+              "validation_steps": 0, "num_validation_inference_steps": base.num_validation_inference_steps,
+              "composition": base.composition, "composition_prob": base.composition_prob}
+    values.update(TINY_DEFAULTS if backbone.startswith("tiny-") else REAL_DEFAULTS)
+    return values
+
+
+def parse_extra(text: str) -> list[str]:
+    """``key=value`` lines (or space-separated items) of the form's "more options" box."""
+    items = [t for line in (text or "").splitlines() for t in line.split() if t.strip() and not t.startswith("#")]
+    parse_overrides(items)  # a malformed item is one line now
+    return items
+
+
+def build_request(subject_dirs: list[Path], backbone: str, form: dict, extra: str = "", device: str = "auto",
+                  validation_prompt: str = VALIDATION_PROMPT) -> dict:
+    """The TrainConfig keys of a new run (output_dir is set when it starts), validated."""
+    if len(subject_dirs) < 1:
+        raise MudiError("no subjects ticked; tick the subjects to train on at the top of the page")
+    subjects = load_subjects([str(p) for p in subject_dirs])
+    composition = form.get("composition", "segmix")
+    if composition != "none":
+        if len(subjects) < 2:
+            raise MudiError(f"{composition} composes several subjects: tick at least two (or choose composition none)")
+        if composition == "segmix":
+            missing = [f"{s.name}/{im.path.name}" for s in subjects for im in s.images if im.mask_path is None]
+            if missing:
+                raise MudiError(f"Seg-Mix needs a mask of every photo; {len(missing)} have none ({', '.join(missing[:4])}"
+                                f"{' …' if len(missing) > 4 else ''}): segment them on the Masks page")
+    request = {"backbone": backbone, "subjects": [str(Path(p).resolve()) for p in subject_dirs],
+               **{k: v for k, v in form.items() if v is not None}, "report_to": "none", "progress": False,
+               "device": device}
+    steps = int(request.get("validation_steps") or 0)
+    request["validation_prompts"] = [validation_prompt] if steps and validation_prompt.strip() else []
+    if not request["validation_prompts"]:
+        request["validation_steps"] = 0
+    for key in ("max_train_steps", "rank", "checkpointing_steps", "save_steps", "validation_steps",
+                "num_validation_inference_steps"):
+        if key in request:
+            request[key] = int(request[key])
+    items = parse_extra(extra)
+    config = load_config(TrainConfig, values=request, overrides=items)  # the CLI's own checks
+    explicit = set(request) | {i.split("=", 1)[0].split(".", 1)[0] for i in items}
+    full = to_dict(config)
+    return {k: full[k] for k in full if k in explicit}
+
+
+def new_run_dir(ws: Workspace, name: str, subject_dirs: list[Path]) -> Path:
+    """A fresh folder in ``WORKSPACE/runs/``: ``name``, or the subjects' names joined (``dog6-cat2``)."""
+    base = slugify(name) if name and name.strip() else slugify("-".join(Path(p).name for p in subject_dirs), "run")
+    return ws.runs_dir / unique_name(ws.runs_dir, base)
