@@ -53,11 +53,13 @@ def test_segmix_distributions_follow_the_authors_formulas(pair_cutouts, preset):
     params = SEGMIX_PRESETS[preset]
     lo, hi = params.scale_range
     max_margin = round(params.max_margin_frac * W)
+    fit = round(32 * W / params.reference_resolution)  # the authors' 32 px at their resolution, scaled to W
+    assert (params.reference_resolution, fit) == ({"sdxl": 1024, "flux": 512}[preset], {"sdxl": 8, "flux": 16}[preset])
     ratios, margins, ys, left0, top0, black = [], [], [], 0, 0, 0
     for picks, comp in _compositions(pair_cutouts, params):
         for c, box in zip(picks, comp.boxes_xyxy):
             h, w = c.size_hw
-            max_factor = min((W / 2 - 32) / w, (H - 32) / h)
+            max_factor = min((W / 2 - fit) / w, (H - fit) / h)
             bw, bh = box[2] - box[0], box[3] - box[1]
             factor = max(bh / h, bw / w)  # int() rounds down: the larger ratio is the closer one
             assert int(h * factor) in (bh, bh - 1) or int(w * factor) in (bw, bw - 1)  # one factor, aspect kept

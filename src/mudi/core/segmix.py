@@ -4,7 +4,8 @@ Seg-Mix, as the authors' SDXL training code composes two subjects on a W x H can
 mudi's default), generalised to N >= 2 subjects so that N = 2 is exactly that:
 
 - each subject is its cutout (the image cropped to its mask's box);
-- **scale** (``scale="fit"``): ``max_factor = min((W / N - 32) / w, (H - 32) / h)``, the factor drawn from
+- **scale** (``scale="fit"``): ``max_factor = min((W / N - 32) / w, (H - 32) / h)`` at 1024 px (the 32 px margin
+  scales with the canvas: ``reference_resolution``), the factor drawn from
   ``U(0.75 * max_factor, max_factor)`` (``scale_range``), or ``max_factor * s`` for a fixed relative size ``s``;
 - **positions**: each top ``y ~ U{0, H - h}``, independently (``align_tops``: one ``y`` for all, the prior
   compositions); the leftmost subject's left edge at ``x = m1``, the rightmost's right edge at ``W - m2``,
@@ -51,6 +52,9 @@ class SegMixParams:
     - ``scale``: ``fit`` (the authors': a fraction ``scale_range`` of the largest factor that fits the
       subject in ``W / N - fit_margin_px`` by ``H - fit_margin_px``) or ``height`` (mudi 0.1: the subject's
       height is a fraction ``scale_range`` of the canvas height, its width at most ``max_width_frac`` of it).
+    - ``reference_resolution``: the canvas width ``fit_margin_px`` is given for (the preset's training
+      resolution: 1024 for ``sdxl``, 512 for ``flux``); on another canvas the margin scales with the width, so
+      the geometry is the same at every size (the authors' 32 px at 1024 px, 1 px at 32 px). ``None``: pixels.
     - ``relative_sizes``: fixed relative sizes per subject in prompt order (Appendix C.1), e.g. ``(1, 2)``:
       with ``fit`` the factor is ``max_factor * s / max(s)``; with ``height`` the heights have exactly these
       ratios.
@@ -68,6 +72,7 @@ class SegMixParams:
     scale: Literal["fit", "height"] = "fit"
     scale_range: tuple[float, float] = (0.75, 1.0)
     fit_margin_px: int = 32
+    reference_resolution: int | None = 1024
     max_width_frac: float = 0.9
     relative_sizes: tuple[float, ...] | None = None
     max_margin_frac: float = 0.25
@@ -89,6 +94,8 @@ class SegMixParams:
             raise MudiError(f"segmix scale {self.scale!r} must be fit (the authors') or height (mudi 0.1)")
         if self.relative_sizes is not None and any(r <= 0 for r in self.relative_sizes):
             raise MudiError(f"relative sizes {list(self.relative_sizes)} must all be positive, e.g. 1,2")
+        if self.reference_resolution is not None and self.reference_resolution < 1:
+            raise MudiError(f"segmix reference_resolution {self.reference_resolution} must be >= 1 (or null: pixels)")
         if not 0 <= self.max_margin_frac <= 1 or self.min_margin_px < 0 or self.fit_margin_px < 0:
             raise MudiError(f"segmix margins: max_margin_frac {self.max_margin_frac} must be in [0, 1] and the pixel "
                             "margins >= 0")
@@ -104,7 +111,7 @@ SEGMIX_PRESETS: dict[str, SegMixParams] = {
     # The authors' SDXL training code (mudi's default for the UNet families).
     "sdxl": SegMixParams(),
     # The authors' FLUX script: scale U(0.9 max, max), margins U{1, 64} at 512 px, white or (1/4) black.
-    "flux": SegMixParams(scale_range=(0.9, 1.0), max_margin_frac=0.125, black_background_prob=0.25,
+    "flux": SegMixParams(reference_resolution=512, scale_range=(0.9, 1.0), max_margin_frac=0.125, black_background_prob=0.25,
                          caption_template=FLUX_TEMPLATE, subject_prefix="a small "),
     # mudi 0.1: heights U(0.4, 0.8) H, margins U{0, 0.3 W}, "A photo of X and Y, simple background."
     "legacy": SegMixParams(scale="height", scale_range=(0.4, 0.8), max_margin_frac=0.3, min_margin_px=0,
@@ -121,6 +128,7 @@ class SegMixSettings:
     scale: Literal["fit", "height"] | None = None
     scale_range: tuple[float, float] | None = None
     fit_margin_px: int | None = None
+    reference_resolution: int | None = None
     max_width_frac: float | None = None
     max_margin_frac: float | None = None
     min_margin_px: int | None = None
@@ -178,7 +186,9 @@ def _fit_sizes(cutouts: Sequence[Cutout], size_hw: tuple[int, int], params: SegM
     """The authors' scale: a fraction of the largest factor that fits ``W / N - m`` by ``H - m``."""
     H, W = size_hw
     n = len(cutouts)
-    fit = min(params.fit_margin_px, max(0, W // (2 * n) - 1), max(0, H // 2 - 1))  # tiny canvases keep room
+    fit = params.fit_margin_px if not params.reference_resolution else \
+        int(round(params.fit_margin_px * W / params.reference_resolution))
+    fit = min(fit, max(0, W // (2 * n) - 1), max(0, H // 2 - 1))  # tiny canvases keep room
     rel = _relative(params, n)
     lo, hi = params.scale_range
     sizes = []
