@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Pretrain the shipped toy-world model (docs/toyworld.md): about 70 min on one CPU thread, deterministic.
+# Pretrain the shipped toy-world model (docs/toyworld.md): about 65 min on one CPU thread, deterministic.
 # Usage: bash benchmarks/toyworld_pretrain.sh [OUT_DIR]   (rerun the same command to resume after a crash)
 # Then copy OUT_DIR/pipeline into src/mudi/toyworld/model/ and measure it with benchmarks/toyworld_scores.py.
 set -euo pipefail

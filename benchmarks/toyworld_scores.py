@@ -1,4 +1,4 @@
-"""The toy-world model's measured scores, as recorded in src/mudi/toyworld/model/MODEL_CARD.md and docs/toyworld.md.
+"""The toy-world model's measured scores (as in src/mudi/toyworld/model/MODEL_CARD.md and docs/toyworld.md).
 
     OMP_NUM_THREADS=1 python benchmarks/toyworld_scores.py [--model DIR] [--num_images 128] [--cfg 3 4 5]
 

@@ -1,0 +1,264 @@
+"""The toy world: deterministic scenes, masks that match the pixels, captions, the checker and its
+calibration, subject folders mudi loads, and the shipped pretrained model's base score."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+from scipy import ndimage
+
+from mudi.errors import MudiError
+from mudi.toyworld.checker import calibrate, check_image, classify_shape, detect_objects
+from mudi.toyworld.world import (
+    COLOURS,
+    DEMO_SUBJECTS,
+    IDENTIFIERS,
+    PALETTE,
+    WHITE,
+    ObjectSpec,
+    Scene,
+    caption_objects,
+    caption_scene,
+    caption_vocabulary,
+    render_scene,
+    sample_dataset,
+    sample_scene,
+    write_subject_folder,
+)
+
+
+def _scene(*objects: ObjectSpec, background=WHITE) -> Scene:
+    return Scene(tuple(objects), background)
+
+
+RED_YELLOW = ObjectSpec("square", "red", "yellow", 13, 9.5, 16.5)
+BLUE_YELLOW = ObjectSpec("square", "blue", "yellow", 13, 23.5, 16.5)
+
+
+# -------------------------------------------------------------------------------------------------- world
+def test_dataset_is_deterministic_given_the_seed():
+    a_images, a_captions, _ = sample_dataset(40, seed=3)
+    b_images, b_captions, _ = sample_dataset(40, seed=3)
+    c_images, _, _ = sample_dataset(40, seed=4)
+    assert a_images.shape == (40, 32, 32, 3) and a_images.dtype == np.uint8
+    assert np.array_equal(a_images, b_images) and a_captions == b_captions
+    assert not np.array_equal(a_images, c_images)
+
+
+def test_masks_match_pixels():
+    rng = np.random.default_rng(0)
+    for _ in range(50):
+        scene = sample_scene(rng)
+        image, masks = render_scene(scene)
+        assert len(masks) == len(scene.objects)
+        union = np.zeros(image.shape[:2], bool)
+        for spec, mask in zip(scene.objects, masks):
+            assert mask.dtype == bool and mask.sum() > 20
+            assert not (mask & union).any()  # objects never overlap
+            union |= mask
+            interior = ndimage.binary_erosion(mask)
+            allowed = np.array([PALETTE[c] for c in spec.colours])
+            pix = image[interior].astype(int)
+            dist = np.abs(pix[:, None, :] - allowed[None]).sum(-1).min(-1)
+            # interior pixels are the object's flat colours, except the one row where two colours meet
+            assert (dist == 0).mean() > 0.8
+        outside = ~ndimage.binary_dilation(union)
+        assert (image[outside] == np.array(scene.background, np.uint8)).all()
+
+
+def test_two_colour_object_is_top_over_bottom():
+    image, (mask,) = render_scene(_scene(ObjectSpec("square", "red", "blue", 12, 16, 16)))
+    assert tuple(image[11, 16]) == PALETTE["red"] and tuple(image[20, 16]) == PALETTE["blue"]
+    assert mask[10:22, 10:22].all() and mask.sum() == 144
+
+
+def test_caption_format():
+    objs = (ObjectSpec("square", "red", "blue"), ObjectSpec("circle", "green"))
+    assert caption_objects(objs) == "a photo of a red blue square and a green circle."
+    simple = caption_objects(objs[1:], simple_background=True)
+    assert simple == "a photo of a green circle, simple background."
+    assert caption_objects(["olis square", "hta square"]) == "a photo of a olis square and a hta square."
+    vocab = set(caption_vocabulary())
+    rng = np.random.default_rng(1)
+    for _ in range(200):
+        scene = sample_scene(rng)
+        words = caption_scene(scene).replace(",", " , ").replace(".", " . ").split()
+        assert set(words) <= vocab
+        if scene.simple_background:
+            assert scene.background == WHITE
+    assert not vocab & set(IDENTIFIERS)
+
+
+def test_object_spec_rejects_bad_input():
+    with pytest.raises(MudiError, match="shape"):
+        ObjectSpec("hexagon", "red")
+    with pytest.raises(MudiError, match="colour"):
+        ObjectSpec("square", "pink")
+    with pytest.raises(MudiError, match="bottom=None"):
+        ObjectSpec("square", "red", "red")
+
+
+def test_word_tokenizer_has_one_token_per_word_and_special_tokens_last():
+    from mudi.toyworld.tokenizer import build_word_tokenizer, word_token_ids
+
+    words = caption_vocabulary() + list(IDENTIFIERS)
+    tok = build_word_tokenizer(words, model_max_length=32)
+    ids = word_token_ids(tok, words)
+    assert len(set(ids)) == len(words)
+    assert tok.bos_token_id == len(tok) - 2 and tok.eos_token_id == len(tok) - 1
+    enc = tok("a photo of a red blue square and a green circle, simple background.")["input_ids"]
+    assert len(enc) == 2 + 15  # bos, 15 words and marks, eos
+    assert len(tok("olis playing")["input_ids"]) > 3  # unknown words fall back to characters
+
+
+# ------------------------------------------------------------------------------------------------ checker
+def test_checker_reads_a_scene():
+    spec = ObjectSpec("triangle", "purple", "cyan", 14, 8, 9)
+    image, masks = render_scene(_scene(spec, ObjectSpec("circle", "green", None, 10, 24, 24),
+                                       background=(240, 235, 228)))
+    found = detect_objects(image)
+    assert [o.phrase for o in found] == ["purple cyan triangle", "green circle"]
+    assert found[0].box_xyxy == (1, 3, 15, 16)  # the apex row is under half covered
+    assert np.array_equal(found[0].mask, masks[0]) and np.array_equal(found[1].mask, masks[1])
+    expected = [ObjectSpec("circle", "green"), ObjectSpec("triangle", "purple", "cyan")]
+    assert check_image(image, expected).is_correct
+
+
+@pytest.mark.parametrize("drawn, verdict", [
+    ((RED_YELLOW, BLUE_YELLOW), "correct"),
+    ((RED_YELLOW,), "missing"),
+    ((RED_YELLOW, BLUE_YELLOW, ObjectSpec("circle", "green", None, 6, 16, 4)), "extra"),
+    ((RED_YELLOW, ObjectSpec("square", "red", "yellow", 13, 23.5, 16.5)), "duplicate"),
+    ((RED_YELLOW, ObjectSpec("square", "blue", "red", 13, 23.5, 16.5)), "blend"),
+    ((RED_YELLOW, ObjectSpec("circle", "blue", "yellow", 13, 23.5, 16.5)), "wrong_shape"),
+    ((RED_YELLOW, ObjectSpec("square", "blue", "green", 13, 23.5, 16.5)), "wrong_colour"),
+])
+def test_checker_verdicts(drawn, verdict):
+    image, _ = render_scene(_scene(*drawn))
+    assert check_image(image, [RED_YELLOW, BLUE_YELLOW]).verdict == verdict
+
+
+def test_checker_shape_classifier_on_ground_truth_masks():
+    for size in (9, 10, 13, 16):
+        for shape in ("circle", "square", "triangle"):
+            for cx in (15.0, 15.5):
+                _, (mask,) = render_scene(_scene(ObjectSpec(shape, "red", None, size, cx, cx)))
+                ys, xs = np.nonzero(mask)
+                crop = mask[ys.min():ys.max() + 1, xs.min():xs.max() + 1]
+                assert classify_shape(crop) == shape, (shape, size, cx)
+
+
+def test_checker_calibration_on_ground_truth():
+    cal = calibrate(num_images=150, seed=0)
+    assert cal[1]["n"] == 150 and cal[2]["n"] == 150
+    assert cal[1]["accuracy"] >= 0.99 and cal[2]["accuracy"] >= 0.98, cal
+
+
+def test_checker_accepts_float_and_larger_images():
+    image, _ = render_scene(_scene(RED_YELLOW))
+    big = np.kron(image, np.ones((4, 4, 1), np.uint8))
+    for im in (image / 255.0, big):
+        assert [o.phrase for o in detect_objects(im)] == ["red yellow square"]
+    with pytest.raises(MudiError, match="RGB"):
+        detect_objects(image[..., 0])
+
+
+# ----------------------------------------------------------------------------------------------- subjects
+def test_subject_folder_loads_in_mudi(tmp_path):
+    from mudi.data.subjects import load_subjects
+
+    folders = [write_subject_folder(s, tmp_path / s.name, num_images=4, seed=i)
+               for i, s in enumerate(DEMO_SUBJECTS)]
+    subjects = load_subjects(folders)
+    assert [s.identifier for s in subjects] == ["olis", "hta"]
+    assert subjects[0].class_noun == "square" and subjects[0].phrase == "olis square"
+    for spec, subject in zip(DEMO_SUBJECTS, subjects):
+        assert len(subject.images) == 4
+        for i in range(4):
+            rgb, mask = subject.load(i)
+            assert rgb.shape == (32, 32, 3) and mask is not None and mask.sum() > 50
+            (found,) = detect_objects(rgb)
+            assert (found.shape, found.top, found.bottom) == (spec.shape, spec.top, spec.bottom)
+            assert (found.mask & mask).sum() / (found.mask | mask).sum() > 0.9
+    assert set(COLOURS) >= {"red", "blue", "yellow"}
+
+
+# ------------------------------------------------------------------------------------------ shipped model
+def test_shipped_model_base_scores():
+    """The shipped checkpoint loads as a 32-px StableDiffusionPipeline and still draws what it is asked for:
+    on 16 prompts (CFG 4, 20 DDIM steps) it scored 0.81 with one object and 0.31 with two when shipped
+    (MODEL_CARD.md: 0.91 and 0.27 on 128); the floors leave room for other CPUs' arithmetic."""
+    import torch
+
+    from mudi.toyworld import MODEL_DIR
+    from mudi.toyworld.pretrain import base_scores, load_toyworld_pipeline
+
+    torch.set_num_threads(1)
+    pipe = load_toyworld_pipeline(MODEL_DIR)
+    assert pipe.vae_scale_factor == 2 and pipe.unet.config.sample_size == 16
+    assert sum(p.stat().st_size for p in MODEL_DIR.rglob("*") if p.is_file()) <= 15 * 2**20
+    one = base_scores(pipe, num_objects=1, num_images=16, seed=0, guidance_scale=4.0, num_inference_steps=20,
+                      batch_size=16)
+    two = base_scores(pipe, num_objects=2, num_images=16, seed=0, guidance_scale=4.0, num_inference_steps=20,
+                      batch_size=16)
+    assert one["accuracy"] >= 0.6 and two["accuracy"] >= 0.1, (one, two)
+
+
+def test_shipped_demo_subjects_are_the_world_renders(tmp_path):
+    from mudi.toyworld import SUBJECTS_DIR
+
+    for i, subject in enumerate(DEMO_SUBJECTS):
+        fresh = write_subject_folder(subject, tmp_path / subject.name, num_images=4, seed=i)
+        shipped = SUBJECTS_DIR / subject.name
+        names = sorted(p.relative_to(fresh).as_posix() for p in fresh.rglob("*") if p.is_file())
+        assert names == sorted(p.relative_to(shipped).as_posix() for p in shipped.rglob("*") if p.is_file())
+        for name in names:
+            if name.endswith(".png"):
+                fresh_px = np.asarray(Image.open(fresh / name))
+                assert np.array_equal(fresh_px, np.asarray(Image.open(shipped / name))), name
+            else:
+                assert (fresh / name).read_text() == (shipped / name).read_text()
+
+
+# ------------------------------------------------------------------------------------------- pretraining
+def _tiny_pretrain_config():
+    from mudi.toyworld.pretrain import PretrainConfig
+
+    return PretrainConfig(num_images=32, vae_steps=2, vae_batch_size=4, steps=4, batch_size=4, warmup_steps=2,
+                          checkpoint_every=2)
+
+
+def test_pretrain_resumes_to_the_same_model(tmp_path, monkeypatch):
+    """A run that crashes after its first denoiser checkpoint and is rerun equals an uninterrupted one."""
+    import torch
+    from safetensors.torch import load_file
+
+    from mudi.toyworld import pretrain
+
+    torch.set_num_threads(1)
+    cfg = _tiny_pretrain_config()
+    folder = pretrain.run(cfg, tmp_path / "straight")
+    assert (folder / "model_index.json").is_file() and (tmp_path / "straight" / "pipeline_fp32").is_dir()
+
+    real_save = pretrain.atomic_save
+
+    def crash_after_first_denoiser_checkpoint(obj, path):
+        real_save(obj, path)
+        if path.name == "denoiser.pt":
+            raise KeyboardInterrupt("simulated crash")
+
+    monkeypatch.setattr(pretrain, "atomic_save", crash_after_first_denoiser_checkpoint)
+    with pytest.raises(KeyboardInterrupt):
+        pretrain.run(cfg, tmp_path / "resumed")
+    monkeypatch.setattr(pretrain, "atomic_save", real_save)
+    pretrain.run(cfg, tmp_path / "resumed")
+    for part in ("unet/diffusion_pytorch_model.safetensors", "text_encoder/model.safetensors",
+                 "vae/diffusion_pytorch_model.safetensors"):
+        a = load_file(tmp_path / "straight" / "pipeline_fp32" / part)
+        b = load_file(tmp_path / "resumed" / "pipeline_fp32" / part)
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), part
+    pipe = pretrain.load_toyworld_pipeline(folder)
+    assert pipe.vae_scale_factor == 2 and pipe.tokenizer.model_max_length == pretrain.TEXT_LENGTH
+    scenes, images = pretrain.generate_scenes(pipe, 1, 2, num_inference_steps=2)
+    assert images.shape == (2, 32, 32, 3) and images.dtype == np.uint8
