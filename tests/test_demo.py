@@ -1,10 +1,13 @@
-"""The README's main job (`mudi demo` = `mudi run` on the shipped demo file) runs offline and its report has
-every section, says at the top that a random model drew it, and shows both methods."""
+"""The README's main job (`mudi demo` = `mudi run` on a shipped run file) runs offline and its report has every
+section: by default DreamBooth vs MuDI on the shipped toy model, judged by the toy world's checker (a short
+personalization of the shipped model through the CLI); with a tiny backbone the sample dogs through every stage,
+with a notice that a random model drew them."""
 
 import hashlib
 import json
 
 import pytest
+import yaml
 
 from mudi.cli import main
 from mudi.commands.demo import DemoConfig, demo_run_config
@@ -20,7 +23,7 @@ def _digest(folder):
 def test_demo_end_to_end(tmp_path, capsys):
     samples_before = _digest(SAMPLES_DIR)
     out = tmp_path / "demo"
-    assert main(["demo", "--out", str(out), "--steps", "4", "--num-images", "2"]) == 0
+    assert main(["demo", "--backbone", "tiny-sd", "--out", str(out), "--steps", "4", "--num-images", "2"]) == 0
     printed = capsys.readouterr().out
     assert "mudi demo finished" in printed and str(out / "report.html") in printed
     text = (out / "report.html").read_text()
@@ -46,6 +49,26 @@ def test_demo_end_to_end(tmp_path, capsys):
     assert {p.name for p in (out / "train").iterdir()} == {"segmix", "none"}
 
 
+def test_default_demo_is_dreambooth_vs_mudi_on_the_toy_model(tmp_path, capsys):
+    out = tmp_path / "toy"
+    assert main(["demo", "--out", str(out), "--steps", "20", "--num-images", "8"]) == 0
+    text = (out / "report.html").read_text()
+    assert report_sections(text) == list(SECTIONS)
+    notice = text[text.index("<section id='notice'>"):text.index("<section id='stages'>")]
+    assert "toy model" in notice and "mudi demo --backbone sdxl" in notice
+    run = yaml.safe_load((out / "run.yaml").read_text())
+    assert run["backbone"] == "sd15" and run["pretrained_model_name_or_path"].endswith("toyworld/model")
+    for method in ("mudi", "dreambooth"):
+        result = json.loads((out / "evaluate" / method / "p00" / "toyworld.json").read_text())
+        assert result["n"] == 8 and sum(result["verdicts"].values()) == 8
+        assert len(list((out / "generate" / method / "p00").glob("0*.png"))) == 8
+    meta = json.loads(next((out / "generate" / "mudi" / "p00").glob("0000_*.json")).read_text())
+    assert meta["prompt"] == "a photo of a olis square and a hta square." and meta["height"] == 32
+    assert "class='toy'" in text and "MuDI (Ours)" in text and text.count("<figure>") >= 16
+    printed = capsys.readouterr().out
+    assert "toy-world checker" in printed
+
+
 def test_demo_with_sdxl_is_the_real_recipe_and_other_backbones_are_refused():
     cfg = demo_run_config(DemoConfig(output_dir="x", backbone="sdxl"))
     assert cfg.backbone == "sdxl" and cfg.train["max_train_steps"] == 2010 and cfg.train["loss"] == "dco"
@@ -53,5 +76,7 @@ def test_demo_with_sdxl_is_the_real_recipe_and_other_backbones_are_refused():
     assert cfg.evaluate["embedders"] == ["dinov2"] and not cfg.notice
     tiny = demo_run_config(DemoConfig(output_dir="x", backbone="tiny-flux", steps=3))
     assert tiny.backbone == "tiny-flux" and tiny.train["max_train_steps"] == 3 and tiny.segment["backend"] == "grabcut"
+    toy = demo_run_config(DemoConfig(output_dir="x"))
+    assert toy.scorers == ["toyworld"] and toy.train["resolution"] == 32 and toy.backbone == "sd15"
     with pytest.raises(MudiError, match="write a run file"):
         demo_run_config(DemoConfig(backbone="flux"))

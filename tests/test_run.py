@@ -194,3 +194,25 @@ def test_train_launch_runs_training_in_its_own_process_with_the_same_result(unin
     bad = _write_run(tmp_path / "bad", train_launch="no-such-launcher --x")
     with pytest.raises(MudiError, match="no-such-launcher not found"):
         run_pipeline(load_config(RunConfig, bad), say=lambda _: None)
+
+
+def test_the_toy_world_checker_as_a_scorer(tmp_path):
+    """``scorers: [toyworld]`` judges every image with the toy world's checker (here a tiny random model's noise,
+    so no success is expected) and the report shows the success table; D&C is not run."""
+    from mudi.toyworld import SUBJECTS_DIR
+    from mudi.toyworld.evaluate import read_result
+
+    cfg = _write_run(tmp_path, subjects=[str(SUBJECTS_DIR / "red_yellow_square"), str(SUBJECTS_DIR / "blue_yellow_square")],
+                     scorers=["toyworld"], num_images=2, segmix_preview=1,
+                     train={**RUN["train"], "max_train_steps": 2, "resolution": 32},
+                     generate={**RUN["generate"], "height": 32, "width": 32})
+    assert main(["run", str(cfg)]) == 0
+    run = tmp_path / "run"
+    result = read_result(run / "evaluate" / "mudi" / "p00")
+    assert result["n"] == 2 and sum(result["verdicts"].values()) == 2 and set(result["images"]) == {
+        "0000_seed0.png", "0001_seed1.png"}
+    assert not (run / "evaluate" / "mudi" / "p00" / "summary.json").exists()  # no D&C
+    text = (run / "report.html").read_text()
+    assert "class='toy'" in text and "95% interval" in text
+    with pytest.raises(MudiError, match="did you mean 'toyworld'"):
+        RunConfig(scorers=["toyworl"])

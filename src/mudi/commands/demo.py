@@ -1,9 +1,10 @@
-"""``mudi demo``: ``mudi run`` on a shipped run file — the bundled sample dogs, offline.
+"""``mudi demo``: ``mudi run`` on a shipped run file, offline.
 
-With a tiny backbone (default ``tiny-sd``) it runs ``mudi/samples/demo.yaml``: GrabCut masks, a Seg-Mix LoRA and a
-plain DreamBooth LoRA on a tiny random model built in memory, images with and without the mean-shifted init, D&C
-and CLIP scores with tiny random models, and ``report.html`` — whose first lines say that a random model draws
-noise. ``--backbone sdxl`` runs ``demo-sdxl.yaml`` instead: the same stages with real weights on a GPU.
+- default (``--backbone toyworld``): ``mudi/samples/demo-toyworld.yaml`` — DreamBooth vs MuDI on mudi's own toy
+  model and two similar toy subjects; the toy world's checker gives each method's success rate;
+- ``--backbone tiny-sd`` (tiny-sd2, tiny-sdxl, tiny-flux): ``demo.yaml`` — the bundled photos of two dogs through
+  every stage with tiny *random* models built in memory (the report says the pictures are noise);
+- ``--backbone sdxl``: ``demo-sdxl.yaml`` — the same dogs with real weights and the authors' recipe, on a GPU.
 """
 
 from __future__ import annotations
@@ -15,15 +16,15 @@ from mudi.errors import MudiError
 from mudi.pipeline import RunConfig, run_pipeline
 from mudi.samples import SAMPLES_DIR
 
-HELP = "`mudi run` on the shipped demo run file: bundled sample dogs, tiny offline model, GrabCut masks"
+HELP = "`mudi run` on a shipped run file: DreamBooth vs MuDI on mudi's toy model (offline, CPU), or the sample dogs"
 TINY = ("tiny-sd", "tiny-sd2", "tiny-sdxl", "tiny-flux")
 
 
 @dataclass
 class DemoConfig:
     output_dir: str = field(default="mudi-demo", metadata={"help": "the run folder", "flags": ["--out"]})
-    backbone: str = field(default="tiny-sd", metadata={
-        "help": f"{', '.join(TINY)} (offline, random weights) or sdxl (real weights, a GPU)"})
+    backbone: str = field(default="toyworld", metadata={
+        "help": f"toyworld (mudi's toy model), {', '.join(TINY)} (random weights) or sdxl (real weights, a GPU)"})
     steps: int | None = field(default=None, metadata={"help": "training steps (default: the run file's)"})
     num_images: int | None = field(default=None, metadata={"help": "images per prompt and method"})
     seed: int | None = field(default=None, metadata={"help": "generation seed"})
@@ -34,11 +35,13 @@ CONFIG = DemoConfig
 
 
 def demo_run_config(config: DemoConfig) -> RunConfig:
-    if config.backbone not in (*TINY, "sdxl"):
-        raise MudiError(f"--backbone {config.backbone}: the demo runs {', '.join(TINY)} or sdxl; for other "
-                        "families write a run file (docs/tutorial.md) and use `mudi run`")
-    path = SAMPLES_DIR / ("demo-sdxl.yaml" if config.backbone == "sdxl" else "demo.yaml")
-    overrides = [f"output_dir={config.output_dir}", f"backbone={config.backbone}"]
+    files = {"toyworld": "demo-toyworld.yaml", "sdxl": "demo-sdxl.yaml", **{t: "demo.yaml" for t in TINY}}
+    if config.backbone not in files:
+        raise MudiError(f"--backbone {config.backbone}: the demo runs {', '.join(files)}; for other families "
+                        "write a run file (docs/tutorial.md) and use `mudi run`")
+    overrides = [f"output_dir={config.output_dir}"]
+    if config.backbone in TINY:
+        overrides.append(f"backbone={config.backbone}")
     if config.steps is not None:
         overrides.append(f"train.max_train_steps={config.steps}")
     if config.num_images is not None:
@@ -47,7 +50,7 @@ def demo_run_config(config: DemoConfig) -> RunConfig:
         overrides.append(f"seed={config.seed}")
     if config.from_stage:
         overrides.append(f"from_stage={config.from_stage}")
-    return load_config(RunConfig, path, overrides)
+    return load_config(RunConfig, SAMPLES_DIR / files[config.backbone], overrides)
 
 
 def main(config: DemoConfig) -> int:

@@ -24,6 +24,7 @@ from mudi.training.config import TrainConfig
 
 PATH_KEYS = {"train": ("base_lora", "vae"), "generate": ("layout", "vae"),
              "evaluate": ("cache_dir", "detector_model"), "segment": ("detector_model", "segmenter_model")}
+SCORERS = ("dnc", "toyworld")
 STAGES = ("segment", "prior", "train", "generate", "evaluate", "report")
 OWNED = {
     "segment": ("subjects",),
@@ -50,6 +51,9 @@ class RunConfig:
         "help": "generation prompts; [V1], [V2]... are the subjects"})
     num_images: int = field(default=4, metadata={"help": "images per prompt and method (seeds seed..seed+N-1)"})
     seed: int = field(default=0, metadata={"help": "first generation seed"})
+    scorers: list[str] = field(default_factory=lambda: ["dnc"], metadata={
+        "help": "how generated images are judged: dnc (Detect-and-Compare + CLIP, the evaluate block), toyworld "
+                "(the toy world's checker: success rate, failure kinds; toy subjects only)"})
     use_prior: bool = field(default=False, metadata={
         "help": "make a prior set of the subjects' classes (mudi prior) and train with prior preservation"})
     segmix_preview: int = field(default=8, metadata={"help": "Seg-Mix compositions shown in the report"})
@@ -79,6 +83,9 @@ class RunConfig:
         if plain:
             raise MudiError(f"method {plain[0]} (the plain-class ablation) needs a benchmark pair folder: run it "
                             "with `mudi benchmark`")
+        bad = [x for x in self.scorers if x not in SCORERS]
+        if bad or not self.scorers:
+            raise unknown_name_error("scorer", bad[0] if bad else "(none)", SCORERS)
         if not self.methods or len(set(self.methods)) != len(self.methods):
             raise MudiError(f"methods {self.methods}: give each method once, e.g. mudi,dreambooth")
         if self.num_images < 1 or not self.prompts:

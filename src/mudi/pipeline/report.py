@@ -21,6 +21,7 @@ from mudi.environment import collect
 from mudi.io import write_text_atomic
 from mudi.pipeline.stages import MARKER, REPORT_FILE, RUN_FILE, RunState
 from mudi.scoring.report import thumbnail_data_uri
+from mudi.toyworld.evaluate import read_result
 from mudi.training.loop import read_metrics
 from mudi.visualize import loss_curve_svg, overlay_mask
 
@@ -31,7 +32,8 @@ CSS = """body{font-family:system-ui,sans-serif;margin:24px;max-width:1300px;colo
 h1{margin-bottom:4px}h2{border-bottom:1px solid #d0d7de;padding-bottom:4px;margin-top:32px}
 .notice{background:#fff8c5;border:1px solid #d4a72c;padding:12px 16px;border-radius:6px}
 .row{display:flex;flex-wrap:wrap;gap:10px;align-items:flex-start}
-figure{margin:0;text-align:center;font-size:12px}figure img{display:block;border:1px solid #d0d7de}
+figure{margin:0;text-align:center;font-size:12px}
+figure img{display:block;border:1px solid #d0d7de;image-rendering:pixelated}
 table{border-collapse:collapse;font-size:13px}td,th{border:1px solid #d0d7de;padding:4px 8px;text-align:left}
 .pair{display:flex;gap:2px}.bad{color:#cf222e}pre{background:#f6f8fa;padding:12px;overflow:auto;font-size:12px}"""
 
@@ -119,7 +121,7 @@ def _training(st: RunState) -> str:
 
 def _scores(st: RunState) -> tuple[str, str]:
     """The generated images per method and prompt (beside their inits), and the score table."""
-    gen, table, cards = [], [], []
+    gen, table, cards, toys = [], [], [], []
     metrics: list[str] = []
     for method in st.config.methods:
         for k, prompt in enumerate(st.config.prompts):
@@ -128,6 +130,7 @@ def _scores(st: RunState) -> tuple[str, str]:
             for m in summary.get("means", {}):
                 if m not in metrics:
                     metrics.append(m)
+            toy = read_result(edir) or {}
             figs = []
             for meta_path in sorted(gdir.glob("[0-9]*.json")):
                 meta = json.loads(meta_path.read_text())
@@ -139,6 +142,10 @@ def _scores(st: RunState) -> tuple[str, str]:
                 inner = _img(gdir / meta["image"], 192)
                 if meta.get("init_image"):
                     inner = f"<div class='pair'>{_img(gdir / meta['init_image'], 192)}{inner}</div>"
+                verdict = toy.get("images", {}).get(meta["image"])
+                if verdict is not None:
+                    label = ("correct" if verdict == "correct" else f"<span class='bad'>{verdict}</span>") + \
+                        ("" if label == "not scored" else f", {label}")
                 caption = f"seed {meta['seed']}: {label}" + (f" <span class='bad'>{fails}</span>" if fails else "")
                 figs.append(_figure(inner, caption))
                 if vals:
@@ -149,15 +156,18 @@ def _scores(st: RunState) -> tuple[str, str]:
             if summary:
                 fails = summary.get("failure_counts", {})
                 table.append((method, prompt, summary.get("num_images", 0), summary["means"], fails))
+            if toy:
+                toys.append((method, prompt, toy))
+    out = _toy_table(toys)
     if not table:
-        return "".join(gen), "<p>not evaluated yet</p>"
+        return "".join(gen), out or "<p>not evaluated yet</p>"
     head = "".join(f"<th>{html.escape(m)}</th>" for m in metrics)
     body = "".join(
         f"<tr><td>{html.escape(METHODS[m].label)}</td><td>{html.escape(p)}</td><td>{n}</td>"
         + "".join(f"<td>{means[x]:.4f}</td>" if x in means else "<td></td>" for x in metrics)
         + f"<td>{', '.join(f'{k} {v}' for k, v in fails.items() if v) or 'none'}</td></tr>"
         for m, p, n, means, fails in table)
-    out = (f"<table><tr><th>method</th><th>prompt</th><th>images</th>{head}<th>failures</th></tr>{body}</table>")
+    out += (f"<table><tr><th>method</th><th>prompt</th><th>images</th>{head}<th>failures</th></tr>{body}</table>")
     key = metrics[0]
     ranked = sorted((c for c in cards if key in c[0]), key=lambda c: c[0][key])
     n = min(3, len(ranked) // 2 or len(ranked))
@@ -166,6 +176,23 @@ def _scores(st: RunState) -> tuple[str, str]:
             _figure(_img(gdir / meta["image"], 192), f"{html.escape(METHODS[method].label)}, {caption}")
             for _, method, meta, gdir, caption in chosen) + "</div>"
     return "".join(gen), out
+
+
+def _toy_table(rows: list[tuple[str, str, dict]]) -> str:
+    """Success rates of the toy world's checker (both subjects, each itself, nothing else) per method."""
+    if not rows:
+        return ""
+    body = "".join(
+        f"<tr><td>{html.escape(METHODS[m].label)}</td><td>{html.escape(p)}</td>"
+        f"<td><b>{t['successes']}/{t['n']}</b> ({t['success_rate']:.0%})</td>"
+        f"<td>{t['interval95'][0]:.0%}–{t['interval95'][1]:.0%}</td>"
+        f"<td>{', '.join(f'{v} {n}' for v, n in t['verdicts'].items() if v != 'correct') or 'none'}</td></tr>"
+        for m, p, t in rows)
+    return ("<p>The toy world's checker reads every image: a success has exactly the two subjects, each with its "
+            "own shape and colours (docs/toyworld.md). <i>missing</i> is mostly two objects fused into one, "
+            "<i>blend</i> a subject carrying the other's colour (identity mixing).</p>"
+            "<table class='toy'><tr><th>method</th><th>prompt</th><th>success</th><th>95% interval</th>"
+            f"<th>failures</th></tr>{body}</table>")
 
 
 def render(st: RunState) -> str:
@@ -180,7 +207,7 @@ def render(st: RunState) -> str:
         "segmix": "<h2>Seg-Mix compositions</h2>" + _segmix(st),
         "training": "<h2>Training</h2>" + _training(st),
         "generated": "<h2>Generated images</h2>" + gen,
-        "scores": "<h2>Scores (Detect-and-Compare, CLIP)</h2>" + scores,
+        "scores": "<h2>Scores</h2>" + scores,
         "config": "<h2>Config and versions</h2><pre>" + html.escape(config_text) + "</pre><pre>"
                   + html.escape(yaml.safe_dump(collect(), sort_keys=False)) + "</pre>",
     }

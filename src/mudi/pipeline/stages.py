@@ -196,12 +196,14 @@ def stage_train(st: RunState) -> None:
     c = st.config
     folder = st.out / "segmix"  # the report's Seg-Mix samples: what training draws for this pair
     fp = fingerprint({"segment": st.fps["segment"], "n": c.segmix_preview, "seed": c.seed,
+                      "resolution": c.train.get("resolution"),
                       "segmix": c.train.get("segmix", {}), "relative_sizes": c.train.get("relative_sizes")})
     if c.segmix_preview and st.begin("train", "segmix preview", folder, fp):
         t0 = time.perf_counter()
+        tcfg = c.stage_config("train", subjects=st.subject_paths(), output_dir=str(folder))
         write_compositions(SegmixConfig(subjects=st.subject_paths(), output_dir=str(folder),
-                                        num_images=c.segmix_preview, resolution=512, seed=c.seed,
-                                        relative_sizes=c.train.get("relative_sizes")))
+                                        num_images=c.segmix_preview, resolution=tcfg.resolution or 512,
+                                        seed=c.seed, relative_sizes=tcfg.relative_sizes or None, segmix=tcfg.segmix))
         st.end("segmix preview", folder, fp, t0)
     for comp in training_compositions(c):
         out_dir = st.out / "train" / comp
@@ -291,7 +293,7 @@ def stage_evaluate(st: RunState) -> None:
             folder = st.out / "evaluate" / method / f"p{k:02d}"
             cfg = c.stage_config("evaluate", images=str(images), subjects=st.subject_paths(), output_dir=str(folder),
                                  prompt=prompt)
-            fp = fingerprint({"generate": st.fps[f"generate/{method}/{k}"],
+            fp = fingerprint({"generate": st.fps[f"generate/{method}/{k}"], "scorers": c.scorers,
                               "evaluate": {k2: v for k2, v in to_dict(cfg).items()
                                            if k2 not in ("images", "output_dir", "subjects", "device", "batch_size",
                                                          "cache_dir")}})
@@ -299,9 +301,15 @@ def stage_evaluate(st: RunState) -> None:
             if not st.begin("evaluate", f"evaluate {method} p{k:02d}", folder, fp):
                 continue
             t0 = time.perf_counter()
-            if models is None:
-                models = evaluation_models(cfg)
-            evaluate_folder(cfg, *models)
+            if "dnc" in c.scorers:
+                models = models if models is not None else evaluation_models(cfg)
+                evaluate_folder(cfg, *models)
+            if "toyworld" in c.scorers:
+                from mudi.toyworld.evaluate import check_folder
+
+                result = check_folder(images, st.names, folder)
+                st.say(f"  {method} p{k:02d}: toy-world checker {result['successes']}/{result['n']} correct "
+                       f"({', '.join(f'{v} {n}' for v, n in result['verdicts'].items())})")
             st.end(f"evaluate {method} p{k:02d}", folder, fp, t0)
 
 
