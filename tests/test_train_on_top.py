@@ -71,7 +71,8 @@ def test_fixed_relative_sizes_per_subject_in_training_compositions(tmp_path):
         for k, box in enumerate(s.boxes_xyxy):  # caption order: the own subject first
             subject = s.subject if k == 0 else 1 - s.subject
             h, w = cuts[subject].size_hw
-            max_factor = min((256 / 2 - 32) / w, (256 - 32) / h)
+            m = 32 * 256 // 1024  # the authors' 32 px margin at 1024, scaled with the 256 px canvas
+            max_factor = min((256 / 2 - m) / w, (256 - m) / h)
             scale = [1.0, 0.5][subject]  # s = r / max(r): the authors' factor = max_factor * s
             assert (box[3] - box[1], box[2] - box[0]) == (int(h * max_factor * scale), int(w * max_factor * scale))
 
