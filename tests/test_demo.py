@@ -58,12 +58,14 @@ def test_default_demo_is_dreambooth_vs_mudi_on_the_toy_model(tmp_path, capsys):
     assert "toy model" in notice and "mudi demo --backbone sdxl" in notice
     run = yaml.safe_load((out / "run.yaml").read_text())
     assert run["backbone"] == "sd15" and run["pretrained_model_name_or_path"].endswith("toyworld/model")
-    for method in ("mudi", "dreambooth"):
+    for method in ("mudi", "mudi-no-init", "dreambooth"):
         result = json.loads((out / "evaluate" / method / "p00" / "toyworld.json").read_text())
         assert result["n"] == 8 and sum(result["verdicts"].values()) == 8
         assert len(list((out / "generate" / method / "p00").glob("0*.png"))) == 8
     meta = json.loads(next((out / "generate" / "mudi" / "p00").glob("0000_*.json")).read_text())
-    assert meta["prompt"] == "a photo of a olis square and a hta square." and meta["height"] == 32
+    assert meta["prompt"] == "a photo of a olis red yellow square and a hta blue yellow square." and meta["height"] == 32
+    plain = json.loads(next((out / "generate" / "mudi-no-init" / "p00").glob("0000_*.json")).read_text())
+    assert meta["init"] == "mean_shifted" and plain["init"] == "none"  # the same Seg-Mix LoRA, two samplers
     assert "class='toy'" in text and "MuDI (Ours)" in text and text.count("<figure>") >= 16
     printed = capsys.readouterr().out
     assert "toy-world checker" in printed

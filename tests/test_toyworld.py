@@ -172,7 +172,7 @@ def test_subject_folder_loads_in_mudi(tmp_path):
                for i, s in enumerate(DEMO_SUBJECTS)]
     subjects = load_subjects(folders)
     assert [s.identifier for s in subjects] == ["olis", "hta"]
-    assert subjects[0].class_noun == "square" and subjects[0].phrase == "olis square"
+    assert subjects[0].class_noun == "square" and subjects[0].phrase == "olis red yellow square"
     for spec, subject in zip(DEMO_SUBJECTS, subjects):
         assert len(subject.images) == 4
         for i in range(4):

@@ -1,6 +1,6 @@
 """``mudi demo``: ``mudi run`` on a shipped run file, offline.
 
-- default (``--backbone toyworld``): ``mudi/samples/demo-toyworld.yaml`` — DreamBooth vs MuDI on mudi's own toy
+- default (``--backbone toyworld``): ``mudi/samples/demo-toyworld.yaml`` — DreamBooth vs Seg-Mix vs MuDI on mudi's own toy
   model and two similar toy subjects; the toy world's checker gives each method's success rate;
 - ``--backbone tiny-sd`` (tiny-sd2, tiny-sdxl, tiny-flux): ``demo.yaml`` — the bundled photos of two dogs through
   every stage with tiny *random* models built in memory (the report says the pictures are noise);
@@ -16,7 +16,7 @@ from mudi.errors import MudiError
 from mudi.pipeline import RunConfig, run_pipeline
 from mudi.samples import SAMPLES_DIR
 
-HELP = "`mudi run` on a shipped run file: DreamBooth vs MuDI on mudi's toy model (offline, CPU), or the sample dogs"
+HELP = "`mudi run` on a shipped run file: DreamBooth vs Seg-Mix vs MuDI on mudi's toy model (offline, CPU), or the sample dogs"
 TINY = ("tiny-sd", "tiny-sd2", "tiny-sdxl", "tiny-flux")
 
 

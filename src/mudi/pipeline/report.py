@@ -69,7 +69,7 @@ def _stages(st: RunState) -> str:
 
 def _masks(st: RunState) -> str:
     parts = []
-    for folder in sorted(p for p in st.subjects_dir.iterdir() if p.is_dir()):
+    for folder in (st.subjects_dir / n for n in st.names):
         report = folder / "segment" / "segment_report.json"
         if not report.is_file():
             continue
@@ -81,7 +81,7 @@ def _masks(st: RunState) -> str:
             mask = Path(r["mask_path"]) if r.get("mask_path") else None
             color = STATUS_COLORS.get(r["status"], "#1f2328")
             frac = f", mask {r['mask_fraction']:.0%}" if r.get("mask_fraction") is not None else ""
-            figs.append(_figure(_img(image, 160, mask),
+            figs.append(_figure(f"<div class='pair'>{_img(image, 120)}{_img(image, 120, mask)}</div>",
                                 f'{html.escape(image.name)}: <b style="color:{color}">{r["status"]}</b>{frac}'))
         parts.append(f"<h3>{html.escape(folder.name)}</h3><div class='row'>{''.join(figs)}</div>")
     return "".join(parts) or "<p>not segmented yet</p>"

@@ -255,6 +255,11 @@ class ToySubject:
     def spec(self, size: float = 12.0, cx: float = 16.0, cy: float = 16.0) -> ObjectSpec:
         return ObjectSpec(self.shape, self.top, self.bottom, size, cx, cy)
 
+    @property
+    def descriptive_class(self) -> str:
+        """The world's own words for it ("red yellow square"): the descriptive class of Sec. 4.1."""
+        return " ".join(w for w in (self.top, self.bottom, self.shape) if w)
+
 
 # The demo pair: two squares sharing a yellow bottom half, red vs blue top (the paper's "similar subjects").
 DEMO_SUBJECTS = (ToySubject("red_yellow_square", "olis", "square", "red", "yellow"),
@@ -278,7 +283,8 @@ def write_subject_folder(subject: ToySubject, folder: str | Path, num_images: in
     """Write a native mudi subject folder: ``subject.yaml``, ``00.png …`` and ``masks/00.png …``
     (white = subject).
 
-    ``class_noun`` defaults to the shape ("square"); ``descriptive_class`` to the class noun.
+    ``class_noun`` defaults to the shape ("square"); ``descriptive_class`` to the subject's colours and shape
+    ("red yellow square", the paper's recipe: descriptive classes for similar subjects).
     """
     if num_images < 1:
         raise MudiError(f"num_images must be >= 1, got {num_images}")
@@ -286,7 +292,7 @@ def write_subject_folder(subject: ToySubject, folder: str | Path, num_images: in
     (folder / "masks").mkdir(parents=True, exist_ok=True)
     class_noun = class_noun or subject.shape
     meta = {"name": subject.name, "identifier": subject.identifier, "class_noun": class_noun,
-            "descriptive_class": descriptive_class or class_noun}
+            "descriptive_class": descriptive_class or subject.descriptive_class}
     (folder / "subject.yaml").write_text(yaml.safe_dump(meta, sort_keys=False))
     for i, (image, mask) in enumerate(render_subject(subject, num_images, np.random.default_rng(seed))):
         Image.fromarray(image).save(folder / f"{i:02d}.png")
