@@ -25,6 +25,10 @@ import mudi.training.checkpoint as checkpoint  # noqa: E402
 from mudi.adapters import tiny_backbones  # noqa: E402, F401
 
 torch.set_num_threads(1)
+STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
+
+
+IN_MUDI = False  # set in the forked child once mudi.cli.main is called
 
 
 def child(argv: list[str], slow_checkpoint: float, log: str) -> int:
@@ -33,6 +37,7 @@ def child(argv: list[str], slow_checkpoint: float, log: str) -> int:
     os.dup2(fd, 2)
     signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)  # a signal sent since the fork arrives now
     if slow_checkpoint:
         real = checkpoint.save_file
 
@@ -41,6 +46,8 @@ def child(argv: list[str], slow_checkpoint: float, log: str) -> int:
             time.sleep(slow_checkpoint)  # a slow disk: the test kills the process mid-checkpoint
 
         checkpoint.save_file = slow
+    global IN_MUDI
+    IN_MUDI = True  # from here on a Ctrl-C is mudi's to handle; a traceback out of mudi.cli.main exits 99
     return mudi.cli.main(argv)
 
 
@@ -48,18 +55,23 @@ def serve() -> None:
     print(json.dumps({"ready": True}), flush=True)
     for line in sys.stdin:
         job = json.loads(line)
+        signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)  # held until the child's handlers are in place
         pid = os.fork()
         if pid == 0:
             try:
                 rc = child(job["argv"], float(job.get("slow_checkpoint", 0)), job["log"])
-            except BaseException:  # noqa: BLE001 - report, never return into the zygote's loop
-                import traceback
+            except BaseException as e:  # noqa: BLE001 - report, never return into the zygote's loop
+                if isinstance(e, KeyboardInterrupt) and not IN_MUDI:  # Ctrl-C in the harness's own start-up:
+                    rc = 130  # what a fresh interpreter reports for a Ctrl-C before mudi runs
+                else:
+                    import traceback
 
-                traceback.print_exc()
-                rc = 99
+                    traceback.print_exc()
+                    rc = 99
             sys.stdout.flush()
             sys.stderr.flush()
             os._exit(rc)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
         print(json.dumps({"pid": pid}), flush=True)
         _, status = os.waitpid(pid, 0)
         print(json.dumps({"exit": os.waitstatus_to_exitcode(status)}), flush=True)
