@@ -31,6 +31,7 @@ import yaml
 from PIL import Image
 
 from mudi.adapters import registry
+from mudi.core.segmix import SegMixParams
 from mudi.data.subjects import load_subjects
 from mudi.sampling.images import generate_images
 from mudi.sampling.loras import apply_loras
@@ -43,6 +44,11 @@ from mudi.training.loop import train
 # (label, composition the LoRA was trained with, init); the init's γ is --gamma, the sweep varies it
 METHODS = [("DreamBooth", "none", "none"), ("DreamBooth + init", "none", "mean_shifted"),
            ("Cut-Mix", "cutmix", "none"), ("Seg-Mix", "segmix", "none"), ("MuDI (Seg-Mix + init)", "segmix", "mean_shifted")]
+# The init's compositions: the authors' (mudi's default; the same geometry as training) and two that keep the
+# subjects apart, to test why the init fuses subjects at 32 px (docs/toyworld.md)
+LAYOUTS = {"authors'": SegMixParams(), "no overlap": SegMixParams(allow_overlap=False),
+           "no overlap, 50–75 %": SegMixParams(allow_overlap=False, scale_range=(0.5, 0.75))}
+LAYOUT_KEYS = {"authors'": "", "no overlap": "-apart", "no overlap, 50–75 %": "-apart-small"}
 
 
 def subject_folders(out: Path, classes: str) -> list[str]:
@@ -74,7 +80,7 @@ def train_lora(args, out: Path, subjects: list[str], classes: str, composition: 
 
 
 def run_cell(args, out: Path, backbone, lora: Path, subjects: list, prompt: str, init: str, gamma: float,
-             key: str) -> list[str]:
+             key: str, layout: SegMixParams = LAYOUTS["authors'"]) -> list[str]:
     path = out / "cells" / f"{key}.json"
     if path.is_file():
         return json.loads(path.read_text())["verdicts"]
@@ -82,7 +88,7 @@ def run_cell(args, out: Path, backbone, lora: Path, subjects: list, prompt: str,
     try:
         results = generate_images(backbone, prompt, list(range(args.images)),
                                   subjects=subjects if init != "none" else None, gamma=gamma, init=init,
-                                  negative_prompt=None, num_inference_steps=30, guidance_scale=args.guidance,
+                                  segmix_params=layout, negative_prompt=None, num_inference_steps=30, guidance_scale=args.guidance,
                                   height=32, width=32, batch_size=32, progress=False)
     finally:
         backbone.pipeline.delete_adapters(names)
@@ -124,12 +130,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--guidance", type=float, default=4.0)
     p.add_argument("--gamma", type=float, default=2.0)
     p.add_argument("--gammas", type=float, nargs="+", default=[0.5, 1.0, 2.0, 3.0])
+    p.add_argument("--layout_gammas", type=float, nargs="+", default=[1.0, 2.0],
+                   help="the γ values the init's layouts are compared at")
     p.add_argument("--classes", nargs="+", default=["plain", "descriptive"])
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--quick", action="store_true", help="1 seed, 8 images, 100 steps: the plumbing only")
     args = p.parse_args(argv)
     if args.quick:
-        args.seeds, args.images, args.steps, args.gammas = [0], 8, 100, [args.gamma]
+        args.seeds, args.images, args.steps, args.gammas, args.layout_gammas = [0], 8, 100, [args.gamma], [args.gamma]
     torch.set_num_threads(args.threads)
     args.out.mkdir(parents=True, exist_ok=True)
     t_start = time.perf_counter()
@@ -142,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
                 train_lora(args, args.out, folders[classes], classes, comp, seed)
     backbone = registry.load_backbone("sd15", str(args.model), "cpu", torch.float32)
     backbone.pipeline.set_progress_bar_config(disable=True)
-    results: dict = {"methods": {}, "gamma_sweep": {}}
+    results: dict = {"methods": {}, "gamma_sweep": {}, "layouts": {}}
     for classes in args.classes:
         subjects = load_subjects(folders[classes])
         prompt = f"a photo of a {subjects[0].phrase} and a {subjects[1].phrase}."
@@ -158,6 +166,13 @@ def main(argv: list[str] | None = None) -> int:
                               prompt, "mean_shifted", gamma, f"{classes}-segmix-mean_shifted-g{gamma}-s{seed}")
                      for seed in args.seeds]
             results["gamma_sweep"].setdefault(f"{gamma:g}", {})[classes] = pooled(lists)
+        for gamma in args.layout_gammas:
+            for name, layout in LAYOUTS.items():
+                lists = [run_cell(args, args.out, backbone, args.out / "lora" / f"{classes}-segmix-s{seed}", subjects,
+                                  prompt, "mean_shifted", gamma,
+                                  f"{classes}-segmix-mean_shifted-g{gamma}{LAYOUT_KEYS[name]}-s{seed}", layout)
+                         for seed in args.seeds]
+                results["layouts"].setdefault(f"{name}, γ {gamma:g}", {})[classes] = pooled(lists)
     results["settings"] = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
     results["seconds"] = round(time.perf_counter() - t_start, 1)
     results["versions"] = {"torch": torch.__version__, "python": sys.version.split()[0]}
@@ -180,10 +195,14 @@ def markdown(results: dict, args) -> str:
               "| γ | " + " | ".join(f"{c} classes" for c in cls) + " |", "|---|" + "---|" * len(cls)]
     for gamma, by in results["gamma_sweep"].items():
         lines.append(f"| {gamma} | " + " | ".join(fmt(by[c]) for c in cls) + " |")
+    lines += ["", "The init's compositions (Seg-Mix LoRAs): the authors' geometry vs subjects kept apart:", "",
+              "| layout | " + " | ".join(f"{c} classes" for c in cls) + " |", "|---|" + "---|" * len(cls)]
+    for name, by in results.get("layouts", {}).items():
+        lines.append(f"| {name} | " + " | ".join(fmt(by[c]) for c in cls) + " |")
     kinds = ["correct", "missing", "extra", "duplicate", "blend", "wrong_shape", "wrong_colour"]
     lines += ["", "Verdicts (counts over all seeds):", "", "| method | classes | " + " | ".join(kinds) + " |",
               "|---|---|" + "---|" * len(kinds)]
-    for label, by in results["methods"].items():
+    for label, by in [*results["methods"].items(), *((f"init: {k}", v) for k, v in results.get("layouts", {}).items())]:
         for c in cls:
             lines.append(f"| {label} | {c} | " + " | ".join(str(by[c]["verdicts"].get(k, 0)) for k in kinds) + " |")
     lines += ["", f"{results['seconds'] / 60:.0f} min in all."]

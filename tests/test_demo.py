@@ -66,6 +66,9 @@ def test_default_demo_is_dreambooth_vs_mudi_on_the_toy_model(tmp_path, capsys):
     assert meta["prompt"] == "a photo of a olis red yellow square and a hta blue yellow square." and meta["height"] == 32
     plain = json.loads(next((out / "generate" / "mudi-no-init" / "p00").glob("0000_*.json")).read_text())
     assert meta["init"] == "mean_shifted" and plain["init"] == "none"  # the same Seg-Mix LoRA, two samplers
+    for path in (out / "generate" / "mudi" / "p00").glob("0*.json"):  # the run file's init layout: apart, small
+        (a0, _, a2, _), (b0, _, b2, _) = sorted(json.loads(path.read_text())["boxes_xyxy"])
+        assert a2 <= b0 and max(a2 - a0, b2 - b0) <= 0.75 * 16 + 1
     assert "class='toy'" in text and "MuDI (Ours)" in text and text.count("<figure>") >= 16
     printed = capsys.readouterr().out
     assert "toy-world checker" in printed
