@@ -16,7 +16,7 @@ from mudi.benchmark.config import STAGE_FILE
 from mudi.benchmark.methods import METHODS, write_nodesc_subjects
 from mudi.config import from_dict, to_dict
 from mudi.core.prompts import fill_placeholders, placeholder_count
-from mudi.data.manifests import fingerprint, is_done, read_marker
+from mudi.data.manifests import fingerprint, is_done, read_marker, write_marker
 from mudi.data.subjects import load_subjects
 from mudi.devices import dtype_name
 from mudi.errors import MudiError
@@ -107,25 +107,11 @@ def generate_cell(runner: BenchmarkRunner, pair: str, method: str, train_cfg: An
                             f"{len(subjects)} subjects")
     filled = [fill_placeholders(p, phrases) for p in prompts]
     seeds = [c.seed + i for i in range(c.num_seeds)]
-    negative = c.negative_prompt if spec.use_negative_prompt else None
-    settings = {"train": train_fp, "init": spec.init, "prompts": filled, "seeds": seeds,
-                "num_inference_steps": c.num_inference_steps, "guidance_scale": c.guidance_scale,
-                "gamma": c.gamma if spec.init != "none" else 0.0, "height": c.height, "width": c.width,
-                "negative_prompt": negative, "backbone": c.backbone, "dtype": c.dtype}
-    fp = fingerprint(settings)
-    marker = cell / "generate.json"
-    if is_done(marker, fp) and "generate" not in c.redo:
-        runner.say(f"{tag} generate: done already, skipped")
-        runner.counts["skipped"] += 1
+    settings = generation_settings(runner, method, train_fp, prompts=filled, seeds=seeds)
+    negative = settings["negative_prompt"]
+    fp, done = begin_generation(runner, cell, settings, tag)
+    if done:
         return fp, cell
-    old = read_marker(marker)
-    if runner.state.is_main_process:
-        if old is not None and (old.get("fingerprint") != fp or "generate" in c.redo):
-            log.info("%s: generation settings changed; removing the previous images", cell)
-            for sub in ("images", "meta"):
-                shutil.rmtree(cell / sub, ignore_errors=True)
-        write_json_atomic(marker, {"status": "running", "fingerprint": fp, "settings": settings})
-    runner.state.wait_for_everyone()
 
     jobs = [(k, s) for k in range(len(prompts)) for s in seeds]
     with runner.state.split_between_processes(jobs) as mine:
@@ -158,12 +144,61 @@ def generate_cell(runner: BenchmarkRunner, pair: str, method: str, train_cfg: An
                     save_image_atomic(cell / "images" / f"p{k:02d}" / f"{stem}.png", np.asarray(r.image))
         finally:
             backbone.pipeline.delete_adapters(adapters)
+    finish_generation(runner, cell, fp, settings, len(jobs))
+    return fp, cell
+
+
+def generation_settings(runner: BenchmarkRunner, method: str, train_fp: str, **images: Any) -> dict:
+    """What a cell's images depend on: its LoRA, its ``images`` (prompts and seeds) and the sampler settings."""
+    c, spec = runner.config, METHODS[method]
+    return {"train": train_fp, "init": spec.init, **images,
+            "num_inference_steps": c.num_inference_steps, "guidance_scale": c.guidance_scale,
+            "gamma": c.gamma if spec.init != "none" else 0.0, "height": c.height, "width": c.width,
+            "negative_prompt": c.negative_prompt if spec.use_negative_prompt else None, "backbone": c.backbone,
+            "dtype": c.dtype}
+
+
+def begin_generation(runner: BenchmarkRunner, cell: Path, settings: dict, tag: str) -> tuple[str, bool]:
+    """The cell's fingerprint, and whether its images are done with these ``settings`` (then it is skipped);
+    otherwise the images of other settings are removed and ``cell/generate.json`` says it is running."""
+    c = runner.config
+    fp = fingerprint(settings)
+    marker = cell / "generate.json"
+    if is_done(marker, fp) and "generate" not in c.redo:
+        runner.say(f"{tag} generate: done already, skipped")
+        runner.counts["skipped"] += 1
+        return fp, True
+    old = read_marker(marker)
+    if runner.state.is_main_process:
+        if old is not None and (old.get("fingerprint") != fp or "generate" in c.redo):
+            log.info("%s: generation settings changed; removing the previous images", cell)
+            for sub in ("images", "meta"):
+                shutil.rmtree(cell / sub, ignore_errors=True)
+        write_marker(marker, "running", fp, settings=settings)
+    runner.state.wait_for_everyone()
+    return fp, False
+
+
+def finish_generation(runner: BenchmarkRunner, cell: Path, fp: str, settings: dict, num_images: int) -> None:
+    """Every process's images are written: the cell's marker says done."""
     runner.state.wait_for_everyone()
     if runner.state.is_main_process:
-        write_json_atomic(marker, {"status": "done", "fingerprint": fp, "settings": settings,
-                                   "num_images": len(jobs)})
+        write_marker(cell / "generate.json", "done", fp, settings=settings, num_images=num_images)
     runner.counts["generate"] += 1
-    return fp, cell
+
+
+def evaluation_done(runner: BenchmarkRunner, marker: Path, fp: str, tag: str) -> dict | None:
+    """The scores in ``marker`` when this process has no evaluation to do: they are there with fingerprint
+    ``fp`` (skipped), or another process computes them (read once it has). None: evaluate here (the main process
+    writes the marker, then waits for everyone)."""
+    if is_done(marker, fp) and "evaluate" not in runner.config.redo:
+        runner.say(f"{tag} evaluate: done already, skipped")
+        runner.counts["skipped"] += 1
+        return read_marker(marker) or {}
+    if not runner.state.is_main_process:
+        runner.state.wait_for_everyone()
+        return read_marker(marker) or {}
+    return None
 
 
 def evaluate_cell(runner: BenchmarkRunner, pair: str, pair_dir: Path, method: str, gen_fp: str, cell: Path,
@@ -177,13 +212,9 @@ def evaluate_cell(runner: BenchmarkRunner, pair: str, pair_dir: Path, method: st
                                                               "cache_dir", "report")}}
     fp = fingerprint(settings)
     marker = cell / "evaluate.json"
-    if is_done(marker, fp) and "evaluate" not in c.redo:
-        runner.say(f"{tag} evaluate: done already, skipped")
-        runner.counts["skipped"] += 1
-        return read_marker(marker) or {}
-    if not runner.state.is_main_process:
-        runner.state.wait_for_everyone()
-        return read_marker(marker) or {}
+    done = evaluation_done(runner, marker, fp, tag)
+    if done is not None:
+        return done
     runner.say(f"{tag} evaluate with {probe.detector}; {', '.join(probe.embedders)}; "
                f"{', '.join(probe.text_scorers) or 'no text scorer'}")
     detector, embedders, text_scorers, unavailable = runner.evaluation_models(probe)

@@ -23,19 +23,24 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from tqdm.auto import tqdm
 
-from mudi.benchmark.cells import train_cell
+from mudi.benchmark.cells import (
+    begin_generation,
+    evaluation_done,
+    finish_generation,
+    generation_settings,
+    train_cell,
+)
 from mudi.benchmark.methods import METHODS
 from mudi.benchmark.tables import write_study_tables
 from mudi.config import to_dict
 from mudi.data.images import read_image
-from mudi.data.manifests import fingerprint, is_done, read_marker, write_marker
+from mudi.data.manifests import fingerprint, read_marker
 from mudi.data.subjects import load_subjects
 from mudi.devices import dtype_name
 from mudi.errors import MudiError
@@ -154,24 +159,11 @@ def _generate(runner: BenchmarkRunner, method: str, train_cfg: Any, train_fp: st
     for i, order in enumerate(subject_orders(len(subjects), n, s.num_images, c.seed)):
         prompt = resolve_prompt(template, [subjects[j].phrase for j in order], s.use_count_prefix, s.count_noun)
         jobs.append((i, c.seed + i, order, prompt))
-    negative = c.negative_prompt if spec.use_negative_prompt else None
-    settings = {"train": train_fp, "init": spec.init, "jobs": [(sd, list(o), p) for _, sd, o, p in jobs],
-                "num_inference_steps": c.num_inference_steps, "guidance_scale": c.guidance_scale,
-                "gamma": c.gamma if spec.init != "none" else 0.0, "height": c.height, "width": c.width,
-                "negative_prompt": negative, "backbone": c.backbone, "dtype": c.dtype}
-    fp = fingerprint(settings)
-    marker = cell / "generate.json"
-    if is_done(marker, fp) and "generate" not in c.redo:
-        runner.say(f"{tag} generate: done already, skipped")
-        runner.counts["skipped"] += 1
+    settings = generation_settings(runner, method, train_fp, jobs=[(sd, list(o), p) for _, sd, o, p in jobs])
+    negative = settings["negative_prompt"]
+    fp, done = begin_generation(runner, cell, settings, tag)
+    if done:
         return fp, cell
-    old = read_marker(marker)
-    if runner.state.is_main_process:
-        if old is not None and (old.get("fingerprint") != fp or "generate" in c.redo):
-            for sub in ("images", "meta"):
-                shutil.rmtree(cell / sub, ignore_errors=True)
-        write_marker(marker, "running", fp)
-    runner.state.wait_for_everyone()
     with runner.state.split_between_processes(jobs) as mine:
         mine = [j for j in mine if not (cell / "images" / f"i{j[0]:04d}_seed{j[1]}.png").is_file()]
     runner.say(f"{tag} generate {len(jobs)} image(s), init {spec.init} ({len(mine)} to make here)")
@@ -201,10 +193,7 @@ def _generate(runner: BenchmarkRunner, method: str, train_cfg: Any, train_fp: st
                     save_image_atomic(cell / "images" / f"{stem}.png", np.asarray(r.image))
         finally:
             backbone.pipeline.delete_adapters(adapters)
-    runner.state.wait_for_everyone()
-    if runner.state.is_main_process:
-        write_marker(marker, "done", fp, num_images=len(jobs))
-    runner.counts["generate"] += 1
+    finish_generation(runner, cell, fp, settings, len(jobs))
     return fp, cell
 
 
@@ -219,13 +208,9 @@ def _evaluate(runner: BenchmarkRunner, n: int, cell: Path, gen_fp: str, referenc
                                                               "cache_dir", "report", "text_scorers")}}
     fp = fingerprint(settings)
     marker = cell / "scores.json"
-    if is_done(marker, fp) and "evaluate" not in c.redo:
-        runner.say(f"{tag} evaluate: done already, skipped")
-        runner.counts["skipped"] += 1
-        return read_marker(marker) or {}
-    if not runner.state.is_main_process:
-        runner.state.wait_for_everyone()
-        return read_marker(marker) or {}
+    done = evaluation_done(runner, marker, fp, tag)
+    if done is not None:
+        return done
     detector, embedders, _, unavailable = runner.evaluation_models(probe)
     runner.say(f"{tag} evaluate with {probe.detector}; {', '.join(embedders) or 'no embedder'}")
     metas = [read_marker(p) or {} for p in sorted((cell / "meta").glob("*.json"))]
