@@ -217,6 +217,11 @@ def test_run_status_from_the_folder_alone(tmp_path):
     assert jobs.run_status(folder).state == "stopped"  # planned 9 steps, a checkpoint at 3
     (folder / ".mudi.lock").write_text(json.dumps({"pid": 2**22 + 12345, "host": "x", "since": "then"}))
     assert jobs.lock_holder(folder) is None  # another host, or a pid that is gone: not running
+    from mudi.io import OutputLock
+
+    with OutputLock(folder):  # a live holder on this machine: the run is running
+        assert jobs.lock_holder(folder) == os.getpid()
+    assert jobs.lock_holder(folder) is None  # released
 
 
 # ------------------------------------------------------------------------------------------------ generation

@@ -248,6 +248,26 @@ class OutputLock:
         self.release()
 
 
+def lock_holder(folder: str | os.PathLike) -> int | None:
+    """The pid of the live process on this machine that holds ``folder``'s :class:`OutputLock`, or None (no lock,
+    a released one, a process that is gone, or another host's)."""
+    try:
+        fd = os.open(Path(folder) / LOCK_FILE, os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        holder = _read_holder(fd)
+    finally:
+        os.close(fd)
+    if holder.get("host") != socket.gethostname():
+        return None
+    try:
+        pid = int(holder.get("pid", -1))
+    except (TypeError, ValueError):
+        return None
+    return pid if pid > 0 and _pid_alive(pid) else None
+
+
 def _read_holder(fd: int) -> dict:
     try:
         text = os.pread(fd, 4096, 0).decode("utf-8", "replace").strip()

@@ -17,7 +17,6 @@ import os
 import queue
 import shlex
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -31,7 +30,7 @@ import yaml
 
 from mudi.data.manifests import LORA_FILE
 from mudi.errors import MudiError
-from mudi.io import LOCK_FILE, os_error_message, write_text_atomic
+from mudi.io import lock_holder, os_error_message, write_text_atomic
 from mudi.training.checkpoint import list_checkpoints
 from mudi.training.config import CONFIG_FILE
 from mudi.training.loop import read_metrics
@@ -159,32 +158,6 @@ def _duration(seconds: float) -> str:
     if seconds < 5400:
         return f"{seconds / 60:.0f} min"
     return f"{seconds / 3600:.1f} h"
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def lock_holder(folder: Path) -> int | None:
-    """The pid of the live process on this machine holding ``folder``'s run lock, or None."""
-    try:
-        text = (Path(folder) / LOCK_FILE).read_text(encoding="utf-8").strip()
-        holder = json.loads(text) if text else {}
-    except (OSError, json.JSONDecodeError):
-        return None
-    if not isinstance(holder, dict) or holder.get("host") != socket.gethostname():
-        return None
-    try:
-        pid = int(holder.get("pid", -1))
-    except (TypeError, ValueError):
-        return None
-    return pid if pid > 0 and _pid_alive(pid) else None
 
 
 def planned_steps(folder: Path) -> int | None:
