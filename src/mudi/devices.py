@@ -7,7 +7,8 @@ workflows resolve ``auto`` once, print what they chose and record it in the run'
 
 from __future__ import annotations
 
-from typing import Any
+import dataclasses
+from typing import Any, TypeVar
 
 import torch
 
@@ -87,3 +88,14 @@ def describe(device: torch.device | str, dtype: torch.dtype) -> str:
         except (RuntimeError, AssertionError):  # pragma: no cover - no such GPU index
             name = ""
     return f"device {device}{name}, dtype {dtype_name(dtype)}"
+
+
+C = TypeVar("C")
+
+
+def place_config(config: C) -> tuple[C, torch.device, torch.dtype]:
+    """A stage config with its ``device``/``dtype`` resolved (``auto`` → what this machine has), and the two:
+    what the stage records and loads its models with."""
+    device = resolve_device(config.device)
+    dtype = resolve_dtype(config.dtype, device)
+    return dataclasses.replace(config, device=str(device), dtype=dtype_name(dtype)), device, dtype

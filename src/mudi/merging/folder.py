@@ -20,7 +20,7 @@ from typing import Any
 from mudi.adapters import registry
 from mudi.config import save_config
 from mudi.data.manifests import LORA_FILE, SUBJECTS_FILE, entry_phrase, read_manifest
-from mudi.devices import describe, dtype_name, resolve_device, resolve_dtype
+from mudi.devices import describe, dtype_name, place_config
 from mudi.errors import MudiError
 from mudi.io import OutputLock, atomic_path, prepare_output_dir, write_json_atomic
 from mudi.merging.config import CONFIG_FILE, REPORT_FILE, MergeConfig
@@ -105,9 +105,7 @@ def _backbone_name(config: MergeConfig, inputs: list[_Input], backbone: Any) -> 
 
 def _merge(config: MergeConfig, backbone: Any, inputs: list[_Input], out: Path) -> MergeResult:
     if backbone is None:
-        device = resolve_device(config.device)
-        dtype = resolve_dtype(config.dtype, device)
-        config = dataclasses.replace(config, device=str(device), dtype=dtype_name(dtype))
+        config, device, dtype = place_config(config)
         log.info("mudi merge: %s", describe(device, dtype))
         backbone = registry.load_backbone(config.backbone, config.pretrained_model_name_or_path, device, dtype)
     else:

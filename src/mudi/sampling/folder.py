@@ -9,7 +9,6 @@ over their inits); ``generate_config.yaml`` (the resolved config). Extras live i
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 from pathlib import Path
@@ -25,7 +24,7 @@ from mudi.data.images import read_image
 from mudi.data.layouts import load_layout
 from mudi.data.manifests import entry_phrase, read_lora_subjects, subjects_of_manifest
 from mudi.data.subjects import load_subjects
-from mudi.devices import describe, dtype_name, resolve_device, resolve_dtype
+from mudi.devices import describe, place_config
 from mudi.environment import package_versions
 from mudi.errors import MudiError
 from mudi.io import OutputLock, prepare_output_dir, save_image_atomic, write_json_atomic
@@ -116,9 +115,7 @@ def _adapter_names(backbone: Any) -> list[str]:
 def _generate_with(config: GenerateConfig, backbone: Any, subjects: list, phrases: list[str], prompt: str,
                    boxes: Any, layout_name: str, out: Path) -> list[GeneratedImage]:
     if backbone is None:
-        device = resolve_device(config.device)
-        dtype = resolve_dtype(config.dtype, device)
-        config = dataclasses.replace(config, device=str(device), dtype=dtype_name(dtype))
+        config, device, dtype = place_config(config)
         log.info("mudi generate: %s", describe(device, dtype))
         backbone = registry.load_backbone(config.backbone, config.pretrained_model_name_or_path, device, dtype)
     if config.vae:

@@ -19,7 +19,6 @@ cut-out on white, one row per image) and ``segment/segment_config.yaml``.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,7 +31,7 @@ from mudi.adapters.base import GroupSegmenter
 from mudi.config import save_config
 from mudi.data.images import read_image, read_mask
 from mudi.data.subjects import load_subjects, mask_path_for, record_masks
-from mudi.devices import describe, dtype_name, resolve_device, resolve_dtype
+from mudi.devices import describe, place_config
 from mudi.errors import MudiError
 from mudi.io import OutputLock, prepare_output_dir, save_image_atomic, write_json_atomic
 from mudi.segmentation.config import CONFIG_FILE, SegmentConfig
@@ -113,9 +112,7 @@ def segment_subjects(config: SegmentConfig, detector: Any = None, segmenter: Any
 
 def _segment_all(config: SegmentConfig, subjects: list, detector: Any, segmenter: Any) -> SegmentResult:
     if segmenter is None:
-        device = resolve_device(config.device)
-        dtype = resolve_dtype(config.dtype, device)
-        config = dataclasses.replace(config, device=str(device), dtype=dtype_name(dtype))
+        config, device, dtype = place_config(config)
         log.info("mudi segment: %s", describe(device, dtype))
         detector, segmenter = load_models(config.backend, config.detector_model, config.segmenter_model, device,
                                           dtype, config.batch_size)

@@ -16,7 +16,6 @@ every index already recorded and an interrupted run resumes where it stopped wit
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import string
@@ -33,7 +32,7 @@ from mudi.adapters.mask_cleanup import count_components, fill_holes
 from mudi.config import save_config
 from mudi.core.prompts import prior_prompt
 from mudi.data.subjects import load_subjects, write_prior_metadata
-from mudi.devices import check_dtype_name, describe, dtype_name, resolve_device, resolve_dtype
+from mudi.devices import check_dtype_name, describe, place_config
 from mudi.errors import MudiError
 from mudi.io import OutputLock, prepare_output_dir, save_image_atomic, write_json_atomic
 from mudi.segmentation.config import parse_backend
@@ -156,9 +155,7 @@ def _make(config: PriorConfig, classes: list[str], out: Path, detector: Any, seg
             used.add(free[0])
     todo = [(name, i) for name in classes for i in range(config.num_images)
             if str(i) not in progress["classes"][name]["images"]]
-    device = resolve_device(config.device)
-    dtype = resolve_dtype(config.dtype, device)
-    config = dataclasses.replace(config, device=str(device), dtype=dtype_name(dtype))
+    config, device, dtype = place_config(config)
     save_config(config, out / CONFIG_FILE)
     if todo:
         log.info("mudi prior: %s", describe(device, dtype))
