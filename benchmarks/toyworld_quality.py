@@ -45,10 +45,9 @@ from mudi.training.loop import train
 METHODS = [("DreamBooth", "none", "none"), ("DreamBooth + init", "none", "mean_shifted"),
            ("Cut-Mix", "cutmix", "none"), ("Seg-Mix", "segmix", "none"), ("MuDI (Seg-Mix + init)", "segmix", "mean_shifted")]
 # The init's compositions: the authors' (mudi's default; the same geometry as training) and two that keep the
-# subjects apart, to test why the init fuses subjects at 32 px (docs/toyworld.md)
-LAYOUTS = {"authors'": SegMixParams(), "no overlap": SegMixParams(allow_overlap=False),
-           "no overlap, 50–75 %": SegMixParams(allow_overlap=False, scale_range=(0.5, 0.75))}
-LAYOUT_KEYS = {"authors'": "", "no overlap": "-apart", "no overlap, 50–75 %": "-apart-small"}
+# subjects apart, to test why the init fuses subjects at 32 px (docs/toyworld.md): name -> (cell key suffix, params)
+LAYOUTS = {"authors'": ("", SegMixParams()), "no overlap": ("-apart", SegMixParams(allow_overlap=False)),
+           "no overlap, 50–75 %": ("-apart-small", SegMixParams(allow_overlap=False, scale_range=(0.5, 0.75)))}
 
 
 def subject_folders(out: Path, classes: str) -> list[str]:
@@ -80,7 +79,7 @@ def train_lora(args, out: Path, subjects: list[str], classes: str, composition: 
 
 
 def run_cell(args, out: Path, backbone, lora: Path, subjects: list, prompt: str, init: str, gamma: float,
-             key: str, layout: SegMixParams = LAYOUTS["authors'"]) -> list[str]:
+             key: str, layout: SegMixParams = LAYOUTS["authors'"][1]) -> list[str]:
     path = out / "cells" / f"{key}.json"
     if path.is_file():
         return json.loads(path.read_text())["verdicts"]
@@ -167,10 +166,10 @@ def main(argv: list[str] | None = None) -> int:
                      for seed in args.seeds]
             results["gamma_sweep"].setdefault(f"{gamma:g}", {})[classes] = pooled(lists)
         for gamma in args.layout_gammas:
-            for name, layout in LAYOUTS.items():
+            for name, (suffix, layout) in LAYOUTS.items():
                 lists = [run_cell(args, args.out, backbone, args.out / "lora" / f"{classes}-segmix-s{seed}", subjects,
                                   prompt, "mean_shifted", gamma,
-                                  f"{classes}-segmix-mean_shifted-g{gamma}{LAYOUT_KEYS[name]}-s{seed}", layout)
+                                  f"{classes}-segmix-mean_shifted-g{gamma}{suffix}-s{seed}", layout)
                          for seed in args.seeds]
                 results["layouts"].setdefault(f"{name}, γ {gamma:g}", {})[classes] = pooled(lists)
     results["settings"] = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}

@@ -33,6 +33,7 @@ from mudi.toyworld.world import (
     PALETTE,
     RESOLUTION,
     SHAPES,
+    Identity,
     ObjectSpec,
     render_scene,
     sample_scene,
@@ -44,7 +45,7 @@ _PALETTE_RGB = np.array([PALETTE[c] for c in COLOURS], np.float32)  # (K, 3)
 
 
 @dataclass(frozen=True)
-class DetectedObject:
+class DetectedObject(Identity):
     """One object found in an image. ``mask`` is ``(H, W)`` bool, ``box_xyxy`` absolute pixels (exclusive
     right/bottom); ``votes`` counts palette votes over the whole object (for diagnosis)."""
 
@@ -54,14 +55,6 @@ class DetectedObject:
     mask: np.ndarray
     box_xyxy: tuple[int, int, int, int]
     votes: dict
-
-    @property
-    def colours(self) -> tuple[str, ...]:
-        return (self.top,) if self.bottom is None else (self.top, self.bottom)
-
-    @property
-    def phrase(self) -> str:
-        return " ".join([*self.colours, self.shape])
 
     def matches(self, spec: ObjectSpec) -> bool:
         return (self.shape, self.top, self.bottom) == (spec.shape, spec.top, spec.bottom)

@@ -39,8 +39,27 @@ MIN_GAP = 2  # pixels between the bounding boxes of two objects
 IDENTIFIERS = ("olis", "hta", "zwx", "sks", "vrs", "bnha", "qpt", "mek")
 
 
+class Identity:
+    """What an object *is* (its ``shape``, ``top`` and ``bottom`` colour; not where or how large), in words:
+    shared by the world's objects, the checker's detections and the personalization subjects."""
+
+    shape: str
+    top: str
+    bottom: str | None
+
+    @property
+    def colours(self) -> tuple[str, ...]:
+        """``(top,)`` or ``(top, bottom)``."""
+        return (self.top,) if self.bottom is None else (self.top, self.bottom)
+
+    @property
+    def phrase(self) -> str:
+        """``"red blue square"`` / ``"green circle"``."""
+        return " ".join([*self.colours, self.shape])
+
+
 @dataclass(frozen=True)
-class ObjectSpec:
+class ObjectSpec(Identity):
     """One object: ``shape`` in :data:`SHAPES`, ``top`` colour, ``bottom`` colour (None = one colour),
     ``size`` (side of its bounding square, pixels) and centre ``(cx, cy)`` in pixels (may be fractional)."""
 
@@ -61,16 +80,6 @@ class ObjectSpec:
             raise MudiError(f"object with top and bottom both {self.top!r}: give bottom=None for one colour")
         if self.size <= 1:
             raise MudiError(f"object size {self.size} must be > 1 pixel")
-
-    @property
-    def colours(self) -> tuple[str, ...]:
-        """``(top,)`` or ``(top, bottom)``."""
-        return (self.top,) if self.bottom is None else (self.top, self.bottom)
-
-    @property
-    def phrase(self) -> str:
-        """``"red blue square"`` / ``"green circle"``."""
-        return " ".join([*self.colours, self.shape])
 
     @property
     def box_xyxy(self) -> tuple[float, float, float, float]:
@@ -243,7 +252,7 @@ def sample_dataset(num_images: int, seed: int, **scene_kwargs) -> tuple[np.ndarr
 
 # ----------------------------------------------------------------------------------------------- subjects
 @dataclass(frozen=True)
-class ToySubject:
+class ToySubject(Identity):
     """A personalization subject: one identity of the world bound to an identifier word."""
 
     name: str
@@ -258,7 +267,7 @@ class ToySubject:
     @property
     def descriptive_class(self) -> str:
         """The world's own words for it ("red yellow square"): the descriptive class of Sec. 4.1."""
-        return " ".join(w for w in (self.top, self.bottom, self.shape) if w)
+        return self.phrase
 
 
 # The demo pair: two squares sharing a yellow bottom half, red vs blue top (the paper's "similar subjects").

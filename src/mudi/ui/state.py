@@ -48,6 +48,10 @@ def _folders(parent: Path) -> list[Path]:
     return sorted(p for p in parent.iterdir() if p.is_dir() and not p.name.startswith(".")) if parent.is_dir() else []
 
 
+def _newest_first(parent: Path) -> list[Path]:
+    return sorted(_folders(parent), key=lambda p: p.stat().st_mtime, reverse=True)
+
+
 @dataclass(frozen=True)
 class Workspace:
     root: Path
@@ -86,11 +90,11 @@ class Workspace:
 
     def run_dirs(self) -> list[Path]:
         """Run folders, newest first."""
-        return sorted(_folders(self.runs_dir), key=lambda p: p.stat().st_mtime, reverse=True)
+        return _newest_first(self.runs_dir)
 
     def generation_dirs(self) -> list[Path]:
         """Generation folders, newest first."""
-        return sorted(_folders(self.generations_dir), key=lambda p: p.stat().st_mtime, reverse=True)
+        return _newest_first(self.generations_dir)
 
     def subject_dir(self, name: str) -> Path:
         return self._child(self.subjects_dir, name, "subject")
