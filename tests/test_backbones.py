@@ -88,6 +88,7 @@ def test_initial_noise_reproduces_pipeline_draws(bb):
     assert z.shape == (1, bb.latent_channels, s // bb.vae_scale_factor, s // bb.vae_scale_factor)
     assert abs(float(z.std()) - 1) < 0.3
     b = bb.pipeline(latents=bb.to_pipeline_latents(z), **kw).images
+    # bit-exact: the backbone's initial noise is the pipeline's own draw from the same generator
     np.testing.assert_array_equal(a, b)
     c = bb.pipeline(latents=bb.to_pipeline_latents(z + 0.5), **kw).images
     assert not np.array_equal(a, c)  # the latents are really used

@@ -56,6 +56,7 @@ def test_gamma_zero_and_init_none_reproduce_the_plain_pipeline(backbone, subject
     shifted = generate_images(backbone, "a photo of a dog and a cat", seeds, subjects, gamma=3.0,
                               num_inference_steps=2, height=SIZE, width=SIZE, batch_size=2, progress=False)
     for k in range(2):
+        # bit-exact: gamma 0 passes the same seeded noise through the pipeline's own latents= path
         assert np.array_equal(zero[k].image, plain[k]) and np.array_equal(none[k].image, plain[k])
         assert not np.array_equal(shifted[k].image, plain[k])
     assert zero[0].composition is not None and none[0].composition is None and none[0].gamma == 0.0
@@ -171,6 +172,7 @@ def test_lora_with_subjects_file_is_loaded_and_weighted(tmp_path, subjects):
     assert cli_main([*common, "--lora", str(lora_dir), "--lora_weights", "0", "--out", str(tmp_path / "lora0")]) == 0
     read = lambda d: np.asarray(Image.open(tmp_path / d / "0000_seed0.png"))  # noqa: E731
     assert not np.array_equal(read("base"), read("lora1"))
+    # bit-exact: a LoRA at weight 0 adds exactly 0.0 in every adapted layer
     assert np.array_equal(read("base"), read("lora0"))
     meta = json.loads((tmp_path / "lora1" / "0000_seed0.json").read_text())
     assert meta["prompt"] == "olis corgi and ult russian blue"

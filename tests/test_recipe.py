@@ -179,7 +179,9 @@ def test_mse_loss_is_the_plain_mean_squared_error(tmp_path):
                           denoiser=trainer.model).float()
         expected = F.mse_loss(pred, bb.training_target(latents, noise, t))
     out = trainer.train_step(batch, generator=gen)
-    assert out["instance_loss"] == float(expected)
+    # Two code paths (the trainer's masked/weighted reduction vs F.mse_loss) compute the same mean: they agree to
+    # a few float32 ulps, and which way the last bit falls depends on the CPU's vector units and thread count.
+    torch.testing.assert_close(torch.tensor(out["instance_loss"]), expected, rtol=1e-6, atol=1e-7)
 
 
 def test_dco_trains_against_the_frozen_model(tmp_path):
@@ -229,6 +231,7 @@ def test_snapshots_are_loadable_loras_of_that_step(tmp_path):
 
     fresh = load_backbone("tiny-sd")
     fresh.pipeline.load_lora_weights(str(out / "snapshot-2"))
+    # bit-exact: the same peft LoRA layers with the same float32 weights run the same pipeline call
     np.testing.assert_array_equal(render(fresh.pipeline), live[2])
     final = load_file(str(out / "pytorch_lora_weights.safetensors"))
     snap = load_file(str(out / "snapshot-4" / "pytorch_lora_weights.safetensors"))

@@ -43,6 +43,7 @@ def test_exact_options_give_the_plain_loops_lora_bit_for_bit(option, plain, tmp_
     out = tmp_path / "o"
     train(TrainConfig(output_dir=str(out), **{**KW, **option}))
     got = _lora(out)
+    # bit-exact by design: the cache and the workers only move the same per-sample computations elsewhere
     assert got.keys() == plain.keys() and all(torch.equal(got[k], plain[k]) for k in got)
     if option.get("dataloader_num_workers"):
         assert all("data_seconds" in row for row in read_metrics(out))  # the wait for the workers is measured

@@ -56,6 +56,7 @@ def test_two_steps_write_outputs_that_reload_exactly(backbone, tmp_path):
     fresh = load_backbone(backbone)
     base = _images(fresh.pipeline)
     fresh.pipeline.load_lora_weights(str(out))
+    # bit-exact: the reloaded LoRA runs through the same peft layers and pipeline call as the trained one
     np.testing.assert_array_equal(_images(fresh.pipeline), trained)
     assert not np.array_equal(base, trained)  # the LoRA really changed the model
     meta = json.loads((out / "mudi_subjects.json").read_text())
@@ -165,6 +166,7 @@ def test_kl_regularizer_is_zero_at_init_then_positive(tmp_path):
                                       learning_rate=1e-2, composition="none", **KW))
     batch = trainer.draw_batch()
     first = trainer.train_step(batch, generator=torch.Generator().manual_seed(0))
+    # exact: with B = 0 the LoRA branch adds exactly 0.0 to every base layer, so both outputs are the same bits
     assert first["kl_loss"] == 0.0  # LoRA B starts at zero: the LoRA model equals the base model
     assert first["loss"] == pytest.approx(first["instance_loss"])
     second = trainer.train_step(batch, generator=torch.Generator().manual_seed(0))
