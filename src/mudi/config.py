@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import types
 import typing
 from pathlib import Path
@@ -104,18 +105,26 @@ def _coerce(value: Any, tp: Any, name: str) -> Any:
             raise MudiError(f"config key '{name}': expected a number, got {value!r}")
         try:
             num = float(value) if tp is float else int(str(value), 0) if isinstance(value, str) else int(value)
-        except (TypeError, ValueError):
-            raise MudiError(f"config key '{name}': expected {tp.__name__}, got {value!r}") from None
+        except (TypeError, ValueError, OverflowError):
+            raise MudiError(f"config key '{name}': expected {tp.__name__}, got {_show(value)}") from None
+        if not math.isfinite(num):
+            raise MudiError(f"config key '{name}': expected a finite number, got {_show(value)}")
         if tp is int and isinstance(value, float) and value != int(value):
             raise MudiError(f"config key '{name}': expected an integer, got {value!r}")
         return num
     if tp is str:
         if isinstance(value, (dict, list)):
-            raise MudiError(f"config key '{name}': expected text, got {value!r}")
+            raise MudiError(f"config key '{name}': expected text, got {_show(value)}")
         return str(value)
     if tp is Path:
         return Path(value)
     return value
+
+
+def _show(value: Any, limit: int = 80) -> str:
+    """``repr(value)`` cut to ``limit`` characters, for one-line errors."""
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "…"
 
 
 def from_dict(cls: type[T], data: dict, prefix: str = "") -> T:

@@ -27,6 +27,7 @@ A prior set uses the same layout with ``class_metadata.jsonl`` and bare class na
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -46,6 +47,55 @@ SUBJECT_FILE = "subject.yaml"
 MASK_DIR = "masks"
 BENCHMARK_FILE = "metadata.jsonl"
 PRIOR_FILE = "class_metadata.jsonl"
+MAX_TEXT = 1000  # characters of any one name, class or caption in a subject file
+_UNSAFE_NAME_CHARS = set('/\\:*?"<>|')
+
+
+def check_subject_name(name: object, where: object) -> str:
+    """``name`` if it is a safe single path component (a subject's name becomes ``subjects/<name>/`` of a run);
+    a one-line :class:`MudiError` otherwise. ``where`` names the file that gave it."""
+    if not isinstance(name, str) or not name.strip():
+        raise MudiError(f"{where}: name {name!r} must be a non-empty text, e.g. name: olis_corgi")
+    bad = sorted({c for c in name if c in _UNSAFE_NAME_CHARS or ord(c) < 32 or ord(c) == 127})
+    if bad or name.startswith(".") or name != name.strip() or len(name) > 100:
+        raise MudiError(f"{where}: name {name[:60]!r} must be one folder name (no {' '.join(map(repr, bad)) or 'path'}"
+                        " characters, no leading dot or spaces, at most 100 characters), e.g. name: olis_corgi")
+    return name
+
+
+def _text(meta: dict, key: str, where: object, required: bool = False, one_word: bool = False) -> str | None:
+    """A subject.yaml text value: a one-line string (None when absent and optional), else a one-line error."""
+    value = meta.get(key)
+    if value is None or (isinstance(value, str) and not value.strip() and not required):
+        if required:
+            raise MudiError(f"{where}: '{key}' is missing; e.g. identifier: olis, class_noun: dog")
+        return None
+    if not isinstance(value, str):
+        raise MudiError(f"{where}: '{key}' must be a text, not {type(value).__name__} ({str(value)[:60]!r})")
+    value = value.strip()
+    if not value:
+        raise MudiError(f"{where}: '{key}' is empty; e.g. identifier: olis, class_noun: dog")
+    if len(value) > MAX_TEXT or any(ord(c) < 32 for c in value):
+        raise MudiError(f"{where}: '{key}' must be one line of at most {MAX_TEXT} characters")
+    if one_word and len(value.split()) != 1:
+        raise MudiError(f"{where}: '{key}' {value[:60]!r} must be one word (a rare token), e.g. olis")
+    return value
+
+
+def _captions(value: object, where: object) -> dict[str, str]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise MudiError(f"{where}: 'captions' must map image file names to captions (e.g. 00.jpg: A photo of "
+                        f"olis corgi on a sofa.), not a {type(value).__name__}")
+    out = {}
+    for k, v in value.items():
+        if not isinstance(k, str) or not isinstance(v, str):
+            raise MudiError(f"{where}: captions: {str(k)[:40]!r} must map a file name to a text caption")
+        if len(v) > MAX_TEXT:
+            raise MudiError(f"{where}: the caption of {k[:40]!r} is {len(v)} characters; at most {MAX_TEXT}")
+        out[k] = v
+    return out
 
 
 @dataclass
@@ -150,19 +200,23 @@ class Subject:
 def _load_native(folder: Path) -> Subject:
     meta_path = folder / SUBJECT_FILE
     try:
-        meta = yaml.safe_load(meta_path.read_text()) or {}
+        meta = yaml.safe_load(meta_path.read_text(encoding="utf-8")) or {}
     except yaml.YAMLError as e:
         raise MudiError(f"{meta_path}: not valid YAML ({yaml_error_text(e)})") from None
+    except (UnicodeDecodeError, RecursionError):
+        raise MudiError(f"{meta_path}: not a UTF-8 YAML text; save it as UTF-8") from None
     if not isinstance(meta, dict):
         raise MudiError(f"{meta_path}: expected a mapping with name, identifier and class_noun")
     known = {"name", "identifier", "class_noun", "descriptive_class", "captions", "detect_as", "relative_size"}
-    unknown = set(meta) - known
+    unknown = {str(k) for k in meta} - known
     if unknown:
-        raise MudiError(f"{meta_path}: unknown key(s) {sorted(unknown)}; allowed: {sorted(known)}")
-    for key in ("identifier", "class_noun"):
-        if not isinstance(meta.get(key), str) or not meta[key].strip():
-            raise MudiError(f"{meta_path}: '{key}' is missing; e.g. identifier: olis, class_noun: dog")
-    captions = meta.get("captions") or {}
+        raise MudiError(f"{meta_path}: unknown key(s) {sorted(unknown)[:5]}; allowed: {sorted(known)}")
+    identifier = _text(meta, "identifier", meta_path, required=True, one_word=True)
+    class_noun = _text(meta, "class_noun", meta_path, required=True)
+    descriptive_class = _text(meta, "descriptive_class", meta_path)
+    detect_as = _text(meta, "detect_as", meta_path)
+    name = check_subject_name(meta["name"] if meta.get("name") is not None else folder.name, meta_path)
+    captions = _captions(meta.get("captions"), meta_path)
     images = []
     for p in list_images(folder):
         mask = None
@@ -173,32 +227,46 @@ def _load_native(folder: Path) -> Subject:
         images.append(SubjectImage(p, mask, captions.get(p.name)))
     if not images:
         raise MudiError(f"{folder}: no reference images (.jpg, .png, .webp) found; add 3-5 photos of the subject")
-    return Subject(name=str(meta.get("name") or folder.name), identifier=meta["identifier"].strip(),
-                   class_noun=meta["class_noun"].strip(), descriptive_class=meta.get("descriptive_class") or None,
-                   images=images, root=folder, source="native", detect_as_text=meta.get("detect_as") or None,
+    return Subject(name=name, identifier=identifier, class_noun=class_noun, descriptive_class=descriptive_class,
+                   images=images, root=folder, source="native", detect_as_text=detect_as,
                    relative_size=_relative_size(meta.get("relative_size"), meta_path))
 
 
 def _relative_size(value: object, where: Path) -> float | None:
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
-        raise MudiError(f"{where}: relative_size {value!r} must be a positive number, e.g. 2")
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+        raise MudiError(f"{where}: relative_size {value!r} must be a positive finite number, e.g. 2")
     return float(value)
 
 
 def _read_jsonl(path: Path) -> list[dict]:
     rows = []
-    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise MudiError(f"{path}: not UTF-8 text; save it as UTF-8") from None
+    for n, line in enumerate(text.splitlines(), 1):
         if line.strip():
             try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError as e:
-                raise MudiError(f"{path}:{n}: not valid JSON ({e.msg})") from None
+                row = json.loads(line)
+            except (json.JSONDecodeError, RecursionError) as e:
+                raise MudiError(f"{path}:{n}: not valid JSON ({getattr(e, 'msg', 'nested too deeply')})") from None
+            if not isinstance(row, dict):
+                raise MudiError(f"{path}:{n}: each line must be a JSON object")
+            rows.append(row)
     if not rows or not isinstance(rows[0].get("id"), dict):
         raise MudiError(f"{path}: the first line must map subject letters to names, e.g. "
                         '{"id": {"a": "olis corgi", "b": "hta chow chow"}}')
     return rows
+
+
+def _inside(folder: Path, name: object, meta_file: str) -> Path:
+    """``folder / name`` for a file name listed in a metadata file; a one-line error when it is not a plain
+    relative path that stays inside ``folder``."""
+    if not isinstance(name, str) or not name or Path(name).is_absolute() or ".." in Path(name).parts:
+        raise MudiError(f"{folder / meta_file}: {str(name)[:60]!r} must be a file name inside {folder}")
+    return folder / name
 
 
 def _load_benchmark(folder: Path, meta_file: str) -> list[Subject]:
@@ -223,10 +291,12 @@ def _load_benchmark(folder: Path, meta_file: str) -> list[Subject]:
         for r in rows[1:]:
             if r.get("id") != letter:
                 continue
-            if "file_name" not in r:
+            if not isinstance(r.get("file_name"), str):
                 raise MudiError(f"{folder / meta_file}: a line for subject {letter!r} has no file_name")
-            img = folder / r["file_name"]
-            mask = folder / r["mask_path"] if r.get("mask_path") else None
+            img = _inside(folder, r["file_name"], meta_file)
+            mask = _inside(folder, r["mask_path"], meta_file) if r.get("mask_path") else None
+            if r.get("text") is not None and not isinstance(r["text"], str):
+                raise MudiError(f"{folder / meta_file}: the text of {r['file_name'][:40]!r} must be a caption string")
             if not img.is_file():
                 raise MudiError(f"{img}: listed in {meta_file} but missing")
             if mask is not None and not mask.is_file():
@@ -240,7 +310,7 @@ def _load_benchmark(folder: Path, meta_file: str) -> list[Subject]:
                     images.append(SubjectImage(p, m, None))
         if not images:
             raise MudiError(f"{folder}: no images for subject {letter!r} ({text}) in {meta_file}")
-        name = names[k] if names else f"{folder.name}-{letter}"
+        name = check_subject_name(names[k] if names else f"{folder.name}-{letter}", folder / meta_file)
         noun = desc.split()[-1]  # "white robot toy" -> "toy"; edit subject.yaml after `mudi convert` if wrong
         subjects.append(Subject(name=name, identifier=identifier, class_noun=noun,
                                 descriptive_class=desc if desc != noun else None,
@@ -331,6 +401,7 @@ def create_subject_folder(folder: str | Path, photos: list[str | Path], identifi
         raise MudiError(f"identifier {identifier!r}: give one rare word for the subject, e.g. olis")
     if not class_noun:
         raise MudiError("class_noun is missing: give the subject's class, e.g. dog")
+    check_subject_name((name or folder.name).strip(), "the subject's name")
     if (folder / SUBJECT_FILE).exists():
         raise MudiError(f"{folder} already holds a subject ({SUBJECT_FILE}); choose another name")
     paths = [Path(p) for p in photos]
@@ -342,7 +413,8 @@ def create_subject_folder(folder: str | Path, photos: list[str | Path], identifi
         read_image(p)  # raises a one-line MudiError for an unreadable photo
     for n, p in enumerate(paths):
         write_bytes_atomic(folder / f"{n:02d}{p.suffix.lower()}", p.read_bytes())
-    meta = {"name": (name or folder.name).strip(), "identifier": identifier, "class_noun": class_noun}
+    meta = {"name": check_subject_name((name or folder.name).strip(), "the subject's name"),
+            "identifier": identifier, "class_noun": class_noun}
     if descriptive_class and descriptive_class.strip() and descriptive_class.strip() != class_noun:
         meta["descriptive_class"] = descriptive_class.strip()
     write_text_atomic(folder / SUBJECT_FILE, yaml.safe_dump(meta, sort_keys=False, allow_unicode=True))

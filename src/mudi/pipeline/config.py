@@ -74,6 +74,9 @@ class RunConfig:
         default="", metadata={"help": "redo this stage and every later one", "flags": ["--from"]})
     only: Literal["", "segment", "prior", "train", "generate", "evaluate", "report"] = field(
         default="", metadata={"help": "run only this stage (the earlier ones must be done)"})
+    force: bool = field(default=False, metadata={
+        "help": "use an output_dir that holds other files (mudi run then adds only its own entries and never "
+                "replaces or deletes what it did not write)"})
 
     def __post_init__(self) -> None:
         for m in self.methods:
@@ -133,7 +136,7 @@ class RunConfig:
         block = {"segment": self.segment, "prior": self.prior, "train": self.train, "generate": self.generate,
                  "evaluate": self.evaluate}[stage]
         placement = {"device": self.device} if stage != "train" else {}
-        if stage in ("generate", "evaluate", "segment", "prior"):
+        if stage in ("generate", "segment", "prior"):  # evaluate: float32 unless evaluate.dtype (issue 23)
             placement["dtype"] = self.dtype
         if stage == "train":
             placement = {"device": "cpu" if self.device == "cpu" else "auto"}

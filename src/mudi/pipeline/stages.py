@@ -35,6 +35,7 @@ from mudi.benchmark.methods import METHODS
 from mudi.compositions import SegmixConfig, write_compositions
 from mudi.config import save_config, to_dict
 from mudi.data.manifests import fingerprint, is_done, read_marker, write_marker
+from mudi.data.run_folder import claim_run_folder
 from mudi.data.subjects import find_subjects, load_subjects
 from mudi.errors import MudiError
 from mudi.io import OutputLock, prepare_output_dir
@@ -49,6 +50,7 @@ log = logging.getLogger(__name__)
 MARKER = "stage.json"
 RUN_FILE = "run.yaml"
 REPORT_FILE = "report.html"
+RUN_ENTRIES = (RUN_FILE, REPORT_FILE, "subjects", "segment", "prior", "segmix", "train", "generate", "evaluate")
 
 
 @dataclass
@@ -131,18 +133,35 @@ def source_fingerprint(paths: list[str]) -> tuple[str, list[Any]]:
 
 
 def copy_subjects(paths: list[str], target: Path) -> None:
-    """Copy every subject into ``target/<name>/`` as a native folder (a benchmark pair is converted)."""
+    """Copy every subject into ``target/<name>/`` as a native folder (a benchmark pair is converted): exactly the
+    files mudi reads (subject.yaml, the photos, their masks), every photo and mask decoded first, so a bad one
+    (a link to a text file, say) is named at its source and nothing is written."""
     from mudi.data.convert import convert
 
+    found = [(path, find_subjects(path)) for path in paths]
+    for _, subjects in found:
+        for s in subjects:
+            for i in range(len(s.images)):
+                s.load(i)
     target.mkdir(parents=True, exist_ok=True)
-    for path in paths:
-        found = find_subjects(path)
-        if all(s.source == "native" for s in found):
-            for s in found:
-                shutil.copytree(s.root, target / s.name, dirs_exist_ok=True,
-                                ignore=shutil.ignore_patterns(".mudi.lock", ".mudi-*", "segment"))
+    for path, subjects in found:
+        if all(s.source == "native" for s in subjects):
+            for s in subjects:
+                copy_native_subject(s, target / s.name)
         else:
             convert(path, target, overwrite=True)
+
+
+def copy_native_subject(s: Any, dest: Path) -> None:
+    """``s``'s subject.yaml, photos and masks into ``dest`` (file contents: links are followed, never copied)."""
+    from mudi.data.subjects import MASK_DIR, SUBJECT_FILE
+    from mudi.io import write_bytes_atomic
+
+    for im in s.images:
+        write_bytes_atomic(dest / im.path.name, im.path.read_bytes())
+        if im.mask_path is not None:
+            write_bytes_atomic(dest / MASK_DIR / im.mask_path.name, im.mask_path.read_bytes())
+    write_bytes_atomic(dest / SUBJECT_FILE, (Path(s.root) / SUBJECT_FILE).read_bytes())
 
 
 def stage_segment(st: RunState) -> None:
@@ -325,6 +344,19 @@ def evaluation_models(cfg: Any) -> tuple[Any, Any, Any]:
     return build_detector(cfg), build_embedders(cfg), build_text_scorers(cfg)
 
 
+def run_inputs(config: RunConfig) -> list[str]:
+    """Every file or folder the run reads (subject folders, local model folders, the stage blocks' paths)."""
+    from mudi.pipeline.config import PATH_KEYS
+
+    found = [*config.subjects, config.pretrained_model_name_or_path or ""]
+    for stage, keys in PATH_KEYS.items():
+        block = getattr(config, stage)
+        for k in keys:
+            v = block.get(k)
+            found += [str(x) for x in v] if isinstance(v, list) else [str(v)] if v else []
+    return found
+
+
 def run_pipeline(config: RunConfig, say: Callable[[str], None] = print) -> Path:
     """Run every stage that is not done; return the report's path."""
     from mudi.pipeline.report import write_report
@@ -333,8 +365,10 @@ def run_pipeline(config: RunConfig, say: Callable[[str], None] = print) -> Path:
         raise MudiError("mudi run coordinates the stages in one process; for several GPUs, run it plainly and set "
                         "train_launch='accelerate launch --multi_gpu --num_processes N' (docs/run.md)")
     _, subjects = source_fingerprint(config.subjects)  # every subject readable before anything is written
+    claim_run_folder(Path(config.output_dir), RUN_ENTRIES, run_inputs(config), config.force, write=False)
     out = prepare_output_dir(config.output_dir, "run folder")
     with OutputLock(out, "run"):
+        claim_run_folder(out, RUN_ENTRIES, run_inputs(config), force=config.force)
         save_config(config, out / RUN_FILE)
         st = RunState(config, out, say, names=[s.name for s in subjects])
         steps = [("segment", stage_segment), ("prior", stage_prior), ("train", stage_train),

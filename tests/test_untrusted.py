@@ -1,0 +1,184 @@
+"""Issue 21: a subject folder and a run file are untrusted input. A subject's name cannot write outside the run;
+``mudi run`` deletes or rewrites only what its manifest says it wrote; every odd value in subject.yaml or a run
+file is a one-line error (or a clean load), never a traceback."""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+from pathlib import Path
+
+import pytest
+import yaml
+
+from mudi.cli import main
+from mudi.config import load_config
+from mudi.data.run_folder import RUN_MANIFEST
+from mudi.data.subjects import find_subjects
+from mudi.errors import MudiError
+from mudi.pipeline import RunConfig
+from mudi.samples import SAMPLES_DIR
+from tests.helpers import make_subject_dir
+
+
+def _tree(root: Path) -> dict[str, str]:
+    return {p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def _set_meta(folder: Path, **changes) -> None:
+    meta = yaml.safe_load((folder / "subject.yaml").read_text())
+    meta.update(changes)
+    (folder / "subject.yaml").write_text(yaml.safe_dump(meta))
+
+
+# ------------------------------------------------------------------------------------------ 1. subject names
+@pytest.mark.parametrize("name", ["../../x", "/home/me", "a/b", "..", ".", ".hidden", "a\\b", "c:evil", "x\n"])
+def test_a_subject_name_must_be_one_safe_folder_name(tmp_path, name):
+    d = make_subject_dir(tmp_path, "robot", "amg")
+    _set_meta(d, name=name)
+    with pytest.raises(MudiError, match="must be one folder name|must be a non-empty"):
+        find_subjects(d)
+
+
+def test_a_run_with_a_path_as_subject_name_writes_nothing_outside(tmp_path):
+    # the issue's reproduction: `name: ../../x` used to copy the subject folder (with its .bashrc) there
+    work = tmp_path / "work"
+    a = make_subject_dir(work, "a", "olis")
+    make_subject_dir(work, "b", "hta")
+    (a / ".bashrc").write_text("echo owned\n")
+    _set_meta(a, name="../../escaped")
+    before = _tree(tmp_path)
+    run = work / "run.yaml"
+    run.write_text(yaml.safe_dump({"subjects": ["a", "b"], "output_dir": "out", "backbone": "tiny-sd",
+                                   "segment": {"backend": "grabcut"}}))
+    assert main(["run", str(run)]) == 2
+    after = _tree(tmp_path)
+    assert not (tmp_path / "escaped").exists() and not (work / "escaped").exists()
+    assert {k: v for k, v in after.items() if k != "work/run.yaml"} == \
+        {k: v for k, v in before.items() if k != "work/run.yaml"}
+
+
+def test_benchmark_metadata_cannot_name_files_outside_its_folder(tmp_path):
+    pair = tmp_path / "x_and_y"
+    pair.mkdir()
+    (pair / "metadata.jsonl").write_text('{"id": {"a": "olis corgi", "b": "hta dog"}}\n'
+                                         '{"id": "a", "file_name": "../../etc/passwd"}\n')
+    with pytest.raises(MudiError, match="must be a file name inside"):
+        find_subjects(pair)
+    (pair / "metadata.jsonl").write_text('{"id": {"../a": "olis corgi"}}\n')
+    with pytest.raises(MudiError):
+        find_subjects(pair)
+
+
+# ------------------------------------------------------------------------------------- 2. what a run owns
+def _run_file(work: Path, output_dir: str, **extra) -> Path:
+    run = work / "run.yaml"
+    run.write_text(yaml.safe_dump({"subjects": ["subjects/a", "subjects/b"], "output_dir": output_dir,
+                                   "backbone": "tiny-sd", "segment": {"backend": "grabcut"}, **extra}))
+    return run
+
+
+def test_output_dir_dot_leaves_every_input_byte_identical(tmp_path):
+    # the issue's reproduction: output_dir '.' with the user's subjects in ./subjects/ deleted all of them
+    work = tmp_path / "work"
+    make_subject_dir(work / "subjects", "a", "olis")
+    make_subject_dir(work / "subjects", "b", "hta")
+    run = _run_file(work, ".")
+    before = _tree(work)
+    assert main(["run", str(run)]) == 2  # not empty, not a mudi run folder
+    assert _tree(work) == before
+    assert main(["run", str(run), "--force"]) == 2  # the inputs lie inside the run's subjects/
+    assert _tree(work) == before and not (work / RUN_MANIFEST).exists()
+
+
+def test_force_never_replaces_what_mudi_did_not_write(tmp_path):
+    src = tmp_path / "src"
+    make_subject_dir(src / "subjects", "a", "olis")
+    make_subject_dir(src / "subjects", "b", "hta")
+    out = tmp_path / "mine"
+    (out / "subjects").mkdir(parents=True)
+    (out / "subjects" / "notes.txt").write_text("mine")
+    (out / "report.txt").write_text("also mine")
+    run = _run_file(src, str(out))
+    before = _tree(out)
+    assert main(["run", str(run)]) == 2
+    assert main(["run", str(run), "--force"]) == 2  # subjects/ is one of the run's entries: refused
+    assert _tree(out) == before
+
+
+def test_claim_rules(tmp_path):
+    from mudi.data.run_folder import claim_run_folder
+
+    owned = ("subjects", "run.yaml")
+    fresh = tmp_path / "fresh"
+    fresh.mkdir()
+    claim_run_folder(fresh, owned, [])
+    assert (fresh / RUN_MANIFEST).is_file()
+    (fresh / "subjects").mkdir()
+    claim_run_folder(fresh, owned, [])  # ours: fine again
+    with pytest.raises(MudiError, match="lies inside the run folder's subjects"):
+        claim_run_folder(fresh, owned, [str(fresh / "subjects")])
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "keep.txt").write_text("x")
+    with pytest.raises(MudiError, match="pass --force"):
+        claim_run_folder(other, owned, [])
+    claim_run_folder(other, owned, [], force=True)  # no clash: the run is added beside keep.txt
+    assert (other / "keep.txt").read_text() == "x"
+    linked = tmp_path / "linked"
+    linked.mkdir()
+    os.symlink(tmp_path / "other", linked / "subjects")
+    with pytest.raises(MudiError, match="symbolic link"):
+        claim_run_folder(linked, owned, [])
+
+
+# ------------------------------------------------------------------------------------ 6. never a traceback
+ODD_VALUES = [None, 1, -3, 1.5, math.nan, math.inf, -math.inf, True, [], ["a", "b"], {"a": 1},
+              {"nested": {"x": [1, {"y": None}]}}, "", "x" * 5000, "a\nb", "../x", "/abs/path", "olis corgi"]
+SUBJECT_KEYS = ["name", "identifier", "class_noun", "descriptive_class", "captions", "detect_as", "relative_size"]
+
+
+@pytest.mark.parametrize("key", SUBJECT_KEYS)
+def test_fuzz_subject_yaml_values(tmp_path, key):
+    for n, value in enumerate(ODD_VALUES):
+        d = make_subject_dir(tmp_path / str(n), "robot", "amg", n=1)
+        _set_meta(d, **{key: value})
+        try:
+            (s,) = find_subjects(d)
+        except MudiError as e:
+            assert "\n" not in str(e).strip(), str(e)
+            continue
+        # a clean load gives text where text is meant, so prompts never read "olis ['a', 'b']"
+        assert isinstance(s.name, str) and isinstance(s.phrase, str) and "[" not in s.phrase
+        assert s.relative_size is None or (math.isfinite(s.relative_size) and s.relative_size > 0)
+
+
+def test_billion_laughs_captions_are_a_one_line_error(tmp_path):
+    d = make_subject_dir(tmp_path, "robot", "amg", n=1)
+    levels = ["&l0 [lol, lol, lol, lol, lol, lol, lol, lol, lol]"]
+    levels += [f"&l{i} [{', '.join([f'*l{i - 1}'] * 9)}]" for i in range(1, 9)]
+    (d / "subject.yaml").write_text("identifier: amg\nclass_noun: toy\ncaptions: [" + ", ".join(levels) + "]\n")
+    with pytest.raises(MudiError, match="captions"):
+        find_subjects(d)
+    (d / "subject.yaml").write_text("identifier: amg\nclass_noun: toy\ncaptions: {00.png: [" + ", ".join(levels)
+                                    + "]}\n")
+    with pytest.raises(MudiError, match="captions"):
+        find_subjects(d)
+
+
+RUN_KEYS = ["output_dir", "subjects", "backbone", "methods", "prompts", "num_images", "seed", "scorers",
+            "use_prior", "segmix_preview", "device", "dtype", "train_launch", "segment", "prior", "train",
+            "generate", "evaluate", "notice", "from_stage", "only", "force"]
+
+
+@pytest.mark.parametrize("key", RUN_KEYS)
+def test_fuzz_run_file_values(tmp_path, key):
+    base = {"subjects": [str(SAMPLES_DIR / "dog6"), str(SAMPLES_DIR / "dog2")], "backbone": "tiny-sd",
+            "output_dir": str(tmp_path / "out")}
+    for value in ODD_VALUES:
+        try:
+            load_config(RunConfig, values={**base, key: value})
+        except MudiError as e:
+            assert "\n" not in str(e).strip(), str(e)
