@@ -284,3 +284,50 @@ def test_the_ui_end_to_end(server, browser, tmp_path):
     page.shot("6-scores", "#generate-status")
     print(f"browser test: {time.monotonic() - t0:.0f} s in the browser ({', '.join(page.laps)})")
     _copy_for_docs(shots, os.environ.get("MUDI_UI_SCREENSHOTS"))
+
+
+def _status(url: str, path: str = "/", method: str = "GET", **headers: str) -> int:
+    import http.client
+    from urllib.parse import urlsplit
+
+    u = urlsplit(url)
+    conn = http.client.HTTPConnection(u.hostname, u.port, timeout=10)
+    try:
+        conn.putrequest(method, path, skip_host="Host" in headers)
+        for k, v in headers.items():
+            conn.putheader(k, v)
+        conn.putheader("Content-Length", "0")
+        conn.endheaders()
+        return conn.getresponse().status
+    finally:
+        conn.close()
+
+
+def test_a_rebinding_host_a_foreign_origin_and_workspace_files_are_refused(server, tmp_path):
+    """Issue 21: DNS rebinding (a page on evil.example whose name resolves to 127.0.0.1) and cross-site calls
+    reach nothing; the workspace serves images only."""
+    url, ws = server
+    port = url.rstrip("/").rsplit(":", 1)[1]
+    assert _status(url) == 200 and _status(url, Host=f"localhost:{port}") == 200
+    assert _status(url, Host=f"evil.example:{port}") == 403
+    assert _status(url, "/gradio_api/call/on_samples", "POST", Host=f"evil.example:{port}") == 403
+    assert _status(url, "/gradio_api/call/on_samples", "POST", Origin="http://evil.example") == 403
+    (ws / "runs" / "r").mkdir(parents=True)
+    (ws / "runs" / "r" / "train_config.yaml").write_text("secret: 1\n")
+    assert _status(url, f"/gradio_api/file={ws / 'runs' / 'r' / 'train_config.yaml'}") == 403
+    # a real browser whose resolver maps evil.example to this machine, as a rebinding attack does
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = CHROMIUM
+    for flag in (*CHROME_FLAGS, f"--user-data-dir={tmp_path / 'rebind-profile'}",
+                 "--host-resolver-rules=MAP evil.example 127.0.0.1"):
+        opts.add_argument(flag)
+    driver = webdriver.Chrome(service=Service(DRIVER), options=opts)
+    try:
+        driver.set_page_load_timeout(30)
+        driver.get(f"http://evil.example:{port}/")
+        body = driver.find_element(By.TAG_NAME, "body").text
+        assert "403 Forbidden" in body and "create-subject" not in driver.page_source
+        driver.get(url)  # the same browser on the UI's own address gets the page
+        WebDriverWait(driver, 30).until(EC.presence_of_element_located((By.CSS_SELECTOR, "#create-subject")))
+    finally:
+        driver.quit()

@@ -182,3 +182,78 @@ def test_fuzz_run_file_values(tmp_path, key):
             load_config(RunConfig, values={**base, key: value})
         except MudiError as e:
             assert "\n" not in str(e).strip(), str(e)
+
+
+# ------------------------------------------------------------------------------------------- 4. the web UI
+def test_the_ui_keeps_every_path_from_the_page_inside_the_workspace(tmp_path):
+    from mudi.ui import training
+    from mudi.ui.state import Workspace
+
+    ws = Workspace.open(tmp_path / "ws")
+    a = make_subject_dir(ws.subjects_dir, "a", "aaa")
+    b = make_subject_dir(ws.subjects_dir, "b", "bbb")
+    form = training.form_defaults("tiny-sd")
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    for extra in (f"subjects={outside}", "output_dir=/tmp/x", f"resume_from_checkpoint={outside}",
+                  f"class_data_dir={outside}", f"base_lora={outside}", f"pretrained_model_name_or_path={outside}",
+                  "class_data_dir=../../x", f"vae={outside}"):
+        with pytest.raises(MudiError, match="set by the UI itself|outside the UI workspace"):
+            training.build_request([a, b], "tiny-sd", form, extra, "cpu", ws=ws)
+    (ws.root / "priors").mkdir()
+    req = training.build_request([a, b], "tiny-sd", form, f"class_data_dir={ws.root / 'priors'}\n"
+                                 "pretrained_model_name_or_path=stabilityai/sdxl-turbo", "cpu", ws=ws)
+    assert req["class_data_dir"] == str(ws.root / "priors")
+    os.symlink(outside, ws.root / "link")  # a link inside that points out is resolved first
+    with pytest.raises(MudiError, match="outside the UI workspace"):
+        training.build_request([a, b], "tiny-sd", form, f"class_data_dir={ws.root / 'link'}", "cpu", ws=ws)
+
+
+def test_the_ui_generates_only_from_loras_in_the_workspace(tmp_path):
+    from mudi.ui import generation
+    from mudi.ui.state import Workspace
+
+    ws = Workspace.open(tmp_path / "ws")
+    with pytest.raises(MudiError, match="outside the UI workspace"):
+        generation.generate_and_score(ws, str(tmp_path / "elsewhere"), "a photo", 1.0, 0, 1)
+
+
+def test_the_ui_guard_and_access_rules():
+    import asyncio
+
+    from mudi.ui.config import UiConfig
+    from mudi.ui.guard import RequestGuard, host_name
+    from mudi.ui.server import access
+
+    assert host_name("127.0.0.1:7860") == "127.0.0.1" and host_name("[::1]:80") == "::1"
+    assert host_name("http://evil.example:80") == "evil.example"
+    seen = []
+
+    async def app(scope, receive, send):
+        seen.append(scope["path"])
+
+    def call(path="/", **headers):
+        sent = []
+
+        async def send(msg):
+            sent.append(msg)
+
+        async def receive():
+            return {"type": "http.request"}
+
+        scope = {"type": "http", "path": path,
+                 "headers": [(k.lower().encode(), v.encode()) for k, v in headers.items()]}
+        asyncio.run(RequestGuard(app, workspace="/ws")(scope, receive, send))
+        return sent[0]["status"] if sent else 200
+
+    assert call(host="127.0.0.1:7860") == 200 and call(host="localhost") == 200
+    assert call(host="evil.example:7860") == 403 and call(host="127.0.0.1", origin="http://evil.example") == 403
+    assert call("/gradio_api/file=/ws/runs/r/pytorch_lora_weights.safetensors", host="127.0.0.1") == 403
+    assert call("/gradio_api/file=/ws/subjects/a/00.png", host="127.0.0.1") == 200
+    assert seen == ["/", "/", "/gradio_api/file=/ws/subjects/a/00.png"]
+    hosts, auth = access(UiConfig(backbone="tiny-sd"))
+    assert auth is None and "evil.example" not in hosts
+    hosts, auth = access(UiConfig(backbone="tiny-sd", host="0.0.0.0", token="s3cret", allowed_hosts=["box.lan"]))
+    assert auth == ("mudi", "s3cret") and "box.lan" in hosts and "*" not in hosts
+    with pytest.raises(MudiError, match="allowed_hosts"):
+        UiConfig(backbone="tiny-sd", allowed_hosts=["box.lan"])

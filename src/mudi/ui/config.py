@@ -27,6 +27,13 @@ class UiConfig:
                 "weights: the images are noise)"})
     backend: str = field(default="owlv2+sam", metadata={
         "help": "default segmentation backend: owlv2+sam (paper), owlv2+grabcut, grabcut (offline, no weights)"})
+    allowed_hosts: list[str] = field(default_factory=list, metadata={
+        "help": "extra host names the page may be reached by (the Host and Origin headers; loopback names always "
+                "pass). Only with --host other than loopback or --share, which also require the access token"})
+    token: str = field(default="", metadata={
+        "help": "access token (the password of user 'mudi') when serving beyond this machine; default: "
+                "$MUDI_UI_TOKEN, else a random one printed at start"})
+    max_upload_mb: int = field(default=50, metadata={"help": "largest file a page may upload, in MiB"})
     device: Literal["auto", "cpu"] = field(default="auto", metadata={
         "help": "auto (the GPU when there is one) or cpu, for training, segmentation, generation and scoring"})
 
@@ -37,6 +44,11 @@ class UiConfig:
             raise MudiError("--host is empty; give an address, e.g. 127.0.0.1")
         if not 1 <= self.port <= 65535:
             raise MudiError(f"--port {self.port} must be in 1..65535, e.g. 7860")
+        if self.max_upload_mb < 1:
+            raise MudiError(f"--max_upload_mb {self.max_upload_mb} must be >= 1")
+        if self.allowed_hosts and self.is_local:
+            raise MudiError("--allowed_hosts only applies when serving beyond this machine (--host 0.0.0.0 or "
+                            "--share); on 127.0.0.1 only loopback names can reach the UI")
         registry.check("backbone", [self.backbone])
         parse_backend(self.backend)
 

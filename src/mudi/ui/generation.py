@@ -114,8 +114,8 @@ def generate_and_score(ws: Workspace, lora_folder: str | Path, prompt: str, gamm
     """Generate ``num_images`` images (seeds ``seed`` … ``seed + num_images - 1``) with the LoRA and the
     mean-shifted init (random layout, the drawn ``boxes`` or ``relative_sizes``), then score them. Returns the
     generation folder."""
-    info = lora_info(lora_folder)
-    run = Path(lora_folder)
+    run = ws.contain(lora_folder, "LoRA folder")
+    info = lora_info(run)
     base = slugify(run.name if not run.name.startswith("snapshot-") else f"{run.parent.name}-{run.name}", "gen")
     out = ws.generations_dir / unique_name(ws.generations_dir, base)
     layout = "random"

@@ -33,12 +33,36 @@ def serve(config: UiConfig) -> None:
     ws = Workspace.open(config.workspace)
     for noisy in ("httpx", "httpcore"):  # gradio's start-up self-checks, one INFO line per request
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    from starlette.middleware import Middleware
+
+    from mudi.ui.guard import RequestGuard
+
     demo = build_app(config, ws)
-    if not config.is_local:
-        log.warning("mudi ui: listening on %s%s: anyone who can reach it can use this UI (there is no password)",
-                    config.host, " and a public share link" if config.share else "")
+    hosts, auth = access(config)
+    if auth is not None:
+        log.warning("mudi ui: listening on %s%s; the page asks for user 'mudi' and the access token %s",
+                    config.host, " and a public share link" if config.share else "", auth[1])
     print(f"mudi ui: workspace {ws.root}; open http://{config.host}:{config.port}/ — Ctrl-C stops the UI "
           "(training runs go on)", flush=True)
+    guard = Middleware(RequestGuard, allowed_hosts=hosts, workspace=ws.root)
     demo.queue(default_concurrency_limit=2).launch(
         server_name=config.host, server_port=config.port, share=config.share, inbrowser=False,
-        allowed_paths=[str(ws.root)], ssr_mode=False, show_error=True, theme=THEME, css=CSS)
+        allowed_paths=[str(ws.root)], ssr_mode=False, show_error=True, theme=THEME, css=CSS, auth=auth,
+        max_file_size=f"{config.max_upload_mb}mb", app_kwargs={"middleware": [guard]})
+
+
+def access(config: UiConfig) -> tuple[tuple[str, ...], tuple[str, str] | None]:
+    """The host names the page may be reached by, and gradio's ``auth`` (None on loopback): serving beyond this
+    machine needs the access token (``--token``, ``$MUDI_UI_TOKEN`` or a random one)."""
+    from mudi.ui.guard import LOOPBACK_NAMES
+
+    if config.is_local:
+        return LOOPBACK_NAMES, None
+    import secrets
+
+    token = config.token or os.environ.get("MUDI_UI_TOKEN", "") or secrets.token_urlsafe(16)
+    named = [] if config.host in ("0.0.0.0", "::") else [config.host]
+    hosts = (*LOOPBACK_NAMES, *named, *config.allowed_hosts)
+    if config.share or config.host in ("0.0.0.0", "::") and not config.allowed_hosts:
+        hosts = ("*",)  # reached by names this process cannot know: the token is the guard
+    return hosts, ("mudi", token)

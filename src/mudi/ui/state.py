@@ -105,6 +105,16 @@ class Workspace:
     def generation_dir(self, name: str) -> Path:
         return self._child(self.generations_dir, name, "generation")
 
+    def contain(self, path: str | Path, what: str = "path") -> Path:
+        """``path`` resolved, when it lies inside the workspace; a one-line :class:`MudiError` otherwise (a path
+        a page sends is never trusted: links and ``..`` are resolved first)."""
+        p = Path(path).expanduser()
+        resolved = (p if p.is_absolute() else self.root / p).resolve()
+        if resolved != self.root and self.root not in resolved.parents:
+            raise MudiError(f"{what} {str(path)[:80]!r} is outside the UI workspace {self.root}; the UI only reads "
+                            "and writes inside it")
+        return resolved
+
     @staticmethod
     def _child(parent: Path, name: str, what: str) -> Path:
         if not name or "/" in name or "\\" in name or name.startswith("."):

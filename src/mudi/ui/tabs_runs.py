@@ -92,7 +92,7 @@ def build_train_tab(ctx: UiContext, picker: gr.CheckboxGroup, tab: gr.Tab) -> No
         prompt, more = values[len(FORM_KEYS):]
         dirs = ctx.subject_dirs(ticked)
         try:
-            request = build_request(dirs, bb, form, more, ctx.config.device, prompt)
+            request = build_request(dirs, bb, form, more, ctx.config.device, prompt, ws=ctx.ws)
             folder = new_run_dir(ctx.ws, run_name, dirs)
             ctx.runs.start(folder, request)
         except MudiError as e:

@@ -33,6 +33,33 @@ def form_defaults(backbone: str) -> dict:
     return values
 
 
+#: Keys the UI sets itself: "more options" may not change them.
+UI_OWNED = ("subjects", "output_dir", "resume_from_checkpoint", "overwrite", "device", "report_to", "progress")
+#: Keys whose values are local paths (or, for the model keys, a hub id): inside the workspace only.
+UI_PATH_KEYS = ("class_data_dir", "base_lora", "vae", "pretrained_model_name_or_path")
+HUB_ID_KEYS = ("vae", "pretrained_model_name_or_path")
+
+
+def _is_hub_id(value: str) -> bool:
+    parts = value.split("/")
+    return (len(parts) == 2 and all(parts) and not any(p in (".", "..") for p in parts)
+            and all(c.isalnum() or c in "-_." for p in parts for c in p))
+
+
+def check_paths(request: dict, ws: Workspace | None) -> None:
+    """Every path a page sends stays inside the workspace (model keys may also name a hub id)."""
+    for key in UI_PATH_KEYS:
+        value = request.get(key)
+        values = value if isinstance(value, list) else [value] if value else []
+        for v in values:
+            v = str(v)
+            if key in HUB_ID_KEYS and _is_hub_id(v) and not Path(v).exists():
+                continue
+            if ws is None:
+                raise MudiError(f"{key}: a path from the page needs a workspace to stay in")
+            ws.contain(v, key)
+
+
 def parse_extra(text: str) -> list[str]:
     """``key=value`` lines (or space-separated items) of the form's "more options" box."""
     items = [t for line in (text or "").splitlines() for t in line.split() if t.strip() and not t.startswith("#")]
@@ -41,7 +68,7 @@ def parse_extra(text: str) -> list[str]:
 
 
 def build_request(subject_dirs: list[Path], backbone: str, form: dict, extra: str = "", device: str = "auto",
-                  validation_prompt: str = VALIDATION_PROMPT) -> dict:
+                  validation_prompt: str = VALIDATION_PROMPT, ws: Workspace | None = None) -> dict:
     """The TrainConfig keys of a new run (output_dir is set when it starts), validated."""
     if len(subject_dirs) < 1:
         raise MudiError("no subjects ticked; tick the subjects to train on at the top of the page")
@@ -67,9 +94,14 @@ def build_request(subject_dirs: list[Path], backbone: str, form: dict, extra: st
         if key in request:
             request[key] = int(request[key])
     items = parse_extra(extra)
+    owned = [i.split("=", 1)[0].strip() for i in items if i.split("=", 1)[0].split(".", 1)[0].strip() in UI_OWNED]
+    if owned:
+        raise MudiError(f"more options: {owned[0]} is set by the UI itself (tick subjects at the top; runs go in the "
+                        "workspace); remove it")
     config = load_config(TrainConfig, values=request, overrides=items)  # the CLI's own checks
     explicit = set(request) | {i.split("=", 1)[0].split(".", 1)[0] for i in items}
     full = to_dict(config)
+    check_paths({k: full[k] for k in UI_PATH_KEYS if k in explicit}, ws)
     return {k: full[k] for k in full if k in explicit}
 
 
