@@ -257,3 +257,73 @@ def test_the_ui_guard_and_access_rules():
     assert auth == ("mudi", "s3cret") and "box.lan" in hosts and "*" not in hosts
     with pytest.raises(MudiError, match="allowed_hosts"):
         UiConfig(backbone="tiny-sd", allowed_hosts=["box.lan"])
+
+
+def test_photo_links_loops_and_odd_sizes_fail_before_any_write(tmp_path):
+    from mudi.pipeline.stages import copy_subjects
+
+    a = make_subject_dir(tmp_path, "a", "olis")
+    os.symlink(a, a / "loop")  # a folder link back to itself: never followed into copies
+    target = tmp_path / "run" / "subjects"
+    copy_subjects([str(a)], target)
+    assert sorted(p.name for p in (target / "a").iterdir()) == ["00.png", "01.png", "02.png", "masks", "subject.yaml"]
+    b = make_subject_dir(tmp_path, "b", "hta")
+    (tmp_path / "notes.txt").write_text("not a photo")
+    os.symlink(tmp_path / "notes.txt", b / "03.png")
+    with pytest.raises(MudiError, match=str(b / "03.png")):
+        copy_subjects([str(b)], tmp_path / "run2" / "subjects")
+    assert not (tmp_path / "run2").exists()
+    from PIL import Image
+
+    for size in ((1, 1), (20000, 20)):
+        c = make_subject_dir(tmp_path / f"s{size[0]}", "c", "ccc", n=1)
+        Image.new("RGB", size).save(c / "00.png")
+        (c / "masks" / "00.png").unlink()
+        with pytest.raises(MudiError, match="cannot show a subject"):
+            find_subjects(c)[0].load(0)
+
+
+def test_nan_lora_weights_are_refused_before_a_model_loads(tmp_path):
+    import torch
+    from safetensors.torch import save_file
+
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    save_file({"unet.x.lora_A.weight": torch.tensor([[1.0, float("nan")]]),
+               "unet.x.lora_B.weight": torch.zeros(2, 1)}, str(bad / "pytorch_lora_weights.safetensors"))
+    out = tmp_path / "gen"
+    assert main(["generate", "--backbone", "tiny-sd", "--lora", str(bad), "--prompt", "a dog", "--init", "none",
+                 "--out", str(out)]) == 2
+    assert main(["merge", "--backbone", "tiny-sd", "--lora", str(bad), str(bad), "--out", str(tmp_path / "m")]) == 2
+    assert not (tmp_path / "m").exists()
+
+
+def test_a_layout_is_checked_before_training(tmp_path, capsys):
+    work = tmp_path / "work"
+    make_subject_dir(work / "in", "a", "olis")
+    make_subject_dir(work / "in", "b", "hta")
+    (work / "secret.txt").write_text("\xff\xfe not json")
+    os.symlink(work / "secret.txt", work / "layout.json")
+    run = work / "run.yaml"
+    run.write_text(yaml.safe_dump({"subjects": ["in/a", "in/b"], "output_dir": "out", "backbone": "tiny-sd",
+                                   "generate": {"layout": "layout.json"}}))
+    assert main(["run", str(run)]) == 2
+    assert "layout" in capsys.readouterr().err and not (work / "out").exists()
+
+
+def test_the_report_shows_no_machine_paths_and_survives_non_utf8_names(tmp_path):
+    from mudi.pipeline.report import _relative_paths
+    from mudi.pipeline.stages import RunState
+
+    out = tmp_path / "runs" / "r"
+    out.mkdir(parents=True)
+    cfg = RunConfig(subjects=[str(tmp_path / "data" / "a"), str(tmp_path / "data" / "b")], output_dir=str(out),
+                    backbone="tiny-sd")
+    st = RunState(cfg, out)
+    text = _relative_paths(st, f"subjects: [{tmp_path / 'data' / 'a'}]\noutput_dir: {out}\nx: {out}/train")
+    assert str(tmp_path) not in text and "../../data/a" in text and "x: train" in text
+    from mudi.pipeline.report import write_report
+
+    st.names = ["a\udcff"]  # a name read from a Latin-1 file name (surrogate-escaped)
+    path = write_report(st)
+    assert "\ufffd" in path.read_text(encoding="utf-8") and str(tmp_path) not in path.read_text(encoding="utf-8")

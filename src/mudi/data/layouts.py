@@ -20,4 +20,6 @@ def load_layout(path: str | Path, subject_keys: Sequence[Sequence[str]]) -> list
         data = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as e:
         raise MudiError(f"{path}: not valid JSON ({e.msg} at line {e.lineno} column {e.colno})") from None
+    except (UnicodeDecodeError, RecursionError):
+        raise MudiError(f"{path}: not a UTF-8 JSON layout; give a JSON file like {LAYOUT_EXAMPLE}") from None
     return parse_layout(data, subject_keys, source=str(path))

@@ -51,6 +51,18 @@ MAX_TEXT = 1000  # characters of any one name, class or caption in a subject fil
 _UNSAFE_NAME_CHARS = set('/\\:*?"<>|')
 
 
+MIN_PHOTO_SIDE = 16
+MAX_PHOTO_ASPECT = 8.0
+
+
+def check_photo_size(hw: tuple[int, int], path: object) -> None:
+    """A one-line error for a reference photo too small or too elongated to hold a subject."""
+    h, w = hw
+    if min(h, w) < MIN_PHOTO_SIDE or max(h, w) > MAX_PHOTO_ASPECT * min(h, w):
+        raise MudiError(f"{path}: a {w}x{h} photo cannot show a subject; use photos at least {MIN_PHOTO_SIDE} px "
+                        f"on each side and at most {MAX_PHOTO_ASPECT:g}:1 (crop it, or remove it from the folder)")
+
+
 def check_subject_name(name: object, where: object) -> str:
     """``name`` if it is a safe single path component (a subject's name becomes ``subjects/<name>/`` of a run);
     a one-line :class:`MudiError` otherwise. ``where`` names the file that gave it."""
@@ -143,6 +155,7 @@ class Subject:
         """``(rgb (H, W, 3) uint8, mask (H, W) bool or None)`` of reference image ``index``."""
         item = self.images[index]
         rgb, alpha, raw = read_image(item.path)
+        check_photo_size(rgb.shape[:2], item.path)
         if item.mask_path is not None:
             mask = read_mask(item.mask_path, item.path, (rgb.shape[1], rgb.shape[0]), raw)
         elif alpha is not None:

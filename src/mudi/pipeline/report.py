@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import html
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +19,7 @@ from PIL import Image
 from mudi.benchmark.methods import METHODS
 from mudi.data.images import read_image
 from mudi.environment import collect
-from mudi.io import write_text_atomic
+from mudi.io import write_bytes_atomic
 from mudi.pipeline.stages import MARKER, REPORT_FILE, RUN_FILE, RunState
 from mudi.scoring.report import thumbnail_data_uri
 from mudi.toyworld.evaluate import read_result
@@ -199,7 +200,8 @@ def render(st: RunState) -> str:
     c = st.config
     gen, scores = _scores(st)
     notice = f"<div class='notice' id='notice'>{c.notice}</div>" if c.notice else "<div id='notice'></div>"
-    config_text = (st.out / RUN_FILE).read_text(encoding="utf-8") if (st.out / RUN_FILE).is_file() else ""
+    config_text = _relative_paths(st, (st.out / RUN_FILE).read_text(encoding="utf-8", errors="replace")
+                                  if (st.out / RUN_FILE).is_file() else "")
     sections = {
         "notice": notice,
         "stages": "<h2>Stages</h2>" + _stages(st),
@@ -212,15 +214,28 @@ def render(st: RunState) -> str:
                   + html.escape(yaml.safe_dump(collect(), sort_keys=False)) + "</pre>",
     }
     body = "".join(f"<section id='{k}'>{sections[k]}</section>" for k in SECTIONS)
-    return (f"<!doctype html><html><head><meta charset='utf-8'><title>mudi run — {html.escape(c.output_dir)}"
-            f"</title><style>{CSS}</style></head><body><h1>mudi run</h1><p>{html.escape(str(st.out))}: "
+    return (f"<!doctype html><html><head><meta charset='utf-8'><title>mudi run — {html.escape(st.out.name)}"
+            f"</title><style>{CSS}</style></head><body><h1>mudi run</h1><p>{html.escape(st.out.name)}: "
             f"{', '.join(html.escape(Path(p).name) for p in st.subject_paths())}; backbone {html.escape(c.backbone)}"
             f"</p>{body}</body></html>")
 
 
+def _relative_paths(st: RunState, text: str) -> str:
+    """``text`` with the absolute paths of this machine written relative to the run folder (a report is shared;
+    the folders of the machine that made it are nobody's business)."""
+    out = str(st.out.resolve())
+    prefixes = sorted({out, *(str(Path(p).resolve().parent) for p in st.config.subjects)}, key=len, reverse=True)
+    for prefix in prefixes:
+        rel = os.path.relpath(prefix, out)
+        text = text.replace(prefix + os.sep, ("" if rel == "." else rel + os.sep)).replace(prefix, rel)
+    return text
+
+
 def write_report(st: RunState) -> Path:
+    """``report.html``; names that are not valid UTF-8 (a photo named with Latin-1 bytes) are shown with U+FFFD."""
     path = st.out / REPORT_FILE
-    write_text_atomic(path, render(st))
+    text = render(st).encode("utf-8", errors="surrogateescape").decode("utf-8", errors="replace")
+    write_bytes_atomic(path, text.encode("utf-8"))
     return path
 
 

@@ -344,6 +344,15 @@ def evaluation_models(cfg: Any) -> tuple[Any, Any, Any]:
     return build_detector(cfg), build_embedders(cfg), build_text_scorers(cfg)
 
 
+def check_layout(config: RunConfig, subjects: list[Any]) -> None:
+    """A layout file of the generate block is read and checked now, not after training."""
+    from mudi.data.layouts import load_layout
+
+    layout = config.generate.get("layout")
+    if isinstance(layout, str) and layout.endswith(".json"):
+        load_layout(layout, [[s.identifier, s.name, s.phrase] for s in subjects])
+
+
 def run_inputs(config: RunConfig) -> list[str]:
     """Every file or folder the run reads (subject folders, local model folders, the stage blocks' paths)."""
     from mudi.pipeline.config import PATH_KEYS
@@ -365,6 +374,7 @@ def run_pipeline(config: RunConfig, say: Callable[[str], None] = print) -> Path:
         raise MudiError("mudi run coordinates the stages in one process; for several GPUs, run it plainly and set "
                         "train_launch='accelerate launch --multi_gpu --num_processes N' (docs/run.md)")
     _, subjects = source_fingerprint(config.subjects)  # every subject readable before anything is written
+    check_layout(config, subjects)
     claim_run_folder(Path(config.output_dir), RUN_ENTRIES, run_inputs(config), config.force, write=False)
     out = prepare_output_dir(config.output_dir, "run folder")
     with OutputLock(out, "run"):

@@ -48,6 +48,7 @@ def check_lora_family(paths: Sequence[str], backbone_name: str) -> None:
     wanted = registry.family_of(backbone_name)
     for p in paths:
         lora_file(Path(p))  # a missing or ambiguous path fails now, not after the model loaded
+        check_lora_finite(lora_path(p))
         folder = Path(p) if Path(p).is_dir() else Path(p).parent
         data = read_manifest(folder)
         if not data:
@@ -57,6 +58,22 @@ def check_lora_family(paths: Sequence[str], backbone_name: str) -> None:
             continue
         raise MudiError(f"{p}: this LoRA was trained for {family} (--backbone {trained}), not for {wanted} "
                         f"(--backbone {backbone_name}); use --backbone {trained} or a LoRA trained for {wanted}")
+
+
+def check_lora_finite(path: Path) -> None:
+    """Refuse (one line) a LoRA file with NaN or infinite weights: it would give black images or a failed merge."""
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            for key in f.keys():
+                t = f.get_tensor(key)
+                if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+                    raise MudiError(f"{path}: the LoRA weight {key} holds NaN or infinite values; the file is damaged "
+                                    "(retrain, or use an earlier checkpoint or snapshot)")
+    except MudiError:
+        raise
+    except Exception as e:  # a truncated or foreign file
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:160]
+        raise MudiError(f"{path}: not a readable safetensors LoRA ({first})") from None
 
 
 def lora_shapes(path: Path) -> dict[str, tuple[int, ...]]:

@@ -30,7 +30,7 @@ from tqdm.auto import tqdm
 from mudi.adapters.base import GroupSegmenter
 from mudi.config import save_config
 from mudi.data.images import read_image, read_mask
-from mudi.data.subjects import load_subjects, mask_path_for, record_masks
+from mudi.data.subjects import check_photo_size, load_subjects, mask_path_for, record_masks
 from mudi.devices import describe, place_config
 from mudi.errors import MudiError
 from mudi.io import OutputLock, prepare_output_dir, save_image_atomic, write_json_atomic
@@ -187,6 +187,7 @@ def _segment_subject(subject: Any, config: SegmentConfig, detector: Any, segment
             item = subject.images[i]
             try:
                 rgb, alpha, _ = read_image(item.path)  # not subject.load: a replaced mask need not be readable
+                check_photo_size(rgb.shape[:2], item.path)
             except MudiError as e:
                 failed(item, str(e))
                 continue
