@@ -33,8 +33,9 @@ def _setup(seed=0, shape=(1, 4, 16, 16)):
     return latents, mask
 
 
-def test_default_gamma_follows_appendix_b9():
-    assert [default_gamma(n) for n in (1, 2, 3, 4, 5)] == [2.0, 2.0, 2.0, 3.0, 3.0]
+def test_default_gamma_is_algorithm_2s_for_two_subjects_and_b9s_beyond():
+    # two subjects: Algorithm 2's gamma=1.0 (the paper's main results); 3 and more: Appendix B.9's 2 and 3
+    assert [default_gamma(n) for n in (1, 2, 3, 4, 5)] == [1.0, 1.0, 2.0, 3.0, 3.0]
     with pytest.raises(MudiError):
         default_gamma(0)
 

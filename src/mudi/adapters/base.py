@@ -104,6 +104,7 @@ class Backbone(Protocol):
     frozen_components: tuple[str, ...]  # pipeline components frozen while the LoRA trains
     default_num_inference_steps: int
     default_guidance_scale: float | None  # None: the pipeline's own default
+    default_init: str               # the generation init of `init: auto`: "mean_shifted" (MuDI) or "none"
     prediction_type: str            # "epsilon" | "v_prediction" | "flow_matching"
     training_guidance_scale: float  # the guidance-embedding value while training (distilled models)
     segmix_preset: str              # the Seg-Mix geometry of the authors' code for this family (core.segmix)

@@ -49,8 +49,11 @@ class FluxBackbone(DenoiserPlacement):
     # the cost), which the paper's FLUX recipe does not use, so mudi passes none.
     supports_negative_prompt = False
     frozen_components = ("vae", "text_encoder", "text_encoder_2", "transformer")
-    default_num_inference_steps = 30
+    default_num_inference_steps = 28  # FluxPipeline's default (the authors' FLUX validation calls it so)
     default_guidance_scale: float | None = None
+    # The authors' FLUX pipeline does without the init ("FLUX ... showing strong results even without our
+    # initialization! (So, we exclude it in our pipeline with FLUX)", their README); `--init mean_shifted` opts in.
+    default_init = "none"
     segmix_preset = "flux"  # the authors' FLUX Seg-Mix (scale, margins, black backgrounds, caption)
     train_vae_in_float32 = False
 

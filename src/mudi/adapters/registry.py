@@ -149,6 +149,17 @@ def family_of(name: str) -> str | None:
     return getattr(owner, "family", None) or getattr(factory, "family", None)
 
 
+def backbone_default(name: str, attribute: str, default: Any = None) -> Any:
+    """A class-level default of a registered backbone (``default_init``, ``default_num_inference_steps`` ...),
+    without building it; ``default`` when the name is unknown or its adapter does not say."""
+    try:
+        factory = resolve("backbone", name)
+    except MudiError:
+        return default
+    owner = getattr(factory, "__self__", None) or getattr(factory, "backbone_class", None)
+    return getattr(owner, attribute, default)
+
+
 # ------------------------------------------------------------------------------------------------ checkpoints
 def pipeline_families() -> dict[str, list[str]]:
     """diffusers pipeline class name → the registered backbone names whose adapter loads it."""

@@ -41,8 +41,10 @@ class StableDiffusionBackbone(DenoiserPlacement):
     default_resolution = 512
     supports_negative_prompt = True
     frozen_components: tuple[str, ...] = ("vae", "text_encoder", "unet")
-    default_num_inference_steps = 30
+    # diffusers' StableDiffusion(XL)Pipeline default, which the authors' inference (utils/pipe.py) calls with
+    default_num_inference_steps = 50
     default_guidance_scale: float | None = None
+    default_init = "mean_shifted"  # MuDI's init (Sec. 4.2, Algorithm 2)
     training_guidance_scale = 1.0  # no guidance embedding: unused
     segmix_preset = "sdxl"  # the authors' Seg-Mix geometry of their SDXL code (SD1.5/2.x: the same code path)
     train_vae_in_float32 = False

@@ -176,3 +176,8 @@ build_tiny_sd.family = StableDiffusion15Backbone.family  # type: ignore[attr-def
 build_tiny_sd2.family = StableDiffusion2Backbone.family  # type: ignore[attr-defined]
 build_tiny_sdxl.family = StableDiffusionXLBackbone.family  # type: ignore[attr-defined]
 build_tiny_flux.family = FluxBackbone.family  # type: ignore[attr-defined]
+# The adapter class of each tiny build, for its other class-level defaults (registry.backbone_default).
+build_tiny_sd.backbone_class = StableDiffusion15Backbone  # type: ignore[attr-defined]
+build_tiny_sd2.backbone_class = StableDiffusion2Backbone  # type: ignore[attr-defined]
+build_tiny_sdxl.backbone_class = StableDiffusionXLBackbone  # type: ignore[attr-defined]
+build_tiny_flux.backbone_class = FluxBackbone  # type: ignore[attr-defined]

@@ -15,10 +15,10 @@ from tqdm.auto import tqdm
 from mudi.benchmark.config import STAGE_FILE
 from mudi.benchmark.methods import METHODS, write_nodesc_subjects
 from mudi.config import from_dict, to_dict
+from mudi.core.init_latents import default_gamma
 from mudi.core.prompts import fill_placeholders, placeholder_count
 from mudi.data.manifests import fingerprint, is_done, read_marker, write_marker
 from mudi.data.subjects import load_subjects
-from mudi.devices import dtype_name
 from mudi.errors import MudiError
 from mudi.io import save_image_atomic, write_json_atomic
 from mudi.sampling.images import generate_images
@@ -107,7 +107,8 @@ def generate_cell(runner: BenchmarkRunner, pair: str, method: str, train_cfg: An
                             f"{len(subjects)} subjects")
     filled = [fill_placeholders(p, phrases) for p in prompts]
     seeds = [c.seed + i for i in range(c.num_seeds)]
-    settings = generation_settings(runner, method, train_fp, prompts=filled, seeds=seeds)
+    gamma = c.gamma if c.gamma is not None else default_gamma(len(subjects))  # recorded: a new default re-generates
+    settings = generation_settings(runner, method, train_fp, gamma, prompts=filled, seeds=seeds)
     negative = settings["negative_prompt"]
     fp, done = begin_generation(runner, cell, settings, tag)
     if done:
@@ -129,7 +130,7 @@ def generate_cell(runner: BenchmarkRunner, pair: str, method: str, train_cfg: An
                 chunk = mine[start:start + bs]
                 results = generate_images(
                     backbone, [filled[k] for k, _ in chunk], [s for _, s in chunk],
-                    subjects=subjects if spec.init != "none" else None, gamma=c.gamma, init=spec.init,
+                    subjects=subjects if spec.init != "none" else None, gamma=gamma, init=spec.init,
                     negative_prompt=negative, num_inference_steps=c.num_inference_steps,
                     guidance_scale=c.guidance_scale, height=c.height, width=c.width, batch_size=bs,
                     progress=False)
@@ -148,12 +149,14 @@ def generate_cell(runner: BenchmarkRunner, pair: str, method: str, train_cfg: An
     return fp, cell
 
 
-def generation_settings(runner: BenchmarkRunner, method: str, train_fp: str, **images: Any) -> dict:
-    """What a cell's images depend on: its LoRA, its ``images`` (prompts and seeds) and the sampler settings."""
+def generation_settings(runner: BenchmarkRunner, method: str, train_fp: str, gamma: float | None,
+                        **images: Any) -> dict:
+    """What a cell's images depend on: its LoRA, its ``images`` (prompts and seeds) and the sampler settings
+    (``gamma``: the init's γ, or ``None`` for a per-image rule)."""
     c, spec = runner.config, METHODS[method]
     return {"train": train_fp, "init": spec.init, **images,
             "num_inference_steps": c.num_inference_steps, "guidance_scale": c.guidance_scale,
-            "gamma": c.gamma if spec.init != "none" else 0.0, "height": c.height, "width": c.width,
+            "gamma": gamma if spec.init != "none" else 0.0, "height": c.height, "width": c.width,
             "negative_prompt": c.negative_prompt if spec.use_negative_prompt else None, "backbone": c.backbone,
             "dtype": c.dtype}
 
@@ -204,8 +207,8 @@ def evaluation_done(runner: BenchmarkRunner, marker: Path, fp: str, tag: str) ->
 def evaluate_cell(runner: BenchmarkRunner, pair: str, pair_dir: Path, method: str, gen_fp: str, cell: Path,
                   prompts: list[str], tag: str) -> dict:
     c = runner.config
-    device, dtype = runner.placement()
-    place = {"device": str(device), "dtype": dtype_name(dtype)}
+    device, _ = runner.placement()
+    place = {"device": str(device)}  # scoring has its own dtype (float32 unless evaluate.dtype)
     probe = c.evaluate_config(str(cell / "images"), [str(pair_dir)], "", **place)
     settings = {"generate": gen_fp, "evaluate": {k: v for k, v in to_dict(probe).items()
                                                  if k not in ("images", "output_dir", "device", "batch_size",

@@ -96,7 +96,7 @@ class BenchmarkConfig:
     seed: int = field(default=0, metadata={"help": "first seed"})
     num_inference_steps: int = field(default=30, metadata={"help": "sampler steps"})
     guidance_scale: float | None = field(default=None, metadata={"help": "CFG scale (default: the pipeline's)"})
-    gamma: float | None = field(default=None, metadata={"help": "init strength γ (default: 2 for 2-3 subjects)"})
+    gamma: float | None = field(default=None, metadata={"help": "init strength γ (default: 1 for two subjects, Algorithm 2; 2 for three, 3 beyond)"})
     height: int | None = field(default=None, metadata={"help": "image height (default: the model's)"})
     width: int | None = field(default=None, metadata={"help": "image width (default: the model's)"})
     negative_prompt: str = field(default=DEFAULT_NEGATIVE_PROMPT, metadata={
@@ -106,7 +106,8 @@ class BenchmarkConfig:
         "help": "generation and evaluation device: auto (this process's accelerate device: its GPU when there is "
                 "one), cpu, cuda:1, ..."})
     dtype: Literal["auto", "float32", "float16", "bfloat16"] = field(default="auto", metadata={
-        "help": "generation and evaluation dtype: auto (bfloat16/float16 on a GPU, float32 on the CPU)"})
+        "help": "generation dtype: auto (bfloat16/float16 on a GPU, float32 on the CPU); scoring runs in float32 "
+                "(evaluate.dtype to change it)"})
     evaluate: dict[str, Any] = field(default_factory=dict, metadata={
         "help": "EvaluateConfig keys over the paper's models (owlv2; dreamsim, dinov2; image_reward, clip)"})
     generic_classes: dict[str, str] = field(default_factory=dict, metadata={
@@ -132,7 +133,7 @@ class BenchmarkConfig:
         if self.num_prompts is not None and self.num_prompts < 1:
             raise MudiError(f"num_prompts {self.num_prompts} must be at least 1 (or unset for all)")
         if self.gamma is not None and self.gamma < 0:
-            raise MudiError(f"gamma {self.gamma} must be >= 0 (the paper uses 2)")
+            raise MudiError(f"gamma {self.gamma} must be >= 0 (the paper uses 1 for two subjects)")
         for m in self.method_train:
             if m not in METHODS:
                 raise MudiError(f"method_train.{m}: unknown method; choose from {', '.join(METHODS)}")
@@ -151,9 +152,10 @@ class BenchmarkConfig:
         self.evaluate_config("check", [], "")  # validates keys and model names
 
     def evaluate_config(self, images: str, subjects: list[str], output_dir: str, prompt: str = "",
-                        cache_dir: str = "", device: str = "auto", dtype: str = "auto") -> EvaluateConfig:
-        """The :class:`~mudi.evaluate.EvaluateConfig` of one evaluation (the paper's models + ``evaluate``)."""
-        values = {**PAPER_EVALUATE, "cache_dir": cache_dir, "device": device, "dtype": dtype, **self.evaluate,
+                        cache_dir: str = "", device: str = "auto") -> EvaluateConfig:
+        """The :class:`~mudi.evaluate.EvaluateConfig` of one evaluation (the paper's models + ``evaluate``); its
+        dtype is EvaluateConfig's (float32, as the authors score) unless ``evaluate.dtype`` says otherwise."""
+        values = {**PAPER_EVALUATE, "cache_dir": cache_dir, "device": device, **self.evaluate,
                   "images": images,
                   "subjects": subjects, "output_dir": output_dir, "prompt": prompt}
         return from_dict(EvaluateConfig, values, prefix="evaluate.")

@@ -39,10 +39,10 @@ from mudi.benchmark.cells import (
 from mudi.benchmark.methods import METHODS
 from mudi.benchmark.tables import write_study_tables
 from mudi.config import to_dict
+from mudi.core.init_latents import appendix_b9_gamma
 from mudi.data.images import read_image
 from mudi.data.manifests import fingerprint, read_marker
 from mudi.data.subjects import load_subjects
-from mudi.devices import dtype_name
 from mudi.errors import MudiError
 from mudi.io import save_image_atomic, write_json_atomic
 from mudi.sampling.images import generate_images, resolve_prompt
@@ -159,7 +159,7 @@ def _generate(runner: BenchmarkRunner, method: str, train_cfg: Any, train_fp: st
     for i, order in enumerate(subject_orders(len(subjects), n, s.num_images, c.seed)):
         prompt = resolve_prompt(template, [subjects[j].phrase for j in order], s.use_count_prefix, s.count_noun)
         jobs.append((i, c.seed + i, order, prompt))
-    settings = generation_settings(runner, method, train_fp, jobs=[(sd, list(o), p) for _, sd, o, p in jobs])
+    settings = generation_settings(runner, method, train_fp, c.gamma, jobs=[(sd, list(o), p) for _, sd, o, p in jobs])
     negative = settings["negative_prompt"]
     fp, done = begin_generation(runner, cell, settings, tag)
     if done:
@@ -180,7 +180,8 @@ def _generate(runner: BenchmarkRunner, method: str, train_cfg: Any, train_fp: st
                 order = chunk[0][2]
                 made = generate_images(backbone, [j[3] for j in chunk], [j[1] for j in chunk],
                                        subjects=[subjects[k] for k in order] if spec.init != "none" else None,
-                                       gamma=c.gamma, init=spec.init, negative_prompt=negative,
+                                       gamma=c.gamma if c.gamma is not None else appendix_b9_gamma(n),
+                                       init=spec.init, negative_prompt=negative,
                                        num_inference_steps=c.num_inference_steps, guidance_scale=c.guidance_scale,
                                        height=c.height, width=c.width, batch_size=c.batch_size, progress=False)
                 for (i, sd, order_i, _), r in zip(chunk, made):
@@ -200,8 +201,8 @@ def _generate(runner: BenchmarkRunner, method: str, train_cfg: Any, train_fp: st
 def _evaluate(runner: BenchmarkRunner, n: int, cell: Path, gen_fp: str, references: list, pair_dir: Path,
               tag: str) -> dict:
     c = runner.config
-    device, dtype = runner.placement()
-    probe = c.evaluate_config("study", [str(pair_dir)], "", device=str(device), dtype=dtype_name(dtype))
+    device, _ = runner.placement()
+    probe = c.evaluate_config("study", [str(pair_dir)], "", device=str(device))
     probe = dataclasses.replace(probe, text_scorers=[])  # the study needs detections and D&C only
     settings = {"generate": gen_fp, "evaluate": {k: v for k, v in to_dict(probe).items()
                                                  if k not in ("images", "output_dir", "device", "batch_size",

@@ -35,22 +35,37 @@ import torch.nn.functional as F
 
 from mudi.errors import MudiError
 
-#: γ the paper uses for 2–3 subjects, and for more than three (Appendix B.9).
-GAMMA_FEW_SUBJECTS = 2.0
+#: γ behind the paper's two-subject results: Algorithm 2's default ``gamma=1.0`` (Appendix A.1); Figure 27
+#: labels MuDI "γ = 1". (Sec. 4.2 and B.3 give no other two-subject value.)
+GAMMA_TWO_SUBJECTS = 1.0
+#: γ of the N-subject study (Appendix B.9): 2 for two or three subjects, 3 for more than three. B.9 is the only
+#: source for three or more subjects, so its values apply there (and to the study's own two-subject cell).
+GAMMA_THREE_SUBJECTS = 2.0
 GAMMA_MANY_SUBJECTS = 3.0
 #: Above this γ the paper observes saturated images with the layout of x_init frozen (Appendix B.3).
 GAMMA_SATURATION = 4.0
 
 
 def default_gamma(num_subjects: int) -> float:
-    """The paper's γ: 2 for up to three subjects, 3 for more (Appendix B.9).
+    """The paper's γ: 1 for one or two subjects (Algorithm 2, the main results), Appendix B.9's for more.
 
     >>> default_gamma(2), default_gamma(3), default_gamma(4)
-    (2.0, 2.0, 3.0)
+    (1.0, 2.0, 3.0)
     """
     if num_subjects < 1:
         raise MudiError(f"default_gamma needs at least one subject, got {num_subjects}")
-    return GAMMA_FEW_SUBJECTS if num_subjects <= 3 else GAMMA_MANY_SUBJECTS
+    return GAMMA_TWO_SUBJECTS if num_subjects <= 2 else appendix_b9_gamma(num_subjects)
+
+
+def appendix_b9_gamma(num_subjects: int) -> float:
+    """γ of the N-subject study (Appendix B.9): 2 for two or three subjects, 3 for more than three.
+
+    >>> appendix_b9_gamma(2), appendix_b9_gamma(3), appendix_b9_gamma(5)
+    (2.0, 2.0, 3.0)
+    """
+    if num_subjects < 1:
+        raise MudiError(f"appendix_b9_gamma needs at least one subject, got {num_subjects}")
+    return GAMMA_THREE_SUBJECTS if num_subjects <= 3 else GAMMA_MANY_SUBJECTS
 
 
 def image_to_pixels(image: np.ndarray, device: torch.device | str = "cpu",

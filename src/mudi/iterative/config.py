@@ -56,9 +56,10 @@ class IterateConfig:
         "help": "prefix each prompt with 'N objects: ' (B.9; helps with more than two subjects)",
         "flags": ["--count-prefix"]})
     count_noun: str = field(default="objects", metadata={"help": "noun of the count prefix (objects, animals)"})
-    init: Literal["mean_shifted", "none"] = field(default="mean_shifted", metadata={
-        "help": "initial latents of the generated images: mean_shifted (MuDI) or none (the plain pipeline)"})
-    gamma: float | None = field(default=None, metadata={"help": "init strength γ (default: 2 up to 3 subjects, 3 above)"})
+    init: Literal["auto", "mean_shifted", "none"] = field(default="auto", metadata={
+        "help": "initial latents of the generated images: mean_shifted (MuDI), none (the plain pipeline), or auto: "
+                "the backbone's (mean_shifted; FLUX none, as the authors' FLUX pipeline)"})
+    gamma: float | None = field(default=None, metadata={"help": "init strength γ (default: 1 for two subjects, 2 for three, 3 above)"})
     num_inference_steps: int | None = field(default=None, metadata={
         "help": "sampler steps (default: the backbone's)", "flags": ["--steps"]})
     guidance_scale: float | None = field(default=None, metadata={"help": "CFG scale (default: the pipeline's)"})
@@ -80,7 +81,8 @@ class IterateConfig:
         "help": "torch device of generation and scoring: auto (CUDA, then MPS, then CPU), cpu, cuda:1 "
                 "(training: auto or cpu)"})
     dtype: Literal["auto", "float32", "float16", "bfloat16"] = field(default="auto", metadata={
-        "help": "model dtype of generation and scoring: auto (bfloat16/float16 on a GPU, float32 on the CPU)"})
+        "help": "model dtype of generation: auto (bfloat16/float16 on a GPU, float32 on the CPU); D&C scoring runs "
+                "in float32 unless evaluate.dtype says otherwise"})
     progress: bool = field(default=True, metadata={"help": "show progress bars"})
 
     def __post_init__(self) -> None:
@@ -111,6 +113,6 @@ class IterateConfig:
 
     def evaluate_config(self, subjects: list[str] | None = None) -> EvaluateConfig:
         """The EvaluateConfig of the D&C scoring (the paper's models, ``evaluate`` over them)."""
-        values = {**PAPER_EVALUATE, "device": self.device, "dtype": self.dtype, **self.evaluate,
+        values = {**PAPER_EVALUATE, "device": self.device, **self.evaluate,
                   "subjects": list(subjects or []), "report": False}
         return from_dict(EvaluateConfig, values, prefix="evaluate.")

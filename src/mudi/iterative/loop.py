@@ -35,6 +35,7 @@ import yaml
 
 from mudi.adapters import registry
 from mudi.config import from_dict, save_config, to_dict
+from mudi.core.init_latents import default_gamma
 from mudi.data.images import read_image
 from mudi.data.manifests import (
     LORA_FILE,
@@ -65,6 +66,7 @@ from mudi.iterative.templates import Transport, llm_templates, shipped_prompts_f
 from mudi.merging.config import MergeConfig
 from mudi.merging.folder import merge_to_folder
 from mudi.sampling.images import generate_images, resolve_prompt
+from mudi.sampling.init import resolve_init
 from mudi.sampling.layout_llm import InsecureEndpoint
 from mudi.sampling.loras import apply_loras, check_lora_family, lora_file, lora_path
 from mudi.training.config import TrainConfig
@@ -109,7 +111,7 @@ class _Models:
     def scorer(self) -> Any:
         if self._scorer is None:
             ecfg = self.config.evaluate_config([str(s.root) for s in self.subjects])
-            ecfg = dataclasses.replace(ecfg, device=str(self.device), dtype=dtype_name(self.dtype))
+            ecfg = dataclasses.replace(ecfg, device=str(self.device))  # dtype: the scoring's own (float32)
             self._scorer = DncScorer(self.subjects, ecfg, self.config.metric, cache_dir=str(self.cache_dir))
         return self._scorer
 
@@ -138,6 +140,7 @@ def run_iterations(config: IterateConfig, scorer: Any = None, llm_transport: Tra
     backbone_name = config.backbone or manifest.get("backbone")
     if not backbone_name:
         raise MudiError(f"{config.lora} records no backbone (no mudi_subjects.json): pass --backbone")
+    config = dataclasses.replace(config, init=resolve_init(config.init, backbone_name=backbone_name))
     check_lora_family([config.lora], backbone_name)
     if config.subjects:
         subjects = load_subjects(config.subjects)
@@ -238,7 +241,8 @@ def _generate(config: IterateConfig, models: _Models, subjects: list, lora: str,
     generation keeps the images written (image k depends only on its seed and prompt)."""
     use_init = config.init == "mean_shifted"
     settings = {"lora": lora_fp, "jobs": [(j["seed"], j["prompt"]) for j in jobs], "init": config.init,
-                "gamma": config.gamma, "steps": config.num_inference_steps, "guidance": config.guidance_scale,
+                "gamma": config.gamma if config.gamma is not None or not use_init else default_gamma(len(subjects)),
+                "steps": config.num_inference_steps, "guidance": config.guidance_scale,
                 "negative_prompt": config.negative_prompt, "subjects": [str(s.root) for s in subjects],
                 "backbone": models.name, "model": config.pretrained_model_name_or_path}
     fp = fingerprint(settings)

@@ -58,7 +58,8 @@ class RunConfig:
         "help": "make a prior set of the subjects' classes (mudi prior) and train with prior preservation"})
     segmix_preview: int = field(default=8, metadata={"help": "Seg-Mix compositions shown in the report"})
     device: str = field(default="auto", metadata={"help": "device of every stage: auto, cpu, cuda, cuda:1, ..."})
-    dtype: str = field(default="auto", metadata={"help": "dtype of the generation and evaluation models"})
+    dtype: str = field(default="auto", metadata={
+        "help": "dtype of the generation, segmentation and prior models (evaluation: float32 unless evaluate.dtype)"})
     train_launch: str = field(default="", metadata={
         "help": "run each training as `<this> -m mudi.cli train` in its own process, e.g. 'accelerate launch "
                 "--multi_gpu --num_processes 4' for several GPUs (default: in this process)"})

@@ -28,10 +28,11 @@ class GenerateConfig:
         "help": "prompt; [V1], [V2]... stand for the subjects' phrases (default: 'A photo of [V1] and [V2].')"})
     negative_prompt: str = field(default=DEFAULT_NEGATIVE_PROMPT, metadata={
         "help": "negative prompt (Appendix A.1); ignored by backbones without one (FLUX)"})
-    init: Literal["mean_shifted", "none"] = field(default="mean_shifted", metadata={
-        "help": "mean_shifted (MuDI, Sec. 4.2) or none (the plain pipeline)"})
+    init: Literal["auto", "mean_shifted", "none"] = field(default="auto", metadata={
+        "help": "mean_shifted (MuDI, Sec. 4.2), none (the plain pipeline), or auto: the backbone's (mean_shifted; "
+                "FLUX none, as the authors' FLUX pipeline)"})
     gamma: float | None = field(default=None, metadata={
-        "help": "init strength γ (default: 2 for up to 3 subjects, 3 beyond; > 4 saturates)"})
+        "help": "init strength γ (default: 1 for two subjects as Algorithm 2, 2 for three and 3 beyond as Appendix B.9; > 4 saturates)"})
     layout: str = field(default="random", metadata={"help": "random (Seg-Mix), llm, or a layout JSON file"})
     relative_sizes: list[float] | None = field(default=None, metadata={
         "help": "height ratio per subject for the random layout, e.g. 1,2 (Appendix C.1)"})
@@ -70,7 +71,7 @@ class GenerateConfig:
         if self.num_inference_steps is not None and self.num_inference_steps < 1:
             raise MudiError(f"--num_inference_steps {self.num_inference_steps}: give at least 1")
         if self.gamma is not None and (not math.isfinite(self.gamma) or self.gamma < 0):
-            raise MudiError(f"--gamma {self.gamma} must be >= 0 (the paper uses 2-3; 0 gives the plain pipeline)")
+            raise MudiError(f"--gamma {self.gamma} must be >= 0 (the paper uses 1-3; 0 gives the plain pipeline)")
         if self.lora_weights and len(self.lora_weights) != len(self.lora):
             raise MudiError(f"{len(self.lora_weights)} --lora_weights for {len(self.lora)} --lora: give one per LoRA")
         for name in ("height", "width"):

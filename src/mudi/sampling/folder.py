@@ -9,6 +9,7 @@ over their inits); ``generate_config.yaml`` (the resolved config). Extras live i
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from pathlib import Path
@@ -30,6 +31,7 @@ from mudi.errors import MudiError
 from mudi.io import OutputLock, prepare_output_dir, save_image_atomic, write_json_atomic
 from mudi.sampling.config import CONFIG_FILE, GenerateConfig
 from mudi.sampling.images import GeneratedImage, generate_images, resolve_prompt
+from mudi.sampling.init import resolve_init
 from mudi.sampling.layout_llm import llm_layout_or_none
 from mudi.sampling.loras import apply_loras, check_lora_family
 from mudi.visualize import image_grid, label_map
@@ -42,7 +44,9 @@ def generate_to_folder(config: GenerateConfig, backbone: Any = None) -> list[Gen
 
     Everything a person could get wrong (subjects, masks, prompt, layout, sizes, LoRA paths and families, the
     output folder) is checked before a model loads; each batch's images are written as soon as they exist.
+    ``init: auto`` becomes the backbone's default here (FLUX: none), and the written config says which.
     """
+    config = dataclasses.replace(config, init=resolve_init(config.init, backbone, config.backbone))
     lora_rows = read_lora_subjects(config.lora)
     if config.subjects:
         subjects = load_subjects(config.subjects)

@@ -23,7 +23,7 @@ from mudi.core.segmix import SegMixParams
 from mudi.core.types import Composition
 from mudi.data.manifests import SUBJECTS_FILE
 from mudi.errors import MudiError
-from mudi.sampling.init import build_initial_latents, compose_init
+from mudi.sampling.init import build_initial_latents, compose_init, resolve_init
 
 
 @dataclass
@@ -70,13 +70,13 @@ def generate_images(backbone: Any, prompts: str | Sequence[str], seeds: Sequence
     """Generate one image per seed (reusable by the trainer's validation and the benchmark runner).
 
     ``prompts``: one prompt, or one per seed, already filled in (see :func:`resolve_prompt`). ``subjects``
-    (:class:`mudi.data.subjects.Subject`, in prompt order) are needed for ``init="mean_shifted"``; ``gamma``
+    (:class:`mudi.data.subjects.Subject`, in prompt order) are needed for ``init="mean_shifted"`` (``"auto"``: the
+    backbone's ``default_init``, see :func:`mudi.sampling.init.resolve_init`); ``gamma``
     defaults to :func:`mudi.core.init_latents.default_gamma`; ``num_inference_steps`` and ``guidance_scale`` to
     the backbone's. Seeds are batched ``batch_size`` per pipeline call with one ``torch.Generator`` per seed, so
     image ``k`` depends only on its seed, not on the batching.
     """
-    if init not in ("mean_shifted", "none"):
-        raise MudiError(f"init {init!r} must be 'mean_shifted' or 'none'")
+    init = resolve_init(init, backbone)
     seeds = [int(s) for s in seeds]
     prompt_list = [prompts] * len(seeds) if isinstance(prompts, str) else list(prompts)
     if len(prompt_list) != len(seeds):

@@ -21,6 +21,23 @@ from mudi.core.segmix import SegMixParams
 from mudi.core.types import Composition
 from mudi.errors import MudiError
 
+INITS = ("auto", "mean_shifted", "none")
+
+
+def resolve_init(init: str, backbone: Any = None, backbone_name: str = "") -> str:
+    """``mean_shifted`` or ``none``: ``init`` itself, or for ``auto`` the family's ``default_init`` — the built
+    ``backbone``'s when given, else the registered ``backbone_name``'s (MuDI's init for SD/SDXL; none for FLUX,
+    whose authors' pipeline does without it). An adapter that does not say gets MuDI's init."""
+    if init not in INITS:
+        raise MudiError(f"init {init!r}: use auto, mean_shifted or none")
+    if init != "auto":
+        return init
+    if backbone is not None:
+        return getattr(backbone, "default_init", "mean_shifted")
+    from mudi.adapters import registry
+
+    return registry.backbone_default(backbone_name, "default_init", "mean_shifted")
+
 
 def compose_init(subjects: Sequence[Any], seed: int, size_hw: tuple[int, int], boxes: Sequence[NormBox] | None = None,
                  relative_sizes: Sequence[float] | None = None,

@@ -48,8 +48,10 @@ class EvaluateConfig:
     cache_dir: str = field(default="", metadata={"help": "folder caching reference embeddings by file hash"})
     device: str = field(default="auto", metadata={
         "help": "torch device: auto (CUDA, then MPS, then CPU), cpu, cuda:0, ..."})
-    dtype: Literal["auto", "float32", "float16", "bfloat16"] = field(default="auto", metadata={
-        "help": "model dtype: auto (bfloat16/float16 on a GPU, float32 on the CPU)"})
+    dtype: Literal["auto", "float32", "float16", "bfloat16"] = field(default="float32", metadata={
+        "help": "dtype of the detector and embedders: float32 (the authors'; a half-precision score can cross the "
+                "0.4 detection threshold and change a count, docs/evaluate.md), or float16/bfloat16/auto (faster "
+                "on a GPU)"})
     report: bool = field(default=True, metadata={"help": "write report.html"})
 
     def __post_init__(self) -> None:

@@ -495,12 +495,12 @@ def lora_targets(backbone: Any, requested: list[str]) -> list[str]:
 
 def default_validation(backbone: Any, prompts: list[str], subjects: list, config: TrainConfig,
                        resolution: int, segmix: Any = None) -> list[Any]:
-    """Validation images through :func:`mudi.sampling.images.generate_images` (mean-shifted init when the
-    subjects are segmented, else the plain pipeline)."""
+    """Validation images through :func:`mudi.sampling.images.generate_images` (the backbone's default init —
+    mean-shifted, FLUX none — when the subjects are segmented, else the plain pipeline)."""
     seeds = [config.seed + k for k in range(len(prompts))]
     has_masks = all(im.mask_path is not None for s in subjects for im in s.images)
     out = generate_images(backbone, prompts, seeds, subjects=subjects if has_masks else None,
-                          init="mean_shifted" if has_masks and len(subjects) > 1 else "none",
+                          init="auto" if has_masks and len(subjects) > 1 else "none",
                           num_inference_steps=config.num_validation_inference_steps, height=resolution,
                           width=resolution, progress=False, segmix_params=segmix or SegMixParams())
     return [g.image for g in out]
