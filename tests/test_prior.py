@@ -53,7 +53,8 @@ def test_judge_prior():
     assert judge_prior([], None, 0.01) == "0 detections"
     two = m.copy()
     two[40:50, 40:50] = True
-    assert judge_prior(one, two, 0.01) == "2 mask components"
+    assert judge_prior(one, two, 0.01, use_single_component=True) == "2 mask components"
+    assert judge_prior(one, two) == "kept"  # the authors keep SAM's mask as it is
     assert judge_prior(None, m, 0.5).startswith("mask covers")
 
 
@@ -62,8 +63,11 @@ def test_prior_generates_filters_and_resumes(tmp_path):
 
     backbone = load_backbone("tiny-sd")
     out = tmp_path / "priors"
+    # mudi 0.x's filter, one try per image (the authors' defaults: tests/test_authors_recipe.py)
     cfg = PriorConfig(output_dir=str(out), classes=["corgi", "harry potter toy"], num_images=3, backbone="tiny-sd",
-                      num_inference_steps=2, generation_batch_size=2, backend="owlv2+sam")
+                      num_inference_steps=2, generation_batch_size=2, backend="owlv2+sam", max_tries=1,
+                      use_class_noun_query=True, use_single_component=True, caption="",
+                      prompt="A photo of {}, simple background, full body shot.")
     det = CountingDetector([1, 1, 1, 2, 1, 0])  # image 4 has two detections, image 6 none
     seg = TwoBlobsEveryThird()
     summary = run(cfg, det, seg, backbone)
@@ -100,7 +104,7 @@ def test_same_seed_same_image_whatever_the_batch(tmp_path):
     for bs in (1, 3):
         out = tmp_path / f"b{bs}"
         cfg = PriorConfig(output_dir=str(out), classes=["dog"], num_images=3, backbone="tiny-sd",
-                          num_inference_steps=2, generation_batch_size=bs, backend="grabcut")
+                          num_inference_steps=2, generation_batch_size=bs, backend="grabcut", max_tries=1)
         run(cfg, CountingDetector([1]), TwoBlobsEveryThird(), backbone)
         outs.append((out / "a01.png").read_bytes())
     assert outs[0] == outs[1]
@@ -110,7 +114,7 @@ def test_prior_cli_offline_with_tiny_models(tmp_path, capsys):
     out = tmp_path / "p"
     code = cli_main(["prior", "--output_dir", str(out), "--classes", "dog", "--num_images", "2",
                      "--backbone", "tiny-sd", "--backend", "tiny-owlv2+tiny-sam", "--set", "num_inference_steps=2",
-                     "--set", "threshold=0.99"])
+                     "--set", "threshold=0.99", "--set", "max_tries=2"])
     text = capsys.readouterr().out
     assert "dog" in text and "prior folder" in text
     progress = json.loads((out / "prior_progress.json").read_text())

@@ -13,7 +13,11 @@ from collections.abc import Sequence
 #: The authors' Seg-Mix caption (their SDXL training code): "a photo of a {A} and a {B}, simple background."
 SEGMIX_TEMPLATE = "a photo of {subjects}, simple background."
 INSTANCE_TEMPLATE = "A photo of {subject}."
-PRIOR_TEMPLATE = "A photo of {subject}, simple background, full body shot."
+#: The authors' prior images (generate_prior.py): generation prompt and negative prompt, "{}" the class.
+PRIOR_PROMPT = "a photo of a {}, simple background, full body view, award winning photography, highly detailed"
+PRIOR_NEGATIVE_PROMPT = "anime, cartoon, graphic, text, painting, crayon, graphite, abstract glitch, blurry"
+#: The caption a training step sees with a single prior image (their dataset/reg/*/class_metadata.jsonl).
+PRIOR_CAPTION = "A photo of a {}"
 DEFAULT_NEGATIVE_PROMPT = "sticker, collage."
 _PLACEHOLDER = re.compile(r"\[V(\d+)\]")
 
@@ -61,9 +65,18 @@ def instance_prompt(phrase: str) -> str:
     return INSTANCE_TEMPLATE.format(subject=phrase)
 
 
-def prior_prompt(class_name: str) -> str:
-    """The prompt used to generate prior (class) images, Appendix A.1."""
-    return PRIOR_TEMPLATE.format(subject=class_name)
+def prior_prompt(class_name: str, template: str = PRIOR_PROMPT) -> str:
+    """The prompt that generates prior (class) images (Appendix A.1; the authors' generate_prior.py).
+
+    >>> prior_prompt("corgi")
+    'a photo of a corgi, simple background, full body view, award winning photography, highly detailed'
+    """
+    return template.format(class_name)
+
+
+def prior_caption(class_name: str, template: str = PRIOR_CAPTION) -> str:
+    """The training caption of a single prior image: ``prior_caption("corgi") == "A photo of a corgi"``."""
+    return template.format(class_name)
 
 
 def fill_placeholders(template: str, phrases: Sequence[str]) -> str:

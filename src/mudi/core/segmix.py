@@ -62,6 +62,8 @@ class SegMixParams:
       ``U{min_margin_px, round(max_margin_frac * W / (N - 1))}``.
     - ``allow_overlap``: if false, subjects never overlap (they are shrunk to fit side by side).
     - ``align_tops``: every subject's top at one random ``y`` (the authors' prior compositions).
+    - ``keep_prompt_order``: subjects left to right in prompt order instead of a random permutation (the
+      authors' prior compositions: the instance subject's class on the left).
     - ``background`` / ``black_background_prob``: the plain background's RGB, replaced by black with that
       probability.
     - ``paste_threshold``: pixels are pasted where the resized mask (0..255) is above it.
@@ -79,6 +81,7 @@ class SegMixParams:
     min_margin_px: int = 1
     allow_overlap: bool = True
     align_tops: bool = False
+    keep_prompt_order: bool = False
     background: tuple[int, int, int] = (255, 255, 255)
     black_background_prob: float = 0.0
     paste_threshold: int = 122
@@ -134,6 +137,7 @@ class SegMixSettings:
     min_margin_px: int | None = None
     allow_overlap: bool | None = None
     align_tops: bool | None = None
+    keep_prompt_order: bool | None = None
     background: tuple[int, int, int] | None = None
     black_background_prob: float | None = None
     paste_threshold: int | None = None
@@ -275,7 +279,7 @@ def compose_segmix(cutouts: Sequence[Cutout], phrases: Sequence[str], size_hw: t
     _check_size(size_hw, n)
     H, W = size_hw
     sizes = _subject_sizes(cutouts, size_hw, params, rng)
-    left_to_right = [int(i) for i in rng.permutation(n)]
+    left_to_right = list(range(n)) if params.keep_prompt_order else [int(i) for i in rng.permutation(n)]
     xs_ordered = _x_positions([sizes[i][1] for i in left_to_right], W, params, rng)
     xs = [0] * n
     for k, i in enumerate(left_to_right):

@@ -33,14 +33,15 @@ class Found:
 
 def load_models(backend: str, detector_model: str | None = None, segmenter_model: str | None = None,
                 device: Any = "auto", dtype: Any = "auto", batch_size: int = 4,
-                **segmenter_kwargs: Any) -> tuple[Any, Any]:
-    """The ``(detector or None, segmenter)`` of a ``DETECTOR+SEGMENTER`` backend, on the resolved device."""
+                detector_kwargs: dict | None = None, **segmenter_kwargs: Any) -> tuple[Any, Any]:
+    """The ``(detector or None, segmenter)`` of a ``DETECTOR+SEGMENTER`` backend, on the resolved device
+    (``detector_kwargs``, e.g. ``nms_iou``, go to the detector's factory)."""
     det_name, seg_name = parse_backend(backend)
     device = resolve_device(device)
     dtype = resolve_dtype(dtype, device)
     try:
         detector = (registry.load("detector", det_name, detector_model, device=device, dtype=dtype,
-                                  batch_size=batch_size) if det_name else None)
+                                  batch_size=batch_size, **(detector_kwargs or {})) if det_name else None)
         segmenter = registry.load("segmenter", seg_name, segmenter_model, device=device, dtype=dtype,
                                   batch_size=batch_size, **segmenter_kwargs)
     except MudiError as e:
@@ -59,7 +60,7 @@ def subject_queries(subject: Any) -> list[str]:
 
 
 def class_queries(class_name: str) -> list[str]:
-    """Detector queries of a prior class: the class name and, for a descriptive class, its last word."""
+    """The class name and, for a descriptive class, its last word (``mudi prior --use_class_noun_query``)."""
     noun = class_name.split()[-1]
     return [class_name] if noun == class_name else [class_name, noun]
 

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from mudi.core.prompts import instance_prompt, prior_prompt
+from mudi.core.prompts import instance_prompt, prior_caption
 from mudi.core.segmix import SegMixParams, compose_cutmix, compose_segmix, cutout_max_side
 from mudi.data.subjects import Subject
 from mudi.errors import MudiError
@@ -86,7 +86,8 @@ class SampleSource:
         self.subjects = list(subjects)
         self.resolution = resolution
         self.is_prior = is_prior
-        self.segmix = dataclasses.replace(segmix, align_tops=True) if is_prior else segmix
+        # the authors' prior compositions: tops aligned, the instance subject's class on the left
+        self.segmix = dataclasses.replace(segmix, align_tops=True, keep_prompt_order=True) if is_prior else segmix
         self.center_crop, self.random_flip, self.loss_mask = center_crop, random_flip, loss_mask
         self.relative_sizes = list(relative_sizes) if relative_sizes else None
         if self.relative_sizes is not None and len(self.relative_sizes) != len(self.subjects):
@@ -164,7 +165,7 @@ class SampleSource:
         cap = subject.images[ii].caption
         if cap:
             return cap
-        return prior_prompt(subject.class_name) if self.is_prior else instance_prompt(subject.phrase)
+        return prior_caption(subject.class_name) if self.is_prior else instance_prompt(subject.phrase)
 
     # ---------------------------------------------------------------------------------------------- drawing
     def draw(self, rng: np.random.Generator, allow_compose: bool = True) -> Sample:
