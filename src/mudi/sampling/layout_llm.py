@@ -90,8 +90,8 @@ class InsecureEndpoint(MudiError):
     """An API key would travel unencrypted: refused, never a silent fallback."""
 
 
-def check_key_transport(url: str) -> None:
-    """An API key goes only over https, or to this machine (loopback) over plain http."""
+def check_key_transport(url: str, what: str = "MUDI_LLM_API_KEY") -> None:
+    """An API key (``what``) goes only over https, or to this machine (loopback) over plain http."""
     parsed = urllib.parse.urlparse(url)
     if parsed.scheme == "https":
         return
@@ -101,7 +101,7 @@ def check_key_transport(url: str) -> None:
     except ValueError:
         loopback = host == "localhost"
     if not loopback:
-        raise InsecureEndpoint(f"refusing to send MUDI_LLM_API_KEY to {url} over plain http: use an https:// URL "
+        raise InsecureEndpoint(f"refusing to send {what} to {url} over plain http: use an https:// URL "
                                "(or a server on this machine, http://127.0.0.1:PORT/v1)")
 
 
