@@ -23,8 +23,8 @@ from mudi.io import os_error_message
 
 # verb -> module; plain strings keep `import mudi.cli` light.
 COMMANDS: dict[str, str] = {verb: f"mudi.commands.{verb}" for verb in (
-    "run", "demo", "segmix", "convert", "segment", "prior", "train", "generate", "merge", "modular", "iterate",
-    "evaluate", "benchmark", "env", "ui")}
+    "run", "demo", "segmix", "convert", "segment", "describe", "prior", "train", "generate", "merge", "modular", "iterate",
+    "evaluate", "benchmark", "push", "env", "ui")}
 # One-line help per verb, so `mudi --help` imports no workflow module.
 SUMMARIES: dict[str, str] = {
     "run": "the whole pipeline from a run file: segment, prior, train, generate, evaluate, one HTML report",
@@ -32,6 +32,7 @@ SUMMARIES: dict[str, str] = {
     "segmix": "compose subjects into Seg-Mix (or Cut-Mix) images and write a contact sheet",
     "convert": "convert a MuDI benchmark pair folder into native subject folders",
     "segment": "detect and segment subjects in reference photos (OWLv2 + SAM, or GrabCut offline)",
+    "describe": "descriptive classes and a caption per photo from a vision-language model, into subject.yaml",
     "prior": "generate, segment and filter prior (class) images for prior preservation",
     "train": "DreamBooth-LoRA fine-tuning with Seg-Mix (or Cut-Mix / plain DreamBooth)",
     "generate": "generate images with mean-shifted initial latents",
@@ -40,6 +41,7 @@ SUMMARIES: dict[str, str] = {
     "iterate": "iterative training: generate, score with D&C, keep the top K, fine-tune with KL; repeat",
     "evaluate": "score images with Detect-and-Compare, CLIP score and an HTML report",
     "benchmark": "run the paper's comparison: train, generate and evaluate every pair and method",
+    "push": "publish a trained LoRA folder (weights, model card, validation images) to the Hugging Face Hub",
     "env": "print versions and devices for a bug report",
     "ui": "open the web UI (subjects, masks, Seg-Mix, training, generation, scores); needs mudi[ui]",
 }

@@ -1,41 +1,131 @@
-"""What a finished run writes besides the weights: the model card (``README.md``, a Hugging Face card)."""
+"""What a finished run writes besides the weights: the model card (``README.md``, a Hugging Face card).
+
+The card names the base model by its hub id (a local copy in the hub cache is traced back to its id; any other
+local folder is never written into the card), its licence, the trigger words, the validation images of the
+last validation step, the generation recipe (γ, negative prompt, init) and how to load the LoRA in diffusers
+and ComfyUI.
+"""
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
 from typing import Any
 
-from mudi.core.prompts import segmix_prompt
-from mudi.data.manifests import SUBJECTS_FILE
+import yaml
+
+from mudi.core.init_latents import default_gamma
+from mudi.core.prompts import DEFAULT_NEGATIVE_PROMPT, segmix_prompt
+from mudi.data.manifests import KOHYA_FILE, LORA_FILE, SUBJECTS_FILE
 from mudi.training.config import CONFIG_FILE, TrainConfig
+
+#: The licence of each base model mudi knows, by hub id: ``(license, license_name or None)``.
+LICENCES = {
+    "stable-diffusion-v1-5/stable-diffusion-v1-5": ("creativeml-openrail-m", None),
+    "runwayml/stable-diffusion-v1-5": ("creativeml-openrail-m", None),
+    "stabilityai/stable-diffusion-2-1": ("openrail++", None),
+    "stabilityai/stable-diffusion-2-1-base": ("openrail++", None),
+    "stabilityai/stable-diffusion-xl-base-1.0": ("openrail++", None),
+    "black-forest-labs/FLUX.1-dev": ("other", "flux-1-dev-non-commercial-license"),
+    "black-forest-labs/FLUX.1-schnell": ("apache-2.0", None),
+}
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+_CACHE = re.compile(r"models--([^/]+)--([^/]+)/snapshots/[^/]+/?$")
+VALIDATION_DIR = "validation"
+
+
+def base_model_id(config: TrainConfig, backbone: Any) -> str | None:
+    """The base model's hub id, or None when it is a local folder that does not say (never a local path)."""
+    value = config.pretrained_model_name_or_path
+    if not value:  # the family's default checkpoint; a tiny build (random weights, made offline) has none
+        return None if config.backbone.startswith("tiny-") else getattr(backbone, "default_checkpoint", None)
+    path = Path(value).expanduser()
+    if path.exists():
+        found = _CACHE.search(path.resolve().as_posix())
+        return f"{found.group(1)}/{found.group(2)}" if found else None
+    return value if _HUB_ID.match(value) and ".." not in value.split("/") else None
+
+
+def last_validation_images(output_dir: str | Path) -> list[str]:
+    """The images of the last validation step, as paths relative to the LoRA folder."""
+    found = sorted((Path(output_dir) / VALIDATION_DIR).glob("step-*-*.png"))
+    if not found:
+        return []
+    last = found[-1].name.split("-")[1]
+    return [f"{VALIDATION_DIR}/{p.name}" for p in found if p.name.split("-")[1] == last]
+
+
+def card_metadata(config: TrainConfig, backbone: Any, subjects: list, base: str | None,
+                  images: list[str], prompts: list[str]) -> dict:
+    meta: dict[str, Any] = {"library_name": "diffusers"}
+    if base:
+        meta["base_model"] = base
+        licence, name = LICENCES.get(base, (None, None))
+        if licence:
+            meta["license"] = licence
+        if name:
+            meta["license_name"] = name
+    meta["tags"] = ["lora", "text-to-image", "dreambooth", "mudi", backbone.family]
+    meta["instance_prompt"] = segmix_prompt([s.phrase for s in subjects[:2]])
+    if images:
+        meta["widget"] = [{"text": prompts[k % len(prompts)] if prompts else meta["instance_prompt"],
+                           "output": {"url": img}} for k, img in enumerate(images)]
+    return meta
+
+
+def _steps_and_guidance(backbone: Any) -> str:
+    steps, guidance = backbone.default_num_inference_steps, backbone.default_guidance_scale
+    return (f"{steps if steps is not None else 'the pipeline’s default number of'} steps, guidance "
+            f"{f'{guidance:g}' if guidance is not None else 'the pipeline’s default'}")
 
 
 def model_card(config: TrainConfig, backbone: Any, subjects: list, steps: int) -> str:
-    base = config.pretrained_model_name_or_path or config.backbone
+    base = base_model_id(config, backbone)
+    shown = base or "your local copy of the base model"
+    images = last_validation_images(config.output_dir)
+    prompts = [p for p in config.validation_prompts]
     prior = f"on (λ = {config.prior_loss_weight:g})" if config.use_prior else "off"
     triggers = "\n".join(f"- `{s.identifier}` — {s.name} ({s.class_name}): say “{s.phrase}”" for s in subjects)
     example = segmix_prompt([s.phrase for s in subjects[:2]])
+    init = getattr(backbone, "default_init", "mean_shifted")
+    gamma = default_gamma(max(1, len(subjects)))
+    negative = DEFAULT_NEGATIVE_PROMPT if backbone.supports_negative_prompt else ""
+    recipe = (f"mean-shifted initial latents, γ = {gamma:g} for {len(subjects)} subjects" if init == "mean_shifted"
+              else "plain noise (mudi's default for this family; `--init mean_shifted` turns MuDI's init on)")
+    gallery = "\n".join(f"![validation image {k}]({img})" for k, img in enumerate(images))
+    front = yaml.safe_dump(card_metadata(config, backbone, subjects, base, images, prompts), sort_keys=False,
+                           allow_unicode=True)
+    weights = KOHYA_FILE if config.export == "kohya" else LORA_FILE
+    comfy = (f"In ComfyUI: copy `{weights}` into `ComfyUI/models/loras/` and put a *LoraLoader* node (strength 1.0) "
+             "between the checkpoint loader and the sampler" + ("" if config.export == "kohya" else
+                                                               " (for A1111/kohya tools, train with `--export kohya`)"))
     return f"""---
-library_name: diffusers
-base_model: {base}
-tags: [lora, text-to-image, dreambooth, mudi, {backbone.family}]
----
+{front}---
 # MuDI LoRA: {', '.join(s.name for s in subjects)}
 
-LoRA (rank {config.rank}) for **{base}** ({backbone.family}) trained with `mudi train` for {steps} steps,
+LoRA (rank {config.rank}) for **{shown}** ({backbone.family}) trained with `mudi train` for {steps} steps,
 composition `{config.composition}` (probability {config.composition_prob}), prior preservation
 {prior}.
 
 ## Trigger words
 {triggers}
 
+## Validation images (step of the last validation)
+{gallery or "(none: training ran without validation prompts)"}
+
+## Generation recipe
+mudi's defaults for this family: {recipe}; negative prompt: “{negative or '(none)'}”;
+{_steps_and_guidance(backbone)}.
+
 ## Use
 ```python
 import torch
 from diffusers import {backbone.pipeline_class_name}
-pipe = {backbone.pipeline_class_name}.from_pretrained("{base}", torch_dtype=torch.float16).to("cuda")
-pipe.load_lora_weights("{config.output_dir}")
+pipe = {backbone.pipeline_class_name}.from_pretrained("{base or 'PATH/TO/BASE/MODEL'}", torch_dtype=torch.float16).to("cuda")
+pipe.load_lora_weights(".", weight_name="{LORA_FILE}")  # this folder
 image = pipe("{example}").images[0]
 ```
-Or with MuDI's mean-shifted initialisation: `mudi generate --lora {config.output_dir} --prompt "A photo of [V1] and [V2]"`.
+With MuDI's mean-shifted initialisation: `mudi generate --lora . --prompt "A photo of [V1] and [V2]"`.
+{comfy}.
 The resolved training config is in `{CONFIG_FILE}`, the subjects in `{SUBJECTS_FILE}`.
 """
