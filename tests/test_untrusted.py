@@ -327,3 +327,15 @@ def test_the_report_shows_no_machine_paths_and_survives_non_utf8_names(tmp_path)
     st.names = ["a\udcff"]  # a name read from a Latin-1 file name (surrogate-escaped)
     path = write_report(st)
     assert "\ufffd" in path.read_text(encoding="utf-8") and str(tmp_path) not in path.read_text(encoding="utf-8")
+
+
+def test_a_long_prompt_is_said_once_in_mudis_words():
+    from mudi.adapters.registry import load_backbone
+    from mudi.sampling import prompt_length
+
+    bb = load_backbone("tiny-sd")
+    long = "olis corgi and hta chow chow in the park, " * 300
+    said = prompt_length.warn_long_prompts(bb.pipeline, [long, long])
+    assert len(said) == 1 and "takes only the first" in said[0] and str(len(long)) not in said[0]
+    assert prompt_length.warn_long_prompts(bb.pipeline, [long]) == []  # once per process
+    assert prompt_length.warn_long_prompts(bb.pipeline, ["a photo of olis corgi"]) == []

@@ -100,7 +100,10 @@ class _DropNotice(logging.Filter):
     processors it falls back to are the ones mudi expects) and diffusers' "No LoRA keys associated to
     CLIPTextModel" (mudi's LoRAs never touch the text encoders: the paper freezes them)."""
 
-    NOTICES = ("requires torchvision", "No LoRA keys associated to CLIPTextModel")
+    #: said by transformers/diffusers on every call and harmless, or said once by mudi in its own words
+    #: (a prompt cut at the encoder's length: mudi.sampling.prompt_length)
+    NOTICES = ("requires torchvision", "No LoRA keys associated to CLIPTextModel",
+               "The following part of your input was truncated", "Token indices sequence length is longer")
 
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()

@@ -24,6 +24,7 @@ from mudi.core.types import Composition
 from mudi.data.manifests import SUBJECTS_FILE
 from mudi.errors import MudiError
 from mudi.sampling.init import build_initial_latents, compose_init, resolve_init
+from mudi.sampling.prompt_length import warn_long_prompts
 
 
 @dataclass
@@ -81,6 +82,7 @@ def generate_images(backbone: Any, prompts: str | Sequence[str], seeds: Sequence
     prompt_list = [prompts] * len(seeds) if isinstance(prompts, str) else list(prompts)
     if len(prompt_list) != len(seeds):
         raise MudiError(f"{len(prompt_list)} prompts for {len(seeds)} seeds: give one prompt, or one per seed")
+    warn_long_prompts(backbone.pipeline, prompt_list)
     use_init = init == "mean_shifted"
     if use_init and not subjects:
         raise MudiError("the mean-shifted init needs the subjects' segmented reference images: pass --subjects "
