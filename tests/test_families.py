@@ -1,0 +1,132 @@
+"""Issue 26's families (SD3.5, FLUX.2, Qwen-Image, Z-Image) on their tiny builds: train (Seg-Mix, prior, DCO) →
+generate (init on and off) → evaluate through the CLI; the LoRA reloads in the family's own diffusers pipeline with
+identical output; the ComfyUI export's keys; γ = 0 is the plain pipeline bit for bit. The Backbone contract itself
+is tests/test_backbones.py (it picks up every ``tiny-*`` registry entry)."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from mudi.adapters.registry import load_backbone
+from mudi.cli import main
+from mudi.data.subjects import load_subjects
+from mudi.sampling.images import generate_images
+from mudi.sampling.init import build_initial_latents, compose_init
+from mudi.training.config import TrainConfig
+from mudi.training.loop import train as run
+
+SAMPLES = Path(__file__).resolve().parents[1] / "src" / "mudi" / "samples"
+SUBJECTS = [str(SAMPLES / "dog6"), str(SAMPLES / "cat2")]
+FAMILIES = ["tiny-sd3"]
+#: The kohya-style names ComfyUI's ``model_lora_keys_unet`` maps for each family (comfy/lora.py): SD3 and FLUX
+#: ``lora_transformer_<diffusers module, dots as _>`` (OneTrainer's format).
+COMFY_KEY = {"tiny-sd3": re.compile(r"^lora_transformer_transformer_blocks_\d+_attn_(to_[qkv]|to_out_0|add_[qkv]_proj"
+                                    r"|to_add_out)\.(lora_down\.weight|lora_up\.weight|alpha)$")}
+_CACHE: dict = {}
+
+
+def _bb(name):
+    if name not in _CACHE:
+        _CACHE[name] = load_backbone(name)
+    return _CACHE[name]
+
+
+@pytest.fixture(scope="module")
+def prior_dir(tmp_path_factory) -> Path:
+    d = tmp_path_factory.mktemp("prior")
+    rows = [{"id": {"a": "dog", "b": "cat"}}]
+    for letter, src in (("a", "dog2"), ("b", "cat2")):
+        shutil.copy(SAMPLES / src / "00.jpg", d / f"{letter}00.jpg")
+        shutil.copy(SAMPLES / src / "masks" / "00.png", d / f"mask_{letter}00.png")
+        rows.append({"id": letter, "file_name": f"{letter}00.jpg", "mask_path": f"mask_{letter}00.png",
+                     "text": f"prior photo of a {'dog' if letter == 'a' else 'cat'}"})
+    (d / "class_metadata.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return d
+
+
+def _images(pipe, seed=0):
+    return pipe("A photo of olis corgi", num_inference_steps=2, height=64, width=64, output_type="np",
+                generator=torch.Generator().manual_seed(seed)).images
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+def test_cli_train_with_prior_and_dco_generate_with_and_without_init_evaluate(name, tmp_path, prior_dir):
+    lora, gen = tmp_path / "lora", tmp_path / "gen"
+    assert main(["train", "--backbone", name, "--subjects", *SUBJECTS, "--max_train_steps", "2", "--rank", "2",
+                 "--train_batch_size", "1", "--composition_prob", "1", "--loss", "dco",
+                 "--with_prior_preservation", "--class_data_dir", str(prior_dir), "--report_to", "none",
+                 "--device", "cpu", "--output_dir", str(lora), "--no-progress"]) == 0
+    manifest = json.loads((lora / "mudi_subjects.json").read_text())
+    assert manifest["backbone"] == name and manifest["family"] == _bb(name).family
+    for init in ("mean_shifted", "none"):
+        out = gen / init
+        assert main(["generate", "--backbone", name, "--lora", str(lora), "--num_images", "2", "--init", init,
+                     "--num_inference_steps", "2", "--device", "cpu", "--output_dir", str(out)]) == 0
+        meta = json.loads(sorted(out.glob("0*.json"))[0].read_text())
+        assert meta["init"] == init and "olis corgi" in meta["prompt"]
+    shifted, plain = (sorted((gen / i).glob("0*.png")) for i in ("mean_shifted", "none"))
+    assert len(shifted) == len(plain) == 2
+    from PIL import Image
+
+    assert not np.array_equal(np.asarray(Image.open(shifted[0])), np.asarray(Image.open(plain[0])))
+    assert main(["evaluate", "--images", str(gen / "mean_shifted"), "--subjects", *SUBJECTS, "--detector",
+                 "tiny-owlv2", "--embedders", "tiny-dinov2", "--text-scorers", "tiny-clip", "--threshold", "0",
+                 "--device", "cpu"]) == 0
+    summary = json.loads((gen / "mean_shifted" / "evaluation" / "summary.json").read_text())
+    assert summary["num_images"] == 2 and "dnc_dino" in summary["means"]
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+def test_lora_reloads_in_the_family_pipeline_and_exports_comfy_keys(name, tmp_path):
+    out = tmp_path / "lora"
+    trainer = run(TrainConfig(backbone=name, output_dir=str(out), max_train_steps=2, learning_rate=1e-2, rank=4,
+                              train_batch_size=1, subjects=SUBJECTS, report_to="none", progress=False, device="cpu",
+                              export="kohya"))
+    trained = _images(trainer.backbone.pipeline)
+    fresh = load_backbone(name)
+    base = _images(fresh.pipeline)
+    fresh.pipeline.load_lora_weights(str(out))  # the family's own diffusers loader
+    # bit-exact: the reloaded LoRA runs through the same peft layers and pipeline call as the trained one
+    np.testing.assert_array_equal(_images(fresh.pipeline), trained)
+    assert not np.array_equal(base, trained)
+    assert type(trainer.backbone.pipeline).__name__ in (out / "README.md").read_text()
+    from safetensors.torch import load_file
+
+    saved = load_file(str(out / "pytorch_lora_weights.safetensors"))
+    targets = trainer.backbone.lora_target_modules()
+    assert saved and all(k.startswith("transformer.") for k in saved)
+    assert all(any(f".{t}.lora_" in k for t in targets) for k in saved)  # the family's diffusers-example targets
+    comfy = load_file(str(out / "pytorch_lora_weights_kohya.safetensors"))
+    assert len(comfy) == len(saved) * 3 // 2  # down, up, alpha per layer
+    bad = [k for k in comfy if not COMFY_KEY[name].match(k)]
+    assert not bad, bad[:3]
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+def test_gamma_zero_is_the_plain_pipeline_and_the_shift_is_in_the_family_latents(name):
+    bb = _bb(name)
+    subjects = load_subjects(SUBJECTS)
+    kw = dict(num_inference_steps=2, height=64, width=64, progress=False)
+    plain = generate_images(bb, "a photo of a dog and a cat", [0, 1], init="none", **kw)
+    zero = generate_images(bb, "a photo of a dog and a cat", [0, 1], subjects, gamma=0.0, **kw)
+    shifted = generate_images(bb, "a photo of a dog and a cat", [0, 1], subjects, gamma=3.0, **kw)
+    for a, b, c in zip(plain, zero, shifted):
+        np.testing.assert_array_equal(a.image, b.image)
+        assert not np.array_equal(a.image, c.image)
+    comps = [compose_init(subjects, s, (64, 64))[0] for s in (0, 1)]
+    gens = [torch.Generator().manual_seed(s) for s in (0, 1)]
+    z, info = build_initial_latents(bb, comps, gens, 3.0, 28)
+    expected = info["noise"] + 3.0 * info["signal_coefficient"] * info["init_latents"] * info["latent_mask"]
+    torch.testing.assert_close(z, expected)
+    # the sampler starts from pure noise (σ = 1), which the SNR-matched coefficient assumes
+    sched = type(bb.pipeline.scheduler).from_config(bb.pipeline.scheduler.config)
+    extra = {"mu": 0.5} if sched.config.get("use_dynamic_shifting") else {}
+    sched.set_timesteps(bb.default_num_inference_steps, **extra)
+    assert float(sched.sigmas[0]) == pytest.approx(1.0)
