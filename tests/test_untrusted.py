@@ -339,3 +339,21 @@ def test_a_long_prompt_is_said_once_in_mudis_words():
     assert len(said) == 1 and "takes only the first" in said[0] and str(len(long)) not in said[0]
     assert prompt_length.warn_long_prompts(bb.pipeline, [long]) == []  # once per process
     assert prompt_length.warn_long_prompts(bb.pipeline, ["a photo of olis corgi"]) == []
+
+
+def test_known_library_notices_are_hidden_unless_verbose(tmp_path):
+    import logging
+
+    from mudi.cli import _DropNotice
+
+    def filtered() -> bool:
+        return any(isinstance(f, _DropNotice) for h in logging.getLogger("diffusers").handlers for f in h.filters)
+
+    main(["generate", "--backbone", "tiny-sd", "--out", str(tmp_path / "a")])  # fails fast (no prompt): exit 2
+    assert filtered()
+    main(["generate", "--verbose", "--backbone", "tiny-sd", "--out", str(tmp_path / "b")])
+    assert not filtered()
+    main(["--verbose", "generate", "--backbone", "tiny-sd", "--out", str(tmp_path / "c")])
+    assert not filtered()
+    main(["generate", "--backbone", "tiny-sd", "--out", str(tmp_path / "d")])
+    assert filtered()

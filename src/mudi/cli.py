@@ -56,6 +56,8 @@ def build_parser(verb: str | None = None) -> argparse.ArgumentParser:
                                      "mixing (MuDI): segment, train, generate, evaluate.")
     parser.add_argument("--version", action="version", version=f"mudi {__version__}")
     parser.add_argument("--debug", action="store_true", help="show full tracebacks")
+    parser.add_argument("--verbose", action="store_true", help="show every library notice (mudi hides the known "
+                        "harmless ones)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, modname in _available().items():
         if name != verb:  # only the verb being run imports its module; `mudi --help` imports none
@@ -64,6 +66,7 @@ def build_parser(verb: str | None = None) -> argparse.ArgumentParser:
         mod = importlib.import_module(modname)
         p = sub.add_parser(name, help=mod.HELP, description=mod.HELP)
         p.add_argument("--debug", action="store_true", help="show full tracebacks")
+        p.add_argument("--verbose", action="store_true", default=argparse.SUPPRESS, help="show every library notice")
         p.add_argument("--config", help=f"YAML file of {mod.CONFIG.__name__} keys; flags and overrides win over it")
         positional = getattr(mod, "POSITIONAL", None)
         if getattr(mod, "CONFIG_FILE_POSITIONAL", False):  # `mudi run RUN.yaml`: the file is the argument
@@ -110,15 +113,19 @@ class _DropNotice(logging.Filter):
         return not any(n in message for n in self.NOTICES)
 
 
-def _quiet_known_notices() -> None:
+def _quiet_known_notices(quiet: bool = True) -> None:
+    """Hide (or, with ``--verbose``, show again) the library notices in :attr:`_DropNotice.NOTICES`."""
     for name, module in (("transformers", "transformers.utils.logging"), ("diffusers", "diffusers.utils.logging")):
         try:
             importlib.import_module(module)  # creates the library's own stderr handler
         except ImportError:  # pragma: no cover
             continue
         for handler in logging.getLogger(name).handlers:
-            if not any(isinstance(f, _DropNotice) for f in handler.filters):
+            ours = [f for f in handler.filters if isinstance(f, _DropNotice)]
+            if quiet and not ours:
                 handler.addFilter(_DropNotice())
+            for f in ([] if quiet else ours):
+                handler.removeFilter(f)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -146,7 +153,7 @@ def _main(argv: list[str] | None = None) -> int:
             parser.error("give the config file once: as the argument or with --config")
         args.config = args.config_file
     if args.command in MODEL_VERBS:
-        _quiet_known_notices()
+        _quiet_known_notices(quiet=not getattr(args, "verbose", False))
     try:
         mod = importlib.import_module(COMMANDS[args.command])
         config = load_from_args(mod.CONFIG, args)
