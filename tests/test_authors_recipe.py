@@ -47,6 +47,9 @@ def test_default_steps_are_the_pipelines_the_authors_called():
              for name in ("sd15", "sd2", "sdxl", "flux", "tiny-sdxl", "tiny-flux")}
     assert steps == {"sd15": 50, "sd2": 50, "sdxl": 50, "flux": 28, "tiny-sdxl": 50, "tiny-flux": 28}
     assert GenerateConfig().num_inference_steps is None and PriorConfig(output_dir="x").num_inference_steps is None
+    from mudi.benchmark.config import BenchmarkConfig
+
+    assert BenchmarkConfig().sampler_steps() == 50 and BenchmarkConfig(backbone="flux").sampler_steps() == 28
 
 
 # ------------------------------------------------------------------------------------------------ FLUX init

@@ -131,7 +131,7 @@ def generate_cell(runner: BenchmarkRunner, pair: str, method: str, train_cfg: An
                 results = generate_images(
                     backbone, [filled[k] for k, _ in chunk], [s for _, s in chunk],
                     subjects=subjects if spec.init != "none" else None, gamma=gamma, init=spec.init,
-                    negative_prompt=negative, num_inference_steps=c.num_inference_steps,
+                    negative_prompt=negative, num_inference_steps=c.sampler_steps(),
                     guidance_scale=c.guidance_scale, height=c.height, width=c.width, batch_size=bs,
                     progress=False)
                 for (k, s), r in zip(chunk, results):
@@ -141,7 +141,7 @@ def generate_cell(runner: BenchmarkRunner, pair: str, method: str, train_cfg: An
                         "prompt": r.prompt, "prompt_template": prompts[k], "negative_prompt": negative,
                         "seed": s, "init": r.init, "gamma": r.gamma, "layout": r.layout,
                         "boxes_normalized": r.boxes_normalized, "source_images": r.source_images,
-                        "lora": train_cfg.output_dir, "num_inference_steps": c.num_inference_steps})
+                        "lora": train_cfg.output_dir, "num_inference_steps": c.sampler_steps()})
                     save_image_atomic(cell / "images" / f"p{k:02d}" / f"{stem}.png", np.asarray(r.image))
         finally:
             backbone.pipeline.delete_adapters(adapters)
@@ -155,7 +155,7 @@ def generation_settings(runner: BenchmarkRunner, method: str, train_fp: str, gam
     (``gamma``: the init's γ, or ``None`` for a per-image rule)."""
     c, spec = runner.config, METHODS[method]
     return {"train": train_fp, "init": spec.init, **images,
-            "num_inference_steps": c.num_inference_steps, "guidance_scale": c.guidance_scale,
+            "num_inference_steps": c.sampler_steps(), "guidance_scale": c.guidance_scale,
             "gamma": gamma if spec.init != "none" else 0.0, "height": c.height, "width": c.width,
             "negative_prompt": c.negative_prompt if spec.use_negative_prompt else None, "backbone": c.backbone,
             "dtype": c.dtype}

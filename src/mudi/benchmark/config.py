@@ -94,7 +94,8 @@ class BenchmarkConfig:
     num_prompts: int | None = field(default=None, metadata={"help": "use the first N prompts per pair (default: all)"})
     num_seeds: int = field(default=10, metadata={"help": "images per prompt, seeds seed..seed+N-1 (paper: 10)"})
     seed: int = field(default=0, metadata={"help": "first seed"})
-    num_inference_steps: int = field(default=30, metadata={"help": "sampler steps"})
+    num_inference_steps: int | None = field(default=None, metadata={
+        "help": "sampler steps (default: the backbone's, the pipeline's own: 50 for SDXL as the authors sampled)"})
     guidance_scale: float | None = field(default=None, metadata={"help": "CFG scale (default: the pipeline's)"})
     gamma: float | None = field(default=None, metadata={"help": "init strength γ (default: 1 for two subjects, Algorithm 2; 2 for three, 3 beyond)"})
     height: int | None = field(default=None, metadata={"help": "image height (default: the model's)"})
@@ -128,7 +129,7 @@ class BenchmarkConfig:
             if s not in STAGES:
                 raise MudiError(f"redo stage {s!r} is not one of {', '.join(STAGES)}")
         for name in ("num_seeds", "num_inference_steps", "batch_size"):
-            if getattr(self, name) < 1:
+            if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise MudiError(f"{name} {getattr(self, name)} must be at least 1")
         if self.num_prompts is not None and self.num_prompts < 1:
             raise MudiError(f"num_prompts {self.num_prompts} must be at least 1 (or unset for all)")
@@ -150,6 +151,13 @@ class BenchmarkConfig:
         if owned:
             raise MudiError(f"evaluate.{owned[0]} is set by the benchmark for each cell; remove it")
         self.evaluate_config("check", [], "")  # validates keys and model names
+
+    def sampler_steps(self) -> int:
+        """``num_inference_steps``, or the backbone's default (SD/SDXL 50, FLUX 28)."""
+        from mudi.adapters import registry
+
+        return self.num_inference_steps or int(registry.backbone_default(self.backbone, "default_num_inference_steps",
+                                                                         50))
 
     def evaluate_config(self, images: str, subjects: list[str], output_dir: str, prompt: str = "",
                         cache_dir: str = "", device: str = "auto") -> EvaluateConfig:

@@ -182,7 +182,7 @@ def _generate(runner: BenchmarkRunner, method: str, train_cfg: Any, train_fp: st
                                        subjects=[subjects[k] for k in order] if spec.init != "none" else None,
                                        gamma=c.gamma if c.gamma is not None else appendix_b9_gamma(n),
                                        init=spec.init, negative_prompt=negative,
-                                       num_inference_steps=c.num_inference_steps, guidance_scale=c.guidance_scale,
+                                       num_inference_steps=c.sampler_steps(), guidance_scale=c.guidance_scale,
                                        height=c.height, width=c.width, batch_size=c.batch_size, progress=False)
                 for (i, sd, order_i, _), r in zip(chunk, made):
                     stem = f"i{i:04d}_seed{sd}"
