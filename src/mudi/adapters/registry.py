@@ -1,7 +1,8 @@
 """The one registry: per kind of model, a table of names → ``"module:attribute"`` and one :func:`load`.
 
 Kinds: ``backbone`` (text-to-image families), ``detector`` (open-vocabulary boxes), ``segmenter`` (box-prompted
-masks), ``embedder`` (subject fidelity) and ``text_scorer`` (text fidelity). Targets are plain strings, so
+masks), ``embedder`` (subject fidelity), ``text_scorer`` (text fidelity) and ``describer`` (descriptive classes and
+captions, ``mudi describe``). Targets are plain strings, so
 ``import mudi`` imports no model code; :func:`register` adds an entry at run time (a plugin, or a test's own
 made-up family) with a string or the factory itself.
 
@@ -52,6 +53,12 @@ REGISTRY: dict[str, dict[str, str | Callable[..., Any]]] = {
         "clip": "mudi.adapters.clip:ClipScorer.from_pretrained",
         "image_reward": "mudi.adapters.image_reward:ImageRewardScorer.from_pretrained",
         "tiny-clip": "mudi.adapters.clip:ClipScorer.build_tiny",
+    },
+    "describer": {  # mudi describe: descriptive classes and captions (adapters/describers.py)
+        "openai": "mudi.adapters.describers:OpenAIChatDescriber.build",
+        "transformers": "mudi.adapters.describers:TransformersDescriber.from_pretrained",
+        "toyworld": "mudi.toyworld.describer:ToyworldDescriber.build",
+        "tiny-transformers": "mudi.adapters.describers:TransformersDescriber.build_tiny",
     },
 }
 
