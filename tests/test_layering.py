@@ -21,7 +21,7 @@ FILE_IO_MODULES = ("os", "shutil", "tempfile", "pathlib", "json", "pickle", "glo
 FILE_IO_CALLS = ("open", "read_text", "write_text", "read_bytes", "write_bytes", "save", "load", "savez",
                  "mkdir", "unlink", "iterdir", "glob")
 LIBRARY_STAGES = ("mudi.training", "mudi.sampling", "mudi.scoring", "mudi.segmentation", "mudi.benchmark",
-                  "mudi.compositions", "mudi.merging", "mudi.ui", "mudi.modular", "mudi.iterative", "mudi.pipeline",
+                  "mudi.compositions", "mudi.merging", "mudi.describing", "mudi.ui", "mudi.modular", "mudi.iterative", "mudi.pipeline",
                   "mudi.commands",
                   "mudi.cli")
 
