@@ -367,3 +367,46 @@ def test_tiny_vlm_noise_is_rejected_not_written(tmp_path):
     assert result.attempts == 1 and len(result.rejected) == len(result.items)
     assert "not one JSON object" in result.rejected[0].note
     assert (folders[0] / SUBJECT_FILE).read_bytes() == before
+
+
+# ------------------------------------------------------------------------------------------ the UI's review
+def test_ui_review_proposes_without_writing_then_writes_the_edited_rows(tmp_path):
+    from mudi.ui import describe as review
+
+    folders = _subjects(tmp_path, blue_yellow_square={"descriptive_class": "blue square"})  # hand-written
+    before = [(f / SUBJECT_FILE).read_bytes() for f in folders]
+    rows, report = review.propose(folders, "toyworld")
+    assert [(f / SUBJECT_FILE).read_bytes() for f in folders] == before and "proposed" in report
+    by_key = {(r[0], r[1]): r for r in rows}
+    assert by_key[("red_yellow_square", "descriptive_class")][2:] == ["red yellow square", "proposed"]
+    assert by_key[("blue_yellow_square", "descriptive_class")][2:] == ["blue square", "kept"]
+    assert by_key[("blue_yellow_square", "00.png")][2].startswith("a photo of a hta blue square")
+    # an edit that drops the identifier is refused, and nothing is written
+    bad = [list(r) for r in rows]
+    next(r for r in bad if r[:2] == ["red_yellow_square", "01.png"])[2] = "a photo of a red yellow square."
+    with pytest.raises(MudiError, match="red_yellow_square 01.png: the caption must name 'olis' exactly once"):
+        review.accept(folders, bad)
+    assert [(f / SUBJECT_FILE).read_bytes() for f in folders] == before
+    # an edited caption and an emptied one: the first written, the second skipped; kept rows never written
+    edited = [list(r) for r in rows]
+    next(r for r in edited if r[:2] == ["red_yellow_square", "01.png"])[2] = "A photo of a olis red yellow square."
+    next(r for r in edited if r[:2] == ["red_yellow_square", "02.png"])[2] = ""
+    assert review.accept(folders, edited).splitlines()[0] == "red_yellow_square: written 3"
+    meta = _yaml(folders[0])
+    assert meta["descriptive_class"] == "red yellow square" and set(meta["captions"]) == {"00.png", "01.png"}
+    assert meta["captions"]["01.png"] == "A photo of a olis red yellow square."
+    assert _yaml(folders[1])["descriptive_class"] == "blue square"
+    with pytest.raises(MudiError, match="no subjects ticked"):
+        review.propose([], "toyworld")
+
+
+def test_the_page_has_the_describe_review(tmp_path):
+    pytest.importorskip("gradio")
+    from mudi.ui.app import build_app
+    from mudi.ui.config import UiConfig
+    from mudi.ui.state import Workspace
+
+    ws = Workspace.open(tmp_path / "ws")
+    demo = build_app(UiConfig(workspace=str(ws.root), backbone="tiny-sd", backend="grabcut", device="cpu"), ws)
+    ids = {getattr(b, "elem_id", None) for b in demo.blocks.values()}
+    assert {"describe-provider", "describe-ask", "describe-table", "describe-write"} <= ids

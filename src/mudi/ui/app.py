@@ -7,6 +7,7 @@ import gradio as gr
 from mudi.ui.config import UiConfig
 from mudi.ui.context import UiContext
 from mudi.ui.state import Workspace
+from mudi.ui.tabs_describe import build_describe_section
 from mudi.ui.tabs_runs import TINY_NOTE, build_generate_tab, build_train_tab
 from mudi.ui.tabs_subjects import (
     build_masks_tab,
@@ -41,6 +42,7 @@ def build_app(config: UiConfig, ws: Workspace | None = None, ctx: UiContext | No
         with gr.Tabs():
             with gr.Tab("1 · Subjects", id="subjects") as tab:
                 build_subjects_tab(ctx, picker, tab)
+                build_describe_section(ctx, picker)
             with gr.Tab("2 · Masks", id="masks") as tab:
                 build_masks_tab(ctx, picker, tab)
             with gr.Tab("3 · Seg-Mix", id="segmix") as tab:
