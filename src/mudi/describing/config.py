@@ -15,9 +15,9 @@ class DescribeConfig:
     subjects: list[str] = field(default_factory=list, metadata={
         "help": "native subject folders or folders of them: all the subjects of one run, described together"})
     provider: str = field(default="openai", metadata={
-        "help": "the describer (registry kind 'describer'): openai (any OpenAI-compatible chat endpoint with "
-                "image input), transformers (a local vision-language model), toyworld (the toy world's ground "
-                "truth), tiny-transformers (tests)"})
+        "help": f"the describer, one of {', '.join(registry.names('describer'))} (openai: any OpenAI-compatible "
+                "chat endpoint with image input; transformers: a local vision-language model; toyworld: the toy "
+                "world's ground truth; docs/describe.md)"})
     url: str = field(default="", metadata={
         "help": "openai: the endpoint, e.g. https://api.openai.com/v1 or http://127.0.0.1:8000/v1 (vLLM, "
                 "Ollama, LM Studio)"})
