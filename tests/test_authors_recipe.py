@@ -61,6 +61,10 @@ def test_flux_generates_without_the_init_by_default():
         {"sdxl": "mean_shifted", "sd15": "mean_shifted", "flux": "none", "tiny-sd": "mean_shifted",
          "tiny-flux": "none"}
     assert resolve_init("mean_shifted", backbone_name="flux") == "mean_shifted"  # opt-in stays
+    from mudi.benchmark.methods import METHODS
+
+    # `mudi run` / `mudi benchmark`'s MuDI is the authors' per family: the init on SD/SDXL, none on FLUX
+    assert METHODS["mudi"].init == "auto" and METHODS["mudi-no-init"].init == "none"
 
 
 def test_flux_cli_init_off_by_default_and_opt_in(tmp_path):

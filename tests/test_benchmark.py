@@ -20,6 +20,7 @@ from mudi.benchmark.runner import run_benchmark as run
 from mudi.benchmark.tables import build_tables
 from mudi.config import load_config
 from mudi.errors import MudiError
+from mudi.sampling.init import resolve_init
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLES = ROOT / "src" / "mudi" / "samples"
@@ -94,7 +95,7 @@ def test_every_method_end_to_end_then_a_rerun_does_nothing(bench, tmp_path, monk
         assert [p.name for p in images] == ["p00_seed0.png", "p00_seed1.png"]  # num_prompts=1, num_seeds=2
         assert _png(images[0]).shape == (64, 64, 3)
         meta = json.loads((out / PAIR / m / "meta" / "p00_seed0.json").read_text())
-        assert meta["init"] == METHODS[m].init
+        assert meta["init"] == resolve_init(METHODS[m].init, backbone_name="tiny-sd")  # auto: mean_shifted
         assert (meta["negative_prompt"] is None) == (m in ("dreambooth", "cutmix"))
         phrases = ("olis dog", "ult cat") if m == "mudi-no-desc" else ("olis corgi", "ult russian blue")
         assert meta["prompt"] == f"{phrases[0]} and {phrases[1]} in a garden."

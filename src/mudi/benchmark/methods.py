@@ -29,18 +29,18 @@ class Method:
 
     label: str
     composition: str  # TrainConfig.composition: segmix | cutmix | none
-    init: str  # generate init: mean_shifted | none
+    init: str  # generate init: auto (the backbone's: mean_shifted, FLUX none) | mean_shifted | none
     descriptive_class: bool = True
     use_negative_prompt: bool = True  # Appendix A.1: "sticker, collage." for MuDI, none for Cut-Mix/DB
 
 
 METHODS: dict[str, Method] = {
-    "mudi": Method("MuDI (Ours)", "segmix", "mean_shifted"),
+    "mudi": Method("MuDI (Ours)", "segmix", "auto"),  # the authors' MuDI per family: no init on FLUX
     "dreambooth": Method("DB", "none", "none", use_negative_prompt=False),
     "cutmix": Method("Cut-Mix", "cutmix", "none", use_negative_prompt=False),
     "mudi-no-segmix": Method("w/o Seg-Mix", "none", "mean_shifted"),
     "mudi-no-init": Method("w/o Initialization", "segmix", "none"),
-    "mudi-no-desc": Method("w/o Desc. Class", "segmix", "mean_shifted", descriptive_class=False),
+    "mudi-no-desc": Method("w/o Desc. Class", "segmix", "auto", descriptive_class=False),
 }
 
 
