@@ -128,6 +128,7 @@ def test_good_reply_is_written_with_the_old_file_kept(stub_server, tmp_path, mon
     row = json.loads((folders[0] / DESCRIBE_HISTORY).read_text().splitlines()[-1])
     assert row["before"] == {"descriptive_class": None, "captions": {}}
     assert row["written"]["descriptive_class"] == "crimson square" and row["note"]["model"] == "gpt-4o"
+    assert row["note"]["config"]["url"] == stub_server["url"] and "sk-test" not in json.dumps(row)  # no key kept
     # one request shows every subject's photos together, with the key as a Bearer token (loopback http)
     (headers, body), = stub_server["requests"]
     assert headers["Authorization"] == "Bearer sk-test"

@@ -480,7 +480,7 @@ def write_descriptions(subject: Subject, descriptive_class: str | None, captions
     Hand-written values (:func:`hand_written`) are ``kept`` unless ``overwrite``; empty ones and those ``mudi
     describe`` wrote before are replaced. Before a change the old file is copied to ``subject.yaml.bak`` and a
     line is appended to ``describe_history.jsonl``: ``before`` (the old values), ``written`` (every value of the
-    new file that ``mudi describe`` wrote) and ``note`` (provider, model, time). Everything is checked
+    new file that ``mudi describe`` wrote) and ``note`` (the caller's record: provider, model, config). Everything is checked
     first (a one-line error writes nothing); other keys keep their values and order (YAML comments live on in
     the ``.bak`` only).
     """

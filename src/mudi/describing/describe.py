@@ -24,6 +24,7 @@ from typing import Any
 
 from mudi.adapters import registry
 from mudi.adapters.describers import Describer, DescribeRequest, SubjectPhotos
+from mudi.config import to_dict
 from mudi.data.subjects import Subject, hand_written, load_subjects, write_descriptions
 from mudi.describing.config import DescribeConfig
 from mudi.describing.replies import Review, parse_reply, review_reply
@@ -135,8 +136,8 @@ def describe_subjects(config: DescribeConfig, describer: Describer | None = None
     photos = photos_of(subjects, config.max_side)
     review, attempts, errors = ask(describer or build_describer(config), photos, keep, config.max_retries)
     model = config.model if config.provider == "openai" else config.pretrained_model_name_or_path
-    note = {"provider": config.provider, "model": model,
-            "time": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    note = {"provider": config.provider, "model": model, "attempts": attempts,
+            "time": datetime.now(timezone.utc).isoformat(timespec="seconds"), "config": to_dict(config)}
     items: list[Item] = []
     for s in subjects:
         cls, caps = review.classes.get(s.identifier), review.captions.get(s.identifier, {})
