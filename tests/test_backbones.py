@@ -65,10 +65,18 @@ def test_encode_decode_and_prompts(bb):
         lat = bb.encode_images(x)
         assert lat.shape == (2, bb.latent_channels, s // f, s // f)
         assert bb.decode_latents(lat).shape == x.shape
-        # the VAE scaling (and shift, where the VAE has one) is applied: undoing it gives the raw posterior mean
+        # the latents are the pipeline's own (its scaling, shift or batch-norm statistics, its patches): the image
+        # the pipeline decodes from its latent output is decode_latents' image of them
+        kw = dict(prompt="a photo", num_inference_steps=2, height=s, width=s)
+        out = bb.pipeline(generator=torch.Generator().manual_seed(1), output_type="latent", **kw).images
+        image = bb.pipeline(generator=torch.Generator().manual_seed(1), output_type="pt", **kw).images
+        decoded = bb.decode_latents(bb.from_pipeline_latents(out, s, s))
+        torch.testing.assert_close(decoded / 2 + 0.5, image.reshape(decoded.shape), atol=1e-5, rtol=1e-4)
+        # and encode_images applies the inverse normalization: decoding the posterior mean's latents is the VAE's
+        # own decoding of that mean
         raw = bb.pipeline.vae.encode(x).latent_dist.mean
-        shift = getattr(bb.pipeline.vae.config, "shift_factor", None) or 0.0
-        torch.testing.assert_close(lat, (raw - shift) * bb.pipeline.vae.config.scaling_factor)
+        own = bb.pipeline.vae.decode(raw).sample.clamp(-1, 1)
+        torch.testing.assert_close(bb.decode_latents(lat), own.reshape(x.shape), atol=1e-5, rtol=1e-4)
         a = bb.encode_images(x, generator=torch.Generator().manual_seed(3))
         b = bb.encode_images(x, generator=torch.Generator().manual_seed(3))
         assert torch.equal(a, b) and not torch.equal(a, lat)  # a posterior sample, reproducible from its seed

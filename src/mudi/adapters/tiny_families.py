@@ -13,9 +13,14 @@ from typing import Any
 
 import torch
 
+from mudi.adapters.flux2 import Flux2Backbone
 from mudi.adapters.sd3 import StableDiffusion3Backbone
 from mudi.adapters.tiny_backbones import TINY_RESOLUTION, TINY_SEED, _clip_config, _finish, _tiny_vae
-from mudi.adapters.tiny_tokenizer import TINY_CLIP_VOCAB_SIZE, build_tiny_clip_tokenizer
+from mudi.adapters.tiny_tokenizer import (
+    TINY_CLIP_VOCAB_SIZE,
+    build_tiny_clip_tokenizer,
+    build_tiny_clip_vocab,
+)
 from mudi.devices import parse_dtype
 
 
@@ -26,6 +31,42 @@ def _tiny_t5(d_model: int):
                                    num_heads=4, relative_attention_num_buckets=8, dropout_rate=0.0,
                                    pad_token_id=TINY_CLIP_VOCAB_SIZE - 1, eos_token_id=TINY_CLIP_VOCAB_SIZE - 1,
                                    decoder_start_token_id=TINY_CLIP_VOCAB_SIZE - 1))
+
+
+# Qwen's chat format, with Qwen3's ``enable_thinking=False`` (an empty think block), as the pipelines render it.
+QWEN_CHAT_TEMPLATE = (
+    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ message['content'] }}<|im_end|>\n"
+    "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n"
+    "{% if enable_thinking is defined and enable_thinking is false %}<think>\n\n</think>\n\n{% endif %}{% endif %}")
+QWEN_SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<think>", "</think>", "<|vision_start|>",
+                       "<|vision_end|>", "<|image_pad|>"]
+
+
+def build_tiny_qwen_tokenizer():
+    """A ``Qwen2Tokenizer`` (byte-level BPE) built offline from the tiny CLIP vocabulary's bytes and merges, with
+    Qwen's special tokens and chat template (FLUX.2 klein, Qwen-Image and Z-Image tokenize through it)."""
+    from transformers import Qwen2Tokenizer
+
+    clip_vocab, merges = build_tiny_clip_vocab()
+    vocab: dict[str, int] = {}
+    for token in clip_vocab:
+        token = token.removesuffix("</w>")
+        if not token.startswith("<|"):
+            vocab.setdefault(token, len(vocab))
+    for token in QWEN_SPECIAL_TOKENS:
+        vocab[token] = len(vocab)
+    tok = Qwen2Tokenizer(vocab=vocab, merges=[tuple(m.replace("</w>", "").split(" ")) for m in merges])
+    tok.add_special_tokens({"additional_special_tokens": QWEN_SPECIAL_TOKENS[1:]})
+    tok.chat_template = QWEN_CHAT_TEMPLATE
+    return tok
+
+
+def _tiny_qwen3(vocab_size: int, num_hidden_layers: int):
+    from transformers import Qwen3Config, Qwen3ForCausalLM
+
+    return Qwen3ForCausalLM(Qwen3Config(vocab_size=vocab_size, hidden_size=16, intermediate_size=16,
+                                        num_hidden_layers=num_hidden_layers, num_attention_heads=2,
+                                        num_key_value_heads=2, head_dim=8, max_position_embeddings=1024))
 
 
 def build_tiny_sd3_pipeline(device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32) -> Any:
@@ -66,8 +107,48 @@ def build_tiny_sd3(device: str | torch.device = "cpu", dtype: Any = None) -> Any
                                     default_resolution=TINY_RESOLUTION)
 
 
+def build_tiny_flux2_pipeline(device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32) -> Any:
+    """A ``Flux2KleinPipeline`` (the base, non-distilled kind): 1 double + 1 single block over 4 VAE channels
+    patchified to 16, random batch-norm statistics in the VAE (so the normalization is not the identity), a
+    27-layer Qwen3 of width 16 (the pipeline stacks its hidden layers 9, 18 and 27) and FLUX.2's dynamically
+    shifted flow-matching scheduler."""
+    from diffusers import (
+        AutoencoderKLFlux2,
+        FlowMatchEulerDiscreteScheduler,
+        Flux2KleinPipeline,
+        Flux2Transformer2DModel,
+    )
+
+    tok = build_tiny_qwen_tokenizer()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(TINY_SEED)
+        transformer = Flux2Transformer2DModel(patch_size=1, in_channels=16, num_layers=1, num_single_layers=1,
+                                              attention_head_dim=16, num_attention_heads=2, joint_attention_dim=48,
+                                              timestep_guidance_channels=256, axes_dims_rope=[4, 4, 4, 4],
+                                              guidance_embeds=False)
+        torch.manual_seed(TINY_SEED + 1)
+        vae = AutoencoderKLFlux2(in_channels=3, out_channels=3, latent_channels=4,
+                                 down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
+                                 block_out_channels=(8, 8, 8, 8), layers_per_block=1, norm_num_groups=2,
+                                 sample_size=TINY_RESOLUTION, use_quant_conv=False, use_post_quant_conv=False)
+        vae.bn.running_mean.copy_(0.1 * torch.randn(16))
+        vae.bn.running_var.copy_(0.5 + torch.rand(16))
+        torch.manual_seed(TINY_SEED + 2)
+        text_encoder = _tiny_qwen3(len(tok), 27)
+    scheduler = FlowMatchEulerDiscreteScheduler(shift=3.0, use_dynamic_shifting=True, base_shift=0.5, max_shift=1.15,
+                                                base_image_seq_len=256, max_image_seq_len=4096)
+    pipe = Flux2KleinPipeline(scheduler=scheduler, vae=vae, text_encoder=text_encoder, tokenizer=tok,
+                              transformer=transformer, is_distilled=False)
+    return _finish(pipe, device, dtype)
+
+
+def build_tiny_flux2(device: str | torch.device = "cpu", dtype: Any = None) -> Any:
+    """``tiny-flux2``: the FLUX.2 adapter on a tiny klein pipeline."""
+    return Flux2Backbone(build_tiny_flux2_pipeline(device, parse_dtype(dtype)), default_resolution=TINY_RESOLUTION)
+
+
 # The family label and adapter class of each build, readable without building it (registry.family_of,
 # registry.backbone_default).
-for _build, _cls in ((build_tiny_sd3, StableDiffusion3Backbone),):
+for _build, _cls in ((build_tiny_sd3, StableDiffusion3Backbone), (build_tiny_flux2, Flux2Backbone)):
     _build.family = _cls.family  # type: ignore[attr-defined]
     _build.backbone_class = _cls  # type: ignore[attr-defined]
