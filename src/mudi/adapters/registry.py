@@ -32,6 +32,10 @@ REGISTRY: dict[str, dict[str, str | Callable[..., Any]]] = {
         "tiny-sd2": "mudi.adapters.tiny_backbones:build_tiny_sd2",
         "tiny-sdxl": "mudi.adapters.tiny_backbones:build_tiny_sdxl",
         "tiny-flux": "mudi.adapters.tiny_backbones:build_tiny_flux",
+        "sd3": "mudi.adapters.sd3:StableDiffusion3Backbone.from_pretrained",
+        "tiny-sd3": "mudi.adapters.tiny_families:build_tiny_sd3",
+        "flux2": "mudi.adapters.flux2:Flux2Backbone.from_pretrained",
+        "tiny-flux2": "mudi.adapters.tiny_families:build_tiny_flux2",
     },
     "detector": {
         "owlv2": "mudi.adapters.owlv2:Owlv2Detector.from_pretrained",
