@@ -9,6 +9,7 @@ import gradio as gr
 import pandas as pd
 
 from mudi.adapters import registry
+from mudi.core.init_latents import default_gamma
 from mudi.errors import MudiError
 from mudi.ui import generation as gen
 from mudi.ui.context import UiContext, wait_for
@@ -146,7 +147,8 @@ def build_generate_tab(ctx: UiContext, tab: gr.Tab) -> None:
                                label="LoRA (a finished run, or one of its snapshots)")
             prompt = gr.Textbox(label="Prompt ([V1], [V2] = the subjects)", value="A photo of [V1] and [V2].",
                                 elem_id="prompt")
-            gamma = gr.Slider(0, 5, value=2.0, step=0.25, label="γ — init strength (0 = the plain pipeline)",
+            gamma = gr.Slider(0, 5, value=default_gamma(2), step=0.25,
+                              label="γ — init strength (0 = the plain pipeline; the paper: 1 for two subjects)",
                               elem_id="gamma")
             with gr.Row():
                 seed = gr.Number(label="First seed", value=0, precision=0, elem_id="seed")
