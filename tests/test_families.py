@@ -25,12 +25,15 @@ from mudi.training.loop import train as run
 
 SAMPLES = Path(__file__).resolve().parents[1] / "src" / "mudi" / "samples"
 SUBJECTS = [str(SAMPLES / "dog6"), str(SAMPLES / "cat2")]
-FAMILIES = ["tiny-sd3", "tiny-flux2"]
+FAMILIES = ["tiny-sd3", "tiny-flux2", "tiny-qwen-image"]
 #: The kohya-style names ComfyUI's ``model_lora_keys_unet`` maps for each family (comfy/lora.py): SD3 and FLUX
 #: ``lora_transformer_<diffusers module, dots as _>`` (OneTrainer's format). A family missing here has no export and
 #: says so.
 COMFY_KEY = {"tiny-sd3": re.compile(r"^lora_transformer_transformer_blocks_\d+_attn_(to_[qkv]|to_out_0|add_[qkv]_proj"
-                                    r"|to_add_out)\.(lora_down\.weight|lora_up\.weight|alpha)$")}
+                                    r"|to_add_out)\.(lora_down\.weight|lora_up\.weight|alpha)$"),
+             # Qwen-Image: ComfyUI's model keeps diffusers' names; its generic kohya map reads lora_unet_<name>
+             "tiny-qwen-image": re.compile(r"^lora_unet_transformer_blocks_\d+_attn_(to_[qkv]|to_out_0)"
+                                           r"\.(lora_down\.weight|lora_up\.weight|alpha)$")}
 _CACHE: dict = {}
 
 
@@ -136,3 +139,23 @@ def test_gamma_zero_is_the_plain_pipeline_and_the_shift_is_in_the_family_latents
     extra = {"mu": 0.5} if sched.config.get("use_dynamic_shifting") else {}
     sched.set_timesteps(bb.default_num_inference_steps, **extra)
     assert float(sched.sigmas[0]) == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+def test_prompts_of_different_lengths_batch_as_each_alone(name):
+    """The trainer encodes each prompt alone and pads variable-length text (Qwen-Image, Z-Image) to the longest,
+    with the family's mask: the denoiser then sees each sample as if it had been alone."""
+    from mudi.training.trainer import cat_text
+
+    bb = _bb(name)
+    texts = [bb.encode_prompts([p]) for p in ("a", "a photo of olis corgi and ult russian blue in a garden")]
+    batch = {k: cat_text([t[k] for t in texts]) for k in texts[0]}
+    if "prompt_embeds_mask" in batch:  # variable-length text: the short prompt really was padded
+        assert not bool(batch["prompt_embeds_mask"].bool().all())
+    s = bb.default_resolution // bb.vae_scale_factor
+    x = torch.randn(2, bb.latent_channels, s, s, generator=torch.Generator().manual_seed(0))
+    t = torch.tensor([0.7, 0.3])
+    with torch.no_grad():
+        joint = bb.predict(x, t, batch)
+        alone = torch.cat([bb.predict(x[i:i + 1], t[i:i + 1], texts[i]) for i in range(2)])
+    torch.testing.assert_close(joint, alone, atol=1e-5, rtol=1e-4)

@@ -14,6 +14,7 @@ from typing import Any
 import torch
 
 from mudi.adapters.flux2 import Flux2Backbone
+from mudi.adapters.qwen_image import QwenImageBackbone
 from mudi.adapters.sd3 import StableDiffusion3Backbone
 from mudi.adapters.tiny_backbones import TINY_RESOLUTION, TINY_SEED, _clip_config, _finish, _tiny_vae
 from mudi.adapters.tiny_tokenizer import (
@@ -147,8 +148,64 @@ def build_tiny_flux2(device: str | torch.device = "cpu", dtype: Any = None) -> A
     return Flux2Backbone(build_tiny_flux2_pipeline(device, parse_dtype(dtype)), default_resolution=TINY_RESOLUTION)
 
 
+def build_tiny_qwen_image_pipeline(device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32) -> Any:
+    """A ``QwenImagePipeline``: a 2-block MMDiT over 4 latent channels (packed to 16), a one-frame video VAE with
+    the real 8x spatial downsampling and random per-channel ``latents_mean`` / ``latents_std`` (so the
+    normalization is not the identity), a 2-layer Qwen2.5-VL of width 16 and a dynamically shifted flow-matching
+    scheduler. The template's system prefix is measured in the tiny tokenizer's tokens, so it is dropped as the
+    real pipeline drops its 34 tokens."""
+    from diffusers import (
+        AutoencoderKLQwenImage,
+        FlowMatchEulerDiscreteScheduler,
+        QwenImagePipeline,
+        QwenImageTransformer2DModel,
+    )
+    from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
+
+    tok = build_tiny_qwen_tokenizer()
+    ids = tok.convert_tokens_to_ids
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(TINY_SEED)
+        transformer = QwenImageTransformer2DModel(patch_size=2, in_channels=16, out_channels=4, num_layers=2,
+                                                  attention_head_dim=16, num_attention_heads=2, joint_attention_dim=16,
+                                                  guidance_embeds=False, axes_dims_rope=(8, 4, 4))
+        torch.manual_seed(TINY_SEED + 1)
+        stats = torch.randn(4), 0.5 + torch.rand(4)
+        vae = AutoencoderKLQwenImage(base_dim=8, z_dim=4, dim_mult=[1, 1, 1, 1], num_res_blocks=1,
+                                     temperal_downsample=[False, True, True],
+                                     latents_mean=[round(0.1 * float(v), 4) for v in stats[0]],
+                                     latents_std=[round(float(v), 4) for v in stats[1]])
+        torch.manual_seed(TINY_SEED + 2)
+        config = Qwen2_5_VLConfig(
+            text_config={"hidden_size": 16, "intermediate_size": 16, "num_hidden_layers": 2, "num_attention_heads": 2,
+                         "num_key_value_heads": 2, "rope_theta": 1000000.0, "vocab_size": len(tok),
+                         "bos_token_id": ids("<|endoftext|>"), "eos_token_id": ids("<|im_end|>"),
+                         "rope_scaling": {"mrope_section": [1, 1, 2], "rope_type": "default", "type": "default"}},
+            vision_config={"depth": 1, "hidden_size": 16, "intermediate_size": 16, "num_heads": 2,
+                           "out_hidden_size": 16},
+            hidden_size=16, vocab_size=len(tok), bos_token_id=ids("<|endoftext|>"), eos_token_id=ids("<|im_end|>"),
+            vision_start_token_id=ids("<|vision_start|>"),
+            vision_end_token_id=ids("<|vision_end|>"), image_token_id=ids("<|image_pad|>"))
+        text_encoder = Qwen2_5_VLForConditionalGeneration(config)
+    scheduler = FlowMatchEulerDiscreteScheduler(shift=1.0, use_dynamic_shifting=True, base_shift=0.5, max_shift=0.9,
+                                                base_image_seq_len=256, max_image_seq_len=8192, shift_terminal=0.02,
+                                                time_shift_type="exponential")
+    pipe = QwenImagePipeline(scheduler=scheduler, vae=vae, text_encoder=text_encoder, tokenizer=tok,
+                             transformer=transformer)
+    prefix = pipe.prompt_template_encode.split("{}")[0]
+    pipe.prompt_template_encode_start_idx = len(tok(prefix)["input_ids"])
+    return _finish(pipe, device, dtype)
+
+
+def build_tiny_qwen_image(device: str | torch.device = "cpu", dtype: Any = None) -> Any:
+    """``tiny-qwen-image``: the Qwen-Image adapter on a tiny pipeline."""
+    return QwenImageBackbone(build_tiny_qwen_image_pipeline(device, parse_dtype(dtype)),
+                             default_resolution=TINY_RESOLUTION)
+
+
 # The family label and adapter class of each build, readable without building it (registry.family_of,
 # registry.backbone_default).
-for _build, _cls in ((build_tiny_sd3, StableDiffusion3Backbone), (build_tiny_flux2, Flux2Backbone)):
+for _build, _cls in ((build_tiny_sd3, StableDiffusion3Backbone), (build_tiny_flux2, Flux2Backbone),
+                     (build_tiny_qwen_image, QwenImageBackbone)):
     _build.family = _cls.family  # type: ignore[attr-defined]
     _build.backbone_class = _cls  # type: ignore[attr-defined]

@@ -162,7 +162,7 @@ class LoraTrainer:
             if p not in self._text_cache:
                 self._text_cache[p] = {k: v.to(self.weight_dtype) for k, v in self.backbone.encode_prompts([p]).items()}
         keys = self._text_cache[prompts[0]].keys()
-        return {k: torch.cat([self._text_cache[p][k] for p in prompts]) for k in keys}
+        return {k: cat_text([self._text_cache[p][k] for p in prompts]) for k in keys}
 
     @property
     def num_cached_prompts(self) -> int:
@@ -465,6 +465,15 @@ def enable_fp8_base_weights(denoiser: Any) -> None:
         return isinstance(module, torch.nn.Linear) and "lora_" not in name and not module.weight.requires_grad
 
     convert_to_float8_training(denoiser, module_filter_fn=frozen_linear)
+
+
+def cat_text(tensors: list[torch.Tensor]) -> torch.Tensor:
+    """One batch of text-encoder outputs: where a family's text length varies per prompt (Qwen-Image, Z-Image),
+    each ``(1, L, ...)`` tensor is zero-padded along ``L`` to the longest, and the family's mask (also padded with
+    zeros) marks the padding, as diffusers' examples batch them."""
+    n = max(t.shape[1] for t in tensors) if tensors[0].ndim > 1 else 0
+    return torch.cat([t if t.ndim < 2 or t.shape[1] == n else F.pad(t, (0, 0) * (t.ndim - 2) + (0, n - t.shape[1]))
+                      for t in tensors])
 
 
 def per_sample_mse(pred: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None) -> torch.Tensor:
