@@ -25,7 +25,7 @@ from mudi.training.loop import train as run
 
 SAMPLES = Path(__file__).resolve().parents[1] / "src" / "mudi" / "samples"
 SUBJECTS = [str(SAMPLES / "dog6"), str(SAMPLES / "cat2")]
-FAMILIES = ["tiny-sd3", "tiny-flux2", "tiny-qwen-image"]
+FAMILIES = ["tiny-sd3", "tiny-flux2", "tiny-qwen-image", "tiny-z-image"]
 #: The kohya-style names ComfyUI's ``model_lora_keys_unet`` maps for each family (comfy/lora.py): SD3 and FLUX
 #: ``lora_transformer_<diffusers module, dots as _>`` (OneTrainer's format). A family missing here has no export and
 #: says so.
@@ -33,7 +33,10 @@ COMFY_KEY = {"tiny-sd3": re.compile(r"^lora_transformer_transformer_blocks_\d+_a
                                     r"|to_add_out)\.(lora_down\.weight|lora_up\.weight|alpha)$"),
              # Qwen-Image: ComfyUI's model keeps diffusers' names; its generic kohya map reads lora_unet_<name>
              "tiny-qwen-image": re.compile(r"^lora_unet_transformer_blocks_\d+_attn_(to_[qkv]|to_out_0)"
-                                           r"\.(lora_down\.weight|lora_up\.weight|alpha)$")}
+                                           r"\.(lora_down\.weight|lora_up\.weight|alpha)$"),
+             # Z-Image: ComfyUI maps diffusers' names (z_image_to_diffusers: layers and both refiners) as lycoris_<name>
+             "tiny-z-image": re.compile(r"^lycoris_(layers|noise_refiner|context_refiner)_\d+_attention_(to_[qkv]|to_out_0)"
+                                        r"\.(lora_down\.weight|lora_up\.weight|alpha)$")}
 _CACHE: dict = {}
 
 

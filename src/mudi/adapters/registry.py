@@ -38,6 +38,8 @@ REGISTRY: dict[str, dict[str, str | Callable[..., Any]]] = {
         "tiny-flux2": "mudi.adapters.tiny_families:build_tiny_flux2",
         "qwen-image": "mudi.adapters.qwen_image:QwenImageBackbone.from_pretrained",
         "tiny-qwen-image": "mudi.adapters.tiny_families:build_tiny_qwen_image",
+        "z-image": "mudi.adapters.z_image:ZImageBackbone.from_pretrained",
+        "tiny-z-image": "mudi.adapters.tiny_families:build_tiny_z_image",
     },
     "detector": {
         "owlv2": "mudi.adapters.owlv2:Owlv2Detector.from_pretrained",

@@ -22,6 +22,7 @@ from mudi.adapters.tiny_tokenizer import (
     build_tiny_clip_tokenizer,
     build_tiny_clip_vocab,
 )
+from mudi.adapters.z_image import ZImageBackbone
 from mudi.devices import parse_dtype
 
 
@@ -203,9 +204,44 @@ def build_tiny_qwen_image(device: str | torch.device = "cpu", dtype: Any = None)
                              default_resolution=TINY_RESOLUTION)
 
 
+def build_tiny_z_image_pipeline(device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32) -> Any:
+    """A ``ZImagePipeline``: a single-stream DiT (2 joint layers, 1 noise and 1 caption refiner, width 32) over FLUX.1's
+    16-channel VAE layout and scaling, a 2-layer Qwen3 of width 16 (the pipeline reads its second-to-last hidden
+    layer) and Z-Image's shift-3 flow-matching scheduler. The transformer's pad tokens, which diffusers allocates
+    with ``torch.empty``, are drawn from the build's seed (so two builds are bit-identical)."""
+    from diffusers import FlowMatchEulerDiscreteScheduler, ZImagePipeline, ZImageTransformer2DModel
+    from transformers import Qwen3Config, Qwen3Model
+
+    tok = build_tiny_qwen_tokenizer()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(TINY_SEED)
+        transformer = ZImageTransformer2DModel(all_patch_size=(2,), all_f_patch_size=(1,), in_channels=16, dim=32,
+                                               n_layers=2, n_refiner_layers=1, n_heads=2, n_kv_heads=2, norm_eps=1e-5,
+                                               qk_norm=True, cap_feat_dim=16, rope_theta=256.0, t_scale=1000.0,
+                                               axes_dims=[8, 4, 4], axes_lens=[256, 32, 32])
+        with torch.no_grad():
+            transformer.x_pad_token.copy_(torch.randn_like(transformer.x_pad_token))
+            transformer.cap_pad_token.copy_(torch.randn_like(transformer.cap_pad_token))
+        torch.manual_seed(TINY_SEED + 1)
+        vae = _tiny_vae(16, scaling_factor=0.3611, shift_factor=0.1159, use_quant_conv=False,
+                        use_post_quant_conv=False)
+        torch.manual_seed(TINY_SEED + 2)
+        text_encoder = Qwen3Model(Qwen3Config(vocab_size=len(tok), hidden_size=16, intermediate_size=16,
+                                              num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=2,
+                                              head_dim=8, max_position_embeddings=1024))
+    pipe = ZImagePipeline(scheduler=FlowMatchEulerDiscreteScheduler(shift=3.0), vae=vae, text_encoder=text_encoder,
+                          tokenizer=tok, transformer=transformer)
+    return _finish(pipe, device, dtype)
+
+
+def build_tiny_z_image(device: str | torch.device = "cpu", dtype: Any = None) -> Any:
+    """``tiny-z-image``: the Z-Image adapter on a tiny pipeline."""
+    return ZImageBackbone(build_tiny_z_image_pipeline(device, parse_dtype(dtype)), default_resolution=TINY_RESOLUTION)
+
+
 # The family label and adapter class of each build, readable without building it (registry.family_of,
 # registry.backbone_default).
 for _build, _cls in ((build_tiny_sd3, StableDiffusion3Backbone), (build_tiny_flux2, Flux2Backbone),
-                     (build_tiny_qwen_image, QwenImageBackbone)):
+                     (build_tiny_qwen_image, QwenImageBackbone), (build_tiny_z_image, ZImageBackbone)):
     _build.family = _cls.family  # type: ignore[attr-defined]
     _build.backbone_class = _cls  # type: ignore[attr-defined]
