@@ -31,12 +31,16 @@ FAMILIES = ["tiny-sd3", "tiny-flux2", "tiny-qwen-image", "tiny-z-image"]
 #: says so.
 COMFY_KEY = {"tiny-sd3": re.compile(r"^lora_transformer_transformer_blocks_\d+_attn_(to_[qkv]|to_out_0|add_[qkv]_proj"
                                     r"|to_add_out)\.(lora_down\.weight|lora_up\.weight|alpha)$"),
+             # FLUX.1 (tiny-flux, issue 26's export for the older family): double blocks and single blocks
+             "tiny-flux": re.compile(r"^lora_transformer_(single_)?transformer_blocks_\d+_attn_(to_[qkv]|to_out_0|add_[qkv]_proj"
+                                     r"|to_add_out)\.(lora_down\.weight|lora_up\.weight|alpha)$"),
              # Qwen-Image: ComfyUI's model keeps diffusers' names; its generic kohya map reads lora_unet_<name>
              "tiny-qwen-image": re.compile(r"^lora_unet_transformer_blocks_\d+_attn_(to_[qkv]|to_out_0)"
                                            r"\.(lora_down\.weight|lora_up\.weight|alpha)$"),
              # Z-Image: ComfyUI maps diffusers' names (z_image_to_diffusers: layers and both refiners) as lycoris_<name>
              "tiny-z-image": re.compile(r"^lycoris_(layers|noise_refiner|context_refiner)_\d+_attention_(to_[qkv]|to_out_0)"
                                         r"\.(lora_down\.weight|lora_up\.weight|alpha)$")}
+COMFY_PREFIX = {"tiny-sd3": "lora_transformer_", "tiny-qwen-image": "lora_unet_", "tiny-z-image": "lycoris_"}
 _CACHE: dict = {}
 
 
@@ -119,6 +123,15 @@ def test_lora_reloads_in_the_family_pipeline_and_exports_comfy_keys(name, tmp_pa
     assert len(comfy) == len(saved) * 3 // 2  # down, up, alpha per layer
     bad = [k for k in comfy if not COMFY_KEY[name].match(k)]
     assert not bad, bad[:3]
+    _assert_same_tensors(saved, comfy, COMFY_PREFIX[name])
+
+
+def _assert_same_tensors(saved, comfy, prefix):
+    """The export holds the diffusers file's tensors under ComfyUI's names: lora_A is down, lora_B is up."""
+    for key, value in saved.items():
+        module, _, kind = key[len("transformer."):].rpartition(".lora_")
+        name = prefix + module.replace(".", "_")
+        assert torch.equal(comfy[f"{name}.lora_{'down' if kind == 'A.weight' else 'up'}.weight"], value)
 
 
 @pytest.mark.parametrize("name", FAMILIES)
@@ -162,3 +175,31 @@ def test_prompts_of_different_lengths_batch_as_each_alone(name):
         joint = bb.predict(x, t, batch)
         alone = torch.cat([bb.predict(x[i:i + 1], t[i:i + 1], texts[i]) for i in range(2)])
     torch.testing.assert_close(joint, alone, atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("preset", ["attention", "diffusers"])
+def test_flux1_exports_comfy_keys_too(preset, tmp_path):
+    out = tmp_path / "lora"
+    trainer = run(TrainConfig(backbone="tiny-flux", output_dir=str(out), max_train_steps=1, rank=2, train_batch_size=1,
+                              subjects=SUBJECTS, report_to="none", progress=False, device="cpu", export="kohya",
+                              lora_target_modules=[preset]))
+    from safetensors.torch import load_file
+
+    saved = load_file(str(out / "pytorch_lora_weights.safetensors"))
+    comfy = load_file(str(out / "pytorch_lora_weights_kohya.safetensors"))
+    assert len(comfy) == len(saved) * 3 // 2 and any("single_transformer_blocks" in k for k in comfy)
+    bad = [k for k in comfy if not COMFY_KEY["tiny-flux"].match(k)]
+    assert not bad, bad[:3]
+    _assert_same_tensors(saved, comfy, "lora_transformer_")
+    assert trainer.backbone.family == "flux"
+
+
+def test_the_new_families_reach_the_demo_and_the_help_texts():
+    from mudi.commands.demo import DemoConfig, demo_run_config
+    from mudi.sampling.config import GenerateConfig
+
+    for name in FAMILIES:
+        assert demo_run_config(DemoConfig(backbone=name)).backbone == name
+    for config in (TrainConfig, GenerateConfig):
+        help_text = config.__dataclass_fields__["backbone"].metadata["help"]
+        assert all(name in help_text for name in FAMILIES + ["sd3", "flux2", "qwen-image", "z-image"])

@@ -26,7 +26,6 @@ from mudi.adapters.registry import check_pipeline_class
 from mudi.adapters.sd import lora_preset, scheduler_first_step_signal
 from mudi.adapters.weights import DenoiserPlacement, load_pipeline, missing_weights_error, quantization_config
 from mudi.devices import parse_dtype
-from mudi.errors import MudiError
 
 #: The authors' FLUX script trains the attention projections only; diffusers' example adds the text stream's.
 FLUX_LORA_PRESETS = {"attention": ["to_k", "to_q", "to_v", "to_out.0"],
@@ -100,8 +99,11 @@ class FluxBackbone(DenoiserPlacement):
         return list(lora_preset(FLUX_LORA_PRESETS, preset or "attention", self.family))
 
     def to_kohya(self, lora_state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        raise MudiError("--export kohya is not supported for flux: ComfyUI loads the diffusers-format "
-                        "pytorch_lora_weights.safetensors of a FLUX LoRA directly; drop --export kohya")
+        """``lora_transformer_<module>`` keys (OneTrainer's FLUX names, which ComfyUI's FLUX LoRA loader maps onto
+        its fused layers; ComfyUI also reads the diffusers file as it is)."""
+        from mudi.adapters.flow import to_comfy_keys  # flow imports this module
+
+        return to_comfy_keys(lora_state_dict, "lora_transformer_")
 
     def encode_images(self, pixels: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         """``(B, 3, H, W)`` in [-1, 1] → ``(B, C, H/8, W/8)``: ``(z - shift_factor) * scaling_factor``."""

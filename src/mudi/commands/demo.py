@@ -2,7 +2,7 @@
 
 - default (``--backbone toyworld``): ``mudi/samples/demo-toyworld.yaml`` — DreamBooth vs Seg-Mix vs MuDI on mudi's own toy
   model and two similar toy subjects; the toy world's checker gives each method's success rate;
-- ``--backbone tiny-sd`` (tiny-sd2, tiny-sdxl, tiny-flux): ``demo.yaml`` — the bundled photos of two dogs through
+- ``--backbone tiny-sd`` (or any registered ``tiny-*``): ``demo.yaml`` — the bundled photos of two dogs through
   every stage with tiny *random* models built in memory (the report says the pictures are noise);
 - ``--backbone sdxl``: ``demo-sdxl.yaml`` — the same dogs with real weights and the authors' recipe, on a GPU.
 """
@@ -11,13 +11,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from mudi.adapters import registry
 from mudi.config import load_config
 from mudi.errors import MudiError
 from mudi.pipeline import RunConfig, run_pipeline
 from mudi.samples import SAMPLES_DIR
 
 HELP = "`mudi run` on a shipped run file: DreamBooth vs Seg-Mix vs MuDI on mudi's toy model (offline, CPU), or the sample dogs"
-TINY = ("tiny-sd", "tiny-sd2", "tiny-sdxl", "tiny-flux")
+TINY = tuple(n for n in registry.names("backbone") if n.startswith("tiny-"))  # every registered tiny family
 
 
 @dataclass

@@ -99,7 +99,7 @@ def _backbone_name(config: MergeConfig, inputs: list[_Input], backbone: Any) -> 
         return recorded[0]
     if backbone is not None:
         return str(backbone.family)
-    raise MudiError("which model are these LoRAs for? pass --backbone (sd15, sd2, sdxl, flux, or tiny-sd ...)"
+    raise MudiError(f"which model are these LoRAs for? pass --backbone ({', '.join(registry.names('backbone'))})"
                     + (f"; their mudi_subjects.json record {recorded}" if recorded else ""))
 
 

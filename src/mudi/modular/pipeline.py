@@ -130,7 +130,7 @@ def _backbone_name(config: ModularConfig) -> str:
             recorded.append(b)
     if len(recorded) == 1:
         return recorded[0]
-    raise MudiError("which model are these LoRAs for? pass --backbone (sd15, sd2, sdxl, flux, or tiny-sd ...)"
+    raise MudiError(f"which model are these LoRAs for? pass --backbone ({', '.join(registry.names('backbone'))})"
                     + (f"; their mudi_subjects.json record {recorded}" if recorded else ""))
 
 

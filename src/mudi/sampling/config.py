@@ -6,6 +6,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Literal
 
+from mudi.adapters import registry
 from mudi.core.prompts import DEFAULT_NEGATIVE_PROMPT
 from mudi.core.segmix import SegMixSettings
 from mudi.errors import MudiError
@@ -16,7 +17,7 @@ CONFIG_FILE = "generate_config.yaml"
 @dataclass
 class GenerateConfig:
     backbone: str = field(default="sdxl", metadata={
-        "help": "registered backbone: sd15, sd2, sdxl, flux, or the offline tiny-sd, tiny-sd2, tiny-sdxl, tiny-flux"})
+        "help": f"registered backbone: {', '.join(registry.names('backbone'))} (tiny-*: offline, random weights)"})
     pretrained_model_name_or_path: str | None = field(default=None, metadata={
         "help": "hub id or local diffusers folder (default: the family's reference checkpoint)"})
     lora: list[str] = field(default_factory=list, metadata={

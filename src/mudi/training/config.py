@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
+from mudi.adapters import registry
 from mudi.core.segmix import SegMixSettings
 from mudi.errors import MudiError
 
@@ -18,7 +19,7 @@ CONFIG_FILE = "train_config.yaml"
 @dataclass
 class TrainConfig:
     backbone: str = field(default="tiny-sd", metadata={
-        "help": "model family: sd15, sd2, sdxl, flux, or the offline tiny-sd, tiny-sd2, tiny-sdxl, tiny-flux"})
+        "help": f"model family: {', '.join(registry.names('backbone'))} (tiny-*: offline, random weights)"})
     pretrained_model_name_or_path: str | None = field(default=None, metadata={
         "help": "hub id or local diffusers folder (default: the family's base checkpoint)"})
     subjects: list[str] = field(default_factory=list, metadata={

@@ -23,8 +23,8 @@ class UiConfig:
     share: bool = field(default=False, metadata={
         "help": "also open a public gradio.live link (needs the internet; anyone with the link can use the UI)"})
     backbone: str = field(default="sdxl", metadata={
-        "help": "default model family of new training runs: sd15, sd2, sdxl, flux, or tiny-sd (offline, random "
-                "weights: the images are noise)"})
+        "help": f"default model family of new training runs: {', '.join(registry.names('backbone'))} (tiny-*: "
+                "offline, random weights: the images are noise)"})
     backend: str = field(default="owlv2+sam", metadata={
         "help": "default segmentation backend: owlv2+sam (paper), owlv2+grabcut, grabcut (offline, no weights)"})
     allowed_hosts: list[str] = field(default_factory=list, metadata={
