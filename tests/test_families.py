@@ -203,3 +203,29 @@ def test_the_new_families_reach_the_demo_and_the_help_texts():
     for config in (TrainConfig, GenerateConfig):
         help_text = config.__dataclass_fields__["backbone"].metadata["help"]
         assert all(name in help_text for name in FAMILIES + ["sd3", "flux2", "qwen-image", "z-image"])
+
+
+@pytest.mark.parametrize("name,pipeline_class", [("sd3", "StableDiffusion3Pipeline"), ("flux2", "Flux2KleinPipeline"),
+                                                 ("qwen-image", "QwenImagePipeline"), ("z-image", "ZImagePipeline")])
+def test_real_checkpoints_fail_in_one_line_and_are_recognized(name, pipeline_class, tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(MudiError, match="huggingface-cli download mudi-test/not-a-model") as e:
+        load_backbone(name, "mudi-test/not-a-model")
+    assert "\n" not in str(e.value)
+    (tmp_path / "model_index.json").write_text(json.dumps({"_class_name": pipeline_class}))
+    with pytest.raises(MudiError, match=f"use --backbone {name} or"):  # a checkpoint of this family, given to sdxl
+        load_backbone("sdxl", str(tmp_path))
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+def test_gradient_checkpointing_and_cached_latents_train_the_same_lora(name, tmp_path):
+    from safetensors.torch import load_file
+
+    kw = dict(backbone=name, max_train_steps=1, rank=2, train_batch_size=2, subjects=SUBJECTS, report_to="none",
+              progress=False, device="cpu", learning_rate=1e-2)
+    run(TrainConfig(output_dir=str(tmp_path / "a"), **kw))
+    run(TrainConfig(output_dir=str(tmp_path / "b"), gradient_checkpointing=True, cache_latents=True, **kw))
+    a, b = (load_file(str(tmp_path / d / "pytorch_lora_weights.safetensors")) for d in "ab")
+    assert a.keys() == b.keys()
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=0, atol=1e-6)
