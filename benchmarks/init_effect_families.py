@@ -20,7 +20,7 @@ from mudi.sampling.images import _generators, _pipeline_call
 from mudi.sampling.init import build_initial_latents, compose_init
 
 SAMPLES = Path(str(files("mudi") / "samples"))
-ISSUE_26 = ("tiny-sd3", "tiny-flux2", "tiny-qwen-image", "tiny-z-image")
+ISSUE_26 = ("tiny-sd3", "tiny-flux2", "tiny-flux2-dev", "tiny-qwen-image", "tiny-z-image")
 
 
 def effect(name: str, subjects, steps: int, size: int = 64, n: int = 8) -> str:

@@ -25,7 +25,7 @@ from mudi.training.loop import train as run
 
 SAMPLES = Path(__file__).resolve().parents[1] / "src" / "mudi" / "samples"
 SUBJECTS = [str(SAMPLES / "dog6"), str(SAMPLES / "cat2")]
-FAMILIES = ["tiny-sd3", "tiny-flux2", "tiny-qwen-image", "tiny-z-image"]
+FAMILIES = ["tiny-sd3", "tiny-flux2", "tiny-flux2-dev", "tiny-qwen-image", "tiny-z-image"]
 #: The kohya-style names ComfyUI's ``model_lora_keys_unet`` maps for each family (comfy/lora.py): SD3 and FLUX
 #: ``lora_transformer_<diffusers module, dots as _>`` (OneTrainer's format). A family missing here has no export and
 #: says so.

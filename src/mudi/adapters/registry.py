@@ -36,6 +36,7 @@ REGISTRY: dict[str, dict[str, str | Callable[..., Any]]] = {
         "tiny-sd3": "mudi.adapters.tiny_families:build_tiny_sd3",
         "flux2": "mudi.adapters.flux2:Flux2Backbone.from_pretrained",
         "tiny-flux2": "mudi.adapters.tiny_families:build_tiny_flux2",
+        "tiny-flux2-dev": "mudi.adapters.tiny_families:build_tiny_flux2_dev",
         "qwen-image": "mudi.adapters.qwen_image:QwenImageBackbone.from_pretrained",
         "tiny-qwen-image": "mudi.adapters.tiny_families:build_tiny_qwen_image",
         "z-image": "mudi.adapters.z_image:ZImageBackbone.from_pretrained",

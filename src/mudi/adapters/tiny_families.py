@@ -109,13 +109,25 @@ def build_tiny_sd3(device: str | torch.device = "cpu", dtype: Any = None) -> Any
                                     default_resolution=TINY_RESOLUTION)
 
 
+def _tiny_flux2_vae():
+    """FLUX.2's VAE with 4 latent channels (16 once patchified) and random batch-norm statistics."""
+    from diffusers import AutoencoderKLFlux2
+
+    vae = AutoencoderKLFlux2(in_channels=3, out_channels=3, latent_channels=4,
+                             down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
+                             block_out_channels=(8, 8, 8, 8), layers_per_block=1, norm_num_groups=2,
+                             sample_size=TINY_RESOLUTION, use_quant_conv=False, use_post_quant_conv=False)
+    vae.bn.running_mean.copy_(0.1 * torch.randn(16))
+    vae.bn.running_var.copy_(0.5 + torch.rand(16))
+    return vae
+
+
 def build_tiny_flux2_pipeline(device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32) -> Any:
     """A ``Flux2KleinPipeline`` (the base, non-distilled kind): 1 double + 1 single block over 4 VAE channels
     patchified to 16, random batch-norm statistics in the VAE (so the normalization is not the identity), a
     27-layer Qwen3 of width 16 (the pipeline stacks its hidden layers 9, 18 and 27) and FLUX.2's dynamically
     shifted flow-matching scheduler."""
     from diffusers import (
-        AutoencoderKLFlux2,
         FlowMatchEulerDiscreteScheduler,
         Flux2KleinPipeline,
         Flux2Transformer2DModel,
@@ -129,12 +141,7 @@ def build_tiny_flux2_pipeline(device: str | torch.device = "cpu", dtype: torch.d
                                               timestep_guidance_channels=256, axes_dims_rope=[4, 4, 4, 4],
                                               guidance_embeds=False)
         torch.manual_seed(TINY_SEED + 1)
-        vae = AutoencoderKLFlux2(in_channels=3, out_channels=3, latent_channels=4,
-                                 down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
-                                 block_out_channels=(8, 8, 8, 8), layers_per_block=1, norm_num_groups=2,
-                                 sample_size=TINY_RESOLUTION, use_quant_conv=False, use_post_quant_conv=False)
-        vae.bn.running_mean.copy_(0.1 * torch.randn(16))
-        vae.bn.running_var.copy_(0.5 + torch.rand(16))
+        vae = _tiny_flux2_vae()
         torch.manual_seed(TINY_SEED + 2)
         text_encoder = _tiny_qwen3(len(tok), 27)
     scheduler = FlowMatchEulerDiscreteScheduler(shift=3.0, use_dynamic_shifting=True, base_shift=0.5, max_shift=1.15,
@@ -142,6 +149,57 @@ def build_tiny_flux2_pipeline(device: str | torch.device = "cpu", dtype: torch.d
     pipe = Flux2KleinPipeline(scheduler=scheduler, vae=vae, text_encoder=text_encoder, tokenizer=tok,
                               transformer=transformer, is_distilled=False)
     return _finish(pipe, device, dtype)
+
+
+# Mistral's chat format for FLUX.2 [dev]'s messages (content given as a list of text parts).
+MISTRAL_CHAT_TEMPLATE = (
+    "{% for m in messages %}{% if m['role'] == 'system' %}[SYSTEM_PROMPT]{% for c in m['content'] %}{{ c['text'] }}"
+    "{% endfor %}[/SYSTEM_PROMPT]{% else %}[INST]{% for c in m['content'] %}{{ c['text'] }}{% endfor %}[/INST]"
+    "{% endif %}{% endfor %}")
+
+
+def build_tiny_flux2_dev_pipeline(device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32) -> Any:
+    """A ``Flux2Pipeline`` (FLUX.2 [dev]): klein's tiny transformer and VAE with a guidance embedding, a Mistral-3
+    text encoder of width 16 with 30 layers (the pipeline stacks hidden layers 10, 20 and 30) and the offline
+    tokenizer with Mistral's chat format (the real pipeline takes a Pixtral processor, which only tokenizes here)."""
+    from diffusers import (
+        FlowMatchEulerDiscreteScheduler,
+        Flux2Pipeline,
+        Flux2Transformer2DModel,
+    )
+    from transformers import Mistral3Config, Mistral3ForConditionalGeneration
+
+    tok = build_tiny_qwen_tokenizer()
+    tok.chat_template = MISTRAL_CHAT_TEMPLATE
+    ids = tok.convert_tokens_to_ids
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(TINY_SEED)
+        transformer = Flux2Transformer2DModel(patch_size=1, in_channels=16, num_layers=1, num_single_layers=1,
+                                              attention_head_dim=16, num_attention_heads=2, joint_attention_dim=48,
+                                              timestep_guidance_channels=256, axes_dims_rope=[4, 4, 4, 4],
+                                              guidance_embeds=True)
+        torch.manual_seed(TINY_SEED + 1)
+        vae = _tiny_flux2_vae()
+        torch.manual_seed(TINY_SEED + 2)
+        special = dict(bos_token_id=ids("<|im_start|>"), eos_token_id=ids("<|im_end|>"), pad_token_id=ids("<|endoftext|>"))
+        config = Mistral3Config(
+            text_config={"model_type": "mistral", "vocab_size": len(tok), "hidden_size": 16, "intermediate_size": 16,
+                         "max_position_embeddings": 1024, "num_attention_heads": 4, "num_hidden_layers": 30,
+                         "num_key_value_heads": 2, "head_dim": 4, "rms_norm_eps": 1e-5, "rope_theta": 1e9,
+                         "sliding_window": None, **special},
+            vision_config={"model_type": "pixtral", "hidden_size": 16, "num_hidden_layers": 1, "num_attention_heads": 4,
+                           "intermediate_size": 16, "image_size": 30, "patch_size": 6, "num_channels": 3},
+            image_token_index=ids("<|image_pad|>"), vision_feature_layer=-1)
+        text_encoder = Mistral3ForConditionalGeneration(config)
+    scheduler = FlowMatchEulerDiscreteScheduler(shift=3.0, use_dynamic_shifting=True, base_shift=0.5, max_shift=1.15,
+                                                base_image_seq_len=256, max_image_seq_len=4096)
+    pipe = Flux2Pipeline(scheduler=scheduler, vae=vae, text_encoder=text_encoder, tokenizer=tok, transformer=transformer)
+    return _finish(pipe, device, dtype)
+
+
+def build_tiny_flux2_dev(device: str | torch.device = "cpu", dtype: Any = None) -> Any:
+    """``tiny-flux2-dev``: the FLUX.2 adapter on a tiny [dev] pipeline (guidance-distilled, Mistral-3 text)."""
+    return Flux2Backbone(build_tiny_flux2_dev_pipeline(device, parse_dtype(dtype)), default_resolution=TINY_RESOLUTION)
 
 
 def build_tiny_flux2(device: str | torch.device = "cpu", dtype: Any = None) -> Any:
@@ -242,6 +300,7 @@ def build_tiny_z_image(device: str | torch.device = "cpu", dtype: Any = None) ->
 # The family label and adapter class of each build, readable without building it (registry.family_of,
 # registry.backbone_default).
 for _build, _cls in ((build_tiny_sd3, StableDiffusion3Backbone), (build_tiny_flux2, Flux2Backbone),
+                     (build_tiny_flux2_dev, Flux2Backbone),
                      (build_tiny_qwen_image, QwenImageBackbone), (build_tiny_z_image, ZImageBackbone)):
     _build.family = _cls.family  # type: ignore[attr-defined]
     _build.backbone_class = _cls  # type: ignore[attr-defined]
