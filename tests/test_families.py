@@ -206,6 +206,7 @@ def test_the_new_families_reach_the_demo_and_the_help_texts():
 
 
 @pytest.mark.parametrize("name,pipeline_class", [("sd3", "StableDiffusion3Pipeline"), ("flux2", "Flux2KleinPipeline"),
+                                                 ("flux2", "Flux2Pipeline"),
                                                  ("qwen-image", "QwenImagePipeline"), ("z-image", "ZImagePipeline")])
 def test_real_checkpoints_fail_in_one_line_and_are_recognized(name, pipeline_class, tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")

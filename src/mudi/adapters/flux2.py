@@ -62,6 +62,7 @@ class Flux2Backbone(FlowMatchingMembers):
 
     family = "flux2"
     pipeline_class_name = "Flux2KleinPipeline"  # this instance's pipeline class replaces it (dev: Flux2Pipeline)
+    pipeline_class_names = PIPELINE_CLASSES  # the checkpoints this family loads (registry.pipeline_families)
     default_checkpoint = "black-forest-labs/FLUX.2-klein-4B"  # as diffusers' README_flux2.md
     default_resolution = 1024
     supports_negative_prompt = False  # neither pipeline takes one (klein's CFG uses the empty prompt)

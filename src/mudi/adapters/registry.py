@@ -186,8 +186,8 @@ def pipeline_families() -> dict[str, list[str]]:
         except MudiError:
             continue
         cls_name = getattr(owner, "pipeline_class_name", None)
-        if cls_name:
-            out.setdefault(cls_name, []).append(name)
+        for c in getattr(owner, "pipeline_class_names", None) or ([cls_name] if cls_name else []):  # FLUX.2: 2
+            out.setdefault(c, []).append(name)
     return out
 
 
