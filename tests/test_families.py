@@ -230,3 +230,18 @@ def test_gradient_checkpointing_and_cached_latents_train_the_same_lora(name, tmp
     assert a.keys() == b.keys()
     for k in a:
         torch.testing.assert_close(a[k], b[k], rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", ["tiny-sd3", "tiny-flux2", "tiny-qwen-image", "tiny-z-image"])
+def test_mudi_merge_concatenates_two_lora_of_the_family(name, tmp_path):
+    for s in SUBJECTS:
+        assert main(["train", "--backbone", name, "--subjects", s, "--composition", "none", "--max_train_steps", "1",
+                     "--rank", "2", "--report_to", "none", "--device", "cpu", "--no-progress",
+                     "--output_dir", str(tmp_path / Path(s).name)]) == 0
+    out = tmp_path / "merged"
+    assert main(["merge", "--backbone", name, "--lora", *(str(tmp_path / Path(s).name) for s in SUBJECTS),
+                 "--method", "concat", "--device", "cpu", "--output_dir", str(out)]) == 0
+    fresh = load_backbone(name)
+    base = _images(fresh.pipeline)
+    fresh.pipeline.load_lora_weights(str(out))  # the merged file is the family's diffusers format too
+    assert not np.array_equal(_images(fresh.pipeline), base)
