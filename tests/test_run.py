@@ -216,3 +216,55 @@ def test_the_toy_world_checker_as_a_scorer(tmp_path):
     assert "class='toy'" in text and "95% interval" in text
     with pytest.raises(MudiError, match="did you mean 'toyworld'"):
         RunConfig(scorers=["toyworl"])
+
+
+def test_a_launcher_that_exits_0_without_a_lora_does_not_mark_training_done(uninterrupted, tmp_path):
+    """Issue 21, item 3: a unit is done only when its outputs exist and verify. A ``train_launch`` that exits 0
+    without writing the LoRA is a one-line error at training, its marker stays ``running``, and the next run with
+    a working launcher resumes training instead of failing at generation."""
+    run = tmp_path / "run"
+    shutil.copytree(uninterrupted, run)
+    silent = _write_run(tmp_path, train_launch=f"{sys.executable} -c pass")  # `python -c pass -m mudi.cli ...`: 0
+    with pytest.raises(MudiError, match="train segmix: the work finished but pytorch_lora_weights.safetensors is "
+                                        "missing"):
+        run_pipeline(load_config(RunConfig, silent, ["from_stage=train"]), say=lambda _: None)
+    assert json.loads((run / "train" / "segmix" / "stage.json").read_text())["status"] == "running"
+    said: list[str] = []
+    run_pipeline(load_config(RunConfig, _write_run(tmp_path)), say=said.append)
+    assert "  train segmix: resuming the unfinished run" in said
+    _assert_same(_results(run), _results(uninterrupted))
+
+
+def test_editing_an_input_file_redoes_the_units_that_read_it(uninterrupted, tmp_path, capsys):
+    """Issue 21, item 5: fingerprints cover the content of every input file. Editing a layout JSON's boxes (same
+    file name, same size) redoes generation; editing a copied subject's caption in subject.yaml redoes every unit."""
+    run = tmp_path / "run"
+    shutil.copytree(uninterrupted, run)
+    layout = tmp_path / "layout.json"
+    layout.write_text(json.dumps({"boxes": [[0.05, 0.30, 0.50, 0.95], [0.50, 0.20, 0.95, 0.95]]}))
+    cfg = _write_run(tmp_path, generate={**RUN["generate"], "layout": str(layout)})
+    assert main(["run", str(cfg)]) == 0
+    capsys.readouterr()
+    first = _results(run)["images"]
+    layout.write_text(json.dumps({"boxes": [[0.05, 0.10, 0.50, 0.75], [0.50, 0.40, 0.95, 0.95]]}))
+    assert main(["run", str(cfg)]) == 0
+    out = capsys.readouterr().out
+    assert "generate mudi p00: redone from scratch (its settings changed)" in out
+    assert "train segmix: done already, skipped" in out
+    moved = _results(run)["images"]
+    assert any(not np.array_equal(first[k], moved[k]) for k in first if "/init/" in k)
+
+    subjects = tmp_path / "subjects"
+    shutil.copytree(SAMPLES_DIR / "dog6", subjects / "dog6")
+    shutil.copytree(SAMPLES_DIR / "dog2", subjects / "dog2")
+    cfg = _write_run(tmp_path, subjects=[str(subjects / "dog6"), str(subjects / "dog2")])
+    assert main(["run", str(cfg)]) == 0
+    capsys.readouterr()
+    meta = yaml.safe_load((subjects / "dog6" / "subject.yaml").read_text())
+    first_photo = sorted(p.name for p in (subjects / "dog6").glob("*.jpg"))[0]
+    meta["captions"] = {**(meta.get("captions") or {}), first_photo: "a photo of olis dog on grass"}
+    (subjects / "dog6" / "subject.yaml").write_text(yaml.safe_dump(meta))
+    assert main(["run", str(cfg)]) == 0
+    out = capsys.readouterr().out
+    assert "segment: redone from scratch (its settings changed)" in out
+    assert "train segmix: redone from scratch (its settings changed)" in out

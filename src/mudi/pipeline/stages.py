@@ -34,9 +34,10 @@ from typing import Any
 from mudi.benchmark.methods import METHODS
 from mudi.compositions import SegmixConfig, write_compositions
 from mudi.config import save_config, to_dict
-from mudi.data.manifests import fingerprint, is_done, read_marker, write_marker
+from mudi.data.manifests import LORA_FILE, fingerprint
 from mudi.data.run_folder import claim_run_folder
 from mudi.data.subjects import find_subjects, load_subjects
+from mudi.data.units import DONE, PARTIAL, STALE, Unit, files_fingerprint, subjects_fingerprint
 from mudi.errors import MudiError
 from mudi.io import OutputLock, prepare_output_dir
 from mudi.pipeline.config import STAGES, RunConfig
@@ -74,62 +75,44 @@ class RunState:
     def subject_paths(self) -> list[str]:
         return [str(self.subjects_dir / n) for n in self.names]
 
-    def begin(self, stage: str, unit: str, folder: Path, fp: str) -> bool:
-        """Whether ``unit`` (of ``stage``, writing ``folder``) must run now; clears ``folder`` when its settings
-        changed or ``--from`` asks for it. Also enforces ``--only``."""
-        c, marker, rel = self.config, folder / MARKER, folder.relative_to(self.out).as_posix()
+    def begin(self, stage: str, unit: Unit) -> bool:
+        """Whether ``unit`` (of ``stage``) must run now; clears its folder when its settings or inputs changed or
+        ``--from`` asks for it. Also enforces ``--only``."""
+        c, rel = self.config, unit.folder.relative_to(self.out).as_posix()
         if c.only and stage != c.only:
-            if not is_done(marker, fp):
-                raise MudiError(f"--only {c.only}: the earlier stage {stage} ({unit}) is not done with these "
+            if not unit.is_done():
+                raise MudiError(f"--only {c.only}: the earlier stage {stage} ({unit.name}) is not done with these "
                                 f"settings; run without --only (or with --from {stage})")
             return False
         forced = (bool(c.from_stage) and STAGES.index(stage) >= STAGES.index(c.from_stage)) or c.only == stage
-        old = read_marker(marker)
-        if not forced and is_done(marker, fp):
+        state = unit.state()
+        if not forced and state == DONE:
             self.did[rel] = "skipped"
-            self.say(f"  {unit}: done already, skipped")
+            self.say(f"  {unit.name}: done already, skipped")
             return False
-        if forced or (old is not None and old.get("fingerprint") != fp):
+        if forced or state == STALE:
             why = f"--from {c.from_stage}" if c.from_stage else f"--only {c.only}" if forced else "its settings changed"
-            if folder.exists():
-                self.say(f"  {unit}: redone from scratch ({why})")
-                clear(folder)
-        elif old is not None:
+            if unit.folder.exists():
+                self.say(f"  {unit.name}: redone from scratch ({why})")
+                unit.clear()
+        elif state == PARTIAL:
             self.did[rel] = "resumed"
-            self.say(f"  {unit}: resuming the unfinished run")
-        folder.mkdir(parents=True, exist_ok=True)
-        write_marker(marker, "running", fp)
+            self.say(f"  {unit.name}: resuming the unfinished run")
+        unit.folder.mkdir(parents=True, exist_ok=True)
+        unit.start()
         self.did.setdefault(rel, "redone" if forced else "done")
         return True
 
-    def end(self, unit: str, folder: Path, fp: str, t0: float, **extra: Any) -> None:
-        self.seconds[unit] = round(time.perf_counter() - t0, 1)
-        write_marker(folder / MARKER, "done", fp, seconds=self.seconds[unit], **extra)
-
-
-def clear(folder: Path) -> None:
-    """Empty ``folder`` (keeping the folder and a lock file in it)."""
-    for child in folder.iterdir():
-        if child.name == ".mudi.lock":
-            continue
-        if child.is_dir() and not child.is_symlink():
-            shutil.rmtree(child)
-        else:
-            child.unlink()
+    def end(self, unit: Unit, t0: float, **extra: Any) -> None:
+        self.seconds[unit.name] = round(time.perf_counter() - t0, 1)
+        unit.finish(seconds=self.seconds[unit.name], **extra)
 
 
 def source_fingerprint(paths: list[str]) -> tuple[str, list[Any]]:
-    """The fingerprint of the subjects' source files (names, sizes, modification times) and the subjects."""
+    """The fingerprint of the subjects (what their subject.yaml says, the content of every photo and mask) and
+    the subjects."""
     subjects = load_subjects(paths)
-    files = []
-    for s in subjects:
-        for im in s.images:
-            for p in (im.path, im.mask_path):
-                if p is not None:
-                    st = Path(p).stat()
-                    files.append([str(Path(p).resolve()), st.st_size, st.st_mtime_ns])
-        files.append([s.name, s.identifier, s.class_name, s.detect_as_text, s.relative_size])
-    return fingerprint(files), subjects
+    return fingerprint(subjects_fingerprint(subjects)), subjects
 
 
 def copy_subjects(paths: list[str], target: Path) -> None:
@@ -173,8 +156,9 @@ def stage_segment(st: RunState) -> None:
     fp = fingerprint({"sources": src_fp, "segment": {k: v for k, v in to_dict(seg).items()
                                                      if k not in ("subjects", "device", "batch_size")}})
     st.fps["segment"] = fp
-    folder = st.out / "segment"
-    if not st.begin("segment", "segment", folder, fp):
+    unit = Unit(st.out / "segment", fp, name="segment")
+    folder = unit.folder
+    if not st.begin("segment", unit):
         return
     t0 = time.perf_counter()
     if st.subjects_dir.exists():
@@ -188,7 +172,7 @@ def stage_segment(st: RunState) -> None:
         raise MudiError(f"segmentation failed for {len(result.failures)} image(s) "
                         f"({result.failures[0].image}: {result.failures[0].note}); fix or remove them, or give "
                         f"a mask by hand in the subject's masks/ folder, then rerun")
-    st.end("segment", folder, fp, t0, counts=result.counts())
+    st.end(unit, t0, counts=result.counts())
 
 
 def stage_prior(st: RunState) -> None:
@@ -198,12 +182,12 @@ def stage_prior(st: RunState) -> None:
     fp = fingerprint({"classes": [s.class_name for s in load_subjects(st.subject_paths())],
                       "prior": {k: v for k, v in to_dict(cfg).items() if k not in ("output_dir", "subjects", "device")}})
     st.fps["prior"] = fp
-    folder = st.out / "prior"
-    if not st.begin("prior", "prior", folder, fp):
+    unit = Unit(st.out / "prior", fp, name="prior")
+    if not st.begin("prior", unit):
         return
     t0 = time.perf_counter()
     make_prior_set(cfg)
-    st.end("prior", folder, fp, t0)
+    st.end(unit, t0)
 
 
 def training_compositions(config: RunConfig) -> list[str]:
@@ -217,13 +201,14 @@ def stage_train(st: RunState) -> None:
     fp = fingerprint({"segment": st.fps["segment"], "n": c.segmix_preview, "seed": c.seed,
                       "resolution": c.train.get("resolution"),
                       "segmix": c.train.get("segmix", {}), "relative_sizes": c.train.get("relative_sizes")})
-    if c.segmix_preview and st.begin("train", "segmix preview", folder, fp):
+    unit = Unit(folder, fp, name="segmix preview")
+    if c.segmix_preview and st.begin("train", unit):
         t0 = time.perf_counter()
         tcfg = c.stage_config("train", subjects=st.subject_paths(), output_dir=str(folder))
         write_compositions(SegmixConfig(subjects=st.subject_paths(), output_dir=str(folder),
                                         num_images=c.segmix_preview, resolution=tcfg.resolution or 512,
                                         seed=c.seed, relative_sizes=tcfg.relative_sizes or None, segmix=tcfg.segmix))
-        st.end("segmix preview", folder, fp, t0)
+        st.end(unit, t0)
     for comp in training_compositions(c):
         out_dir = st.out / "train" / comp
         cfg = c.stage_config("train", subjects=st.subject_paths(), output_dir=str(out_dir), backbone=c.backbone,
@@ -232,10 +217,12 @@ def stage_train(st: RunState) -> None:
                              resume_from_checkpoint="latest")
         recipe = {k: v for k, v in to_dict(cfg).items() if k not in ("progress", "device", "output_dir", "subjects",
                                                                     "class_data_dir", "resume_from_checkpoint")}
-        fp = fingerprint({"segment": st.fps["segment"], "prior": st.fps["prior"], "train": recipe})
+        fp = fingerprint({"segment": st.fps["segment"], "prior": st.fps["prior"], "train": recipe,
+                          "base_lora": files_fingerprint(cfg.base_lora)})
         st.fps[f"train/{comp}"] = fp
         st.train_dirs[comp] = out_dir
-        if not st.begin("train", f"train {comp}", out_dir, fp):
+        unit = Unit(out_dir, fp, name=f"train {comp}", outputs=(LORA_FILE,))
+        if not st.begin("train", unit):
             continue
         t0 = time.perf_counter()
         st.say(f"  training the {comp} LoRA on {cfg.backbone}, {cfg.max_train_steps} steps → {out_dir}")
@@ -243,7 +230,7 @@ def stage_train(st: RunState) -> None:
             launch_training(c.train_launch, cfg, out_dir)
         else:
             train(cfg)
-        st.end(f"train {comp}", out_dir, fp, t0, steps=cfg.max_train_steps)
+        st.end(unit, t0, steps=cfg.max_train_steps)
 
 
 def launch_training(launcher: str, cfg: Any, out_dir: Path) -> None:
@@ -291,14 +278,16 @@ def stage_generate(st: RunState) -> None:
                 fp = fingerprint({"train": st.fps[f"train/{spec.composition}"],
                                   "generate": {k2: v for k2, v in to_dict(cfg).items()
                                                if k2 not in ("output_dir", "lora", "subjects", "skip_existing",
-                                                             "device", "batch_size")}})
+                                                             "device", "batch_size")},
+                                  "layout": files_fingerprint([cfg.layout]) if cfg.layout.endswith(".json") else []})
                 st.fps[f"generate/{method}/{k}"] = fp
-                if not st.begin("generate", f"generate {method} p{k:02d}", folder, fp):
+                unit = Unit(folder, fp, name=f"generate {method} p{k:02d}")
+                if not st.begin("generate", unit):
                     continue
                 t0 = time.perf_counter()
                 backbone = backbone if backbone is not None else generation_backbone(st)
                 generate_to_folder(cfg, backbone=backbone)
-                st.end(f"generate {method} p{k:02d}", folder, fp, t0)
+                st.end(unit, t0)
     finally:
         del backbone
 
@@ -317,7 +306,8 @@ def stage_evaluate(st: RunState) -> None:
                                            if k2 not in ("images", "output_dir", "subjects", "device", "batch_size",
                                                          "cache_dir")}})
             st.fps[f"evaluate/{method}/{k}"] = fp
-            if not st.begin("evaluate", f"evaluate {method} p{k:02d}", folder, fp):
+            unit = Unit(folder, fp, name=f"evaluate {method} p{k:02d}")
+            if not st.begin("evaluate", unit):
                 continue
             t0 = time.perf_counter()
             if "dnc" in c.scorers:
@@ -329,7 +319,7 @@ def stage_evaluate(st: RunState) -> None:
                 result = check_folder(images, st.names, folder)
                 st.say(f"  {method} p{k:02d}: toy-world checker {result['successes']}/{result['n']} correct "
                        f"({', '.join(f'{v} {n}' for v, n in result['verdicts'].items())})")
-            st.end(f"evaluate {method} p{k:02d}", folder, fp, t0)
+            st.end(unit, t0)
 
 
 def evaluation_models(cfg: Any) -> tuple[Any, Any, Any]:
