@@ -13,7 +13,7 @@ import dataclasses
 import json
 import logging
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tqdm.auto import tqdm
 
@@ -21,6 +21,7 @@ from mudi.adapters import registry
 from mudi.adapters.weights import load_vae
 from mudi.config import save_config
 from mudi.core.init_latents import default_gamma
+from mudi.data.generated import sidecar, write_generated
 from mudi.data.images import read_image
 from mudi.data.layouts import load_layout
 from mudi.data.manifests import entry_phrase, read_lora_subjects, subjects_of_manifest
@@ -28,18 +29,21 @@ from mudi.data.subjects import load_subjects
 from mudi.devices import describe, place_config
 from mudi.environment import package_versions
 from mudi.errors import MudiError
-from mudi.io import OutputLock, prepare_output_dir, save_image_atomic, write_json_atomic
+from mudi.io import OutputLock, prepare_output_dir, save_image_atomic
 from mudi.sampling.config import CONFIG_FILE, GenerateConfig
 from mudi.sampling.images import GeneratedImage, generate_images, resolve_prompt
 from mudi.sampling.init import resolve_init
 from mudi.sampling.layout_llm import llm_layout_or_none
-from mudi.sampling.loras import apply_loras, check_lora_family
+from mudi.sampling.loras import check_lora_family, loras_applied
 from mudi.visualize import image_grid, label_map
+
+if TYPE_CHECKING:
+    from mudi.adapters.base import Backbone
 
 log = logging.getLogger(__name__)
 
 
-def generate_to_folder(config: GenerateConfig, backbone: Any = None) -> list[GeneratedImage]:
+def generate_to_folder(config: GenerateConfig, backbone: Backbone | None = None) -> list[GeneratedImage]:
     """Load the model (or use ``backbone``), apply LoRAs, resolve subjects/prompt/layout, generate, write.
 
     Everything a person could get wrong (subjects, masks, prompt, layout, sizes, LoRA paths and families, the
@@ -96,35 +100,20 @@ def warn_unnamed_subjects(template: str, prompt: str, subjects: list) -> None:
                     "from --subjects or name them with [V1], [V2] ...", ", ".join(unnamed))
 
 
-def _generate(config: GenerateConfig, backbone: Any, subjects: list, phrases: list[str], prompt: str,
+def _generate(config: GenerateConfig, backbone: Backbone | None, subjects: list, phrases: list[str], prompt: str,
               boxes: Any, layout_name: str, out: Path) -> list[GeneratedImage]:
-    if backbone is not None and config.lora:  # the caller's model: leave it as it was given
-        before = set(_adapter_names(backbone))
-        try:
-            return _generate_with(config, backbone, subjects, phrases, prompt, boxes, layout_name, out)
-        finally:
-            added = [a for a in _adapter_names(backbone) if a not in before]
-            if added:
-                backbone.pipeline.delete_adapters(added)
-    return _generate_with(config, backbone, subjects, phrases, prompt, boxes, layout_name, out)
-
-
-def _adapter_names(backbone: Any) -> list[str]:
-    names: list[str] = []
-    for adapters in backbone.pipeline.get_list_adapters().values():
-        names.extend(a for a in adapters if a not in names)
-    return names
-
-
-def _generate_with(config: GenerateConfig, backbone: Any, subjects: list, phrases: list[str], prompt: str,
-                   boxes: Any, layout_name: str, out: Path) -> list[GeneratedImage]:
     if backbone is None:
         config, device, dtype = place_config(config)
         log.info("mudi generate: %s", describe(device, dtype))
         backbone = registry.load_backbone(config.backbone, config.pretrained_model_name_or_path, device, dtype)
     if config.vae:
         backbone.pipeline.vae = load_vae(config.vae, device=backbone.device, dtype=backbone.dtype)
-    adapters = apply_loras(backbone, config.lora, config.lora_weights)
+    with loras_applied(backbone, config.lora, config.lora_weights) as adapters:  # a caller's model: left as given
+        return _generate_with(config, backbone, adapters, subjects, phrases, prompt, boxes, layout_name, out)
+
+
+def _generate_with(config: GenerateConfig, backbone: Backbone, adapters: list[str], subjects: list,
+                   phrases: list[str], prompt: str, boxes: Any, layout_name: str, out: Path) -> list[GeneratedImage]:
     segmix = config.segmix.resolve(backbone.segmix_preset)
     gamma = config.gamma if config.gamma is not None else (default_gamma(len(subjects)) if subjects else 0.0)
     steps = config.num_inference_steps or backbone.default_num_inference_steps
@@ -180,20 +169,15 @@ def _write_image(out: Path, k: int, r: GeneratedImage, config: GenerateConfig, s
                  steps: int, guidance: float | None, lora_info: list, versions: dict) -> None:
     """``NNNN_seedS.png``, its sidecar ``.json`` and, with an init, ``init/NNNN_seedS{,_mask}.png``."""
     stem = f"{k:04d}_seed{r.seed}"
-    meta: dict = {
-        "image": f"{stem}.png", "prompt": r.prompt, "negative_prompt": config.negative_prompt,
-        "seed": r.seed, "init": r.init, "gamma": r.gamma, "layout": r.layout,
-        "subjects": [s.name for s in subjects], "phrases": phrases,
-        "num_inference_steps": steps, "guidance_scale": guidance,
-        "height": int(r.image.shape[0]), "width": int(r.image.shape[1]),
-        "backbone": config.backbone, "pretrained_model_name_or_path": config.pretrained_model_name_or_path,
-        "lora": lora_info, "versions": versions,
-    }
+    meta = sidecar(r, f"{stem}.png", negative_prompt=config.negative_prompt,
+                   subjects=[s.name for s in subjects], phrases=phrases, num_inference_steps=steps,
+                   guidance_scale=guidance, height=int(r.image.shape[0]), width=int(r.image.shape[1]),
+                   backbone=config.backbone, pretrained_model_name_or_path=config.pretrained_model_name_or_path,
+                   lora=lora_info, versions=versions)
     if r.composition is not None:
         save_image_atomic(out / "init" / f"{stem}.png", r.composition.image)
         save_image_atomic(out / "init" / f"{stem}_mask.png", label_map(r.composition.masks))
         meta.update(boxes_xyxy=[list(b) for b in r.composition.boxes_xyxy], boxes_normalized=r.boxes_normalized,
                     relative_sizes=config.relative_sizes, source_images=r.source_images,
                     init_image=f"init/{stem}.png", init_mask=f"init/{stem}_mask.png")
-    save_image_atomic(out / f"{stem}.png", r.image)
-    write_json_atomic(out / f"{stem}.json", meta)
+    write_generated(out / f"{stem}.png", r.image, out / f"{stem}.json", meta)

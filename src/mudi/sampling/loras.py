@@ -8,7 +8,8 @@ against the loaded denoiser (:func:`check_lora_fits`, for files from elsewhere).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -151,3 +152,29 @@ def apply_loras(backbone: Any, paths: Sequence[str], weights: Sequence[float] | 
         names.append(name)
     backbone.pipeline.set_adapters(names, adapter_weights=weights)
     return names
+
+
+def adapter_names(backbone: Any) -> list[str]:
+    """The LoRA adapters loaded in the backbone's pipeline now."""
+    names: list[str] = []
+    for adapters in backbone.pipeline.get_list_adapters().values():
+        names.extend(a for a in adapters if a not in names)
+    return names
+
+
+def remove_loras(backbone: Any, names: Sequence[str]) -> None:
+    """Take adapters out of the pipeline again (the one place outside ``adapters/`` that deletes adapters)."""
+    if names:
+        backbone.pipeline.delete_adapters(list(names))
+
+
+@contextmanager
+def loras_applied(backbone: Any, paths: Sequence[str], weights: Sequence[float] | None = None) -> Iterator[list[str]]:
+    """``with loras_applied(backbone, paths) as names:`` the LoRAs are active inside the block; every adapter the
+    block added is removed after it, also when it fails (the backbone is left as it came)."""
+    before = set(adapter_names(backbone)) if paths else set()
+    try:
+        yield apply_loras(backbone, paths, weights)
+    finally:
+        if paths:
+            remove_loras(backbone, [a for a in adapter_names(backbone) if a not in before])
