@@ -14,11 +14,12 @@ from PIL import Image
 
 import mudi.benchmark.cells
 import mudi.cli
+import mudi.sampling.sink
 from mudi.benchmark.config import BenchmarkConfig
-from mudi.benchmark.methods import METHODS
 from mudi.benchmark.runner import run_benchmark as run
 from mudi.benchmark.tables import build_tables
 from mudi.config import load_config
+from mudi.core.methods import METHODS
 from mudi.errors import MudiError
 from mudi.sampling.init import resolve_init
 
@@ -61,7 +62,7 @@ def _config(bench: Path, out: Path, **kw) -> BenchmarkConfig:
 
 def _count_calls(monkeypatch) -> dict[str, int]:
     calls = {"train": 0, "generate": 0}
-    real_train, real_gen = mudi.benchmark.cells.train, mudi.benchmark.cells.generate_images
+    real_train, real_gen = mudi.benchmark.cells.train, mudi.sampling.sink.generate_images
 
     def train(*a, **k):
         calls["train"] += 1
@@ -72,7 +73,7 @@ def _count_calls(monkeypatch) -> dict[str, int]:
         return real_gen(*a, **k)
 
     monkeypatch.setattr(mudi.benchmark.cells, "train", train)
-    monkeypatch.setattr(mudi.benchmark.cells, "generate_images", gen)
+    monkeypatch.setattr(mudi.sampling.sink, "generate_images", gen)
     return calls
 
 

@@ -7,28 +7,23 @@ import logging
 import shutil
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
-
-import numpy as np
-from tqdm.auto import tqdm
+from typing import Any
 
 from mudi.benchmark.config import STAGE_FILE
-from mudi.benchmark.methods import METHODS, write_nodesc_subjects
+from mudi.benchmark.context import BenchmarkRunner
+from mudi.benchmark.methods import write_nodesc_subjects
 from mudi.config import from_dict, to_dict
 from mudi.core.init_latents import default_gamma
+from mudi.core.methods import METHODS
 from mudi.core.prompts import fill_placeholders, placeholder_count
-from mudi.data.manifests import fingerprint, is_done, read_marker, write_marker
+from mudi.data.manifests import LORA_FILE, fingerprint
 from mudi.data.subjects import load_subjects
+from mudi.data.units import DONE, PARTIAL, STALE, Unit
 from mudi.errors import MudiError
-from mudi.io import save_image_atomic, write_json_atomic
-from mudi.sampling.images import generate_images
-from mudi.sampling.loras import apply_loras
+from mudi.sampling.sink import ImageJob, Sampler, pending, run_jobs
 from mudi.scoring.folder import evaluate_folder
 from mudi.training.config import TrainConfig
 from mudi.training.loop import train
-
-if TYPE_CHECKING:
-    from mudi.benchmark.runner import BenchmarkRunner
 
 log = logging.getLogger(__name__)
 
@@ -71,25 +66,23 @@ def nodesc_folders(runner: BenchmarkRunner, pair: str, pair_dir: Path) -> list[P
 def train_cell(runner: BenchmarkRunner, pair: str, pair_dir: Path, method: str, tag: str) -> tuple[Any, str]:
     cfg, fp = cell_train_config(runner, pair, pair_dir, method)
     out_dir = Path(cfg.output_dir)
-    marker = out_dir / STAGE_FILE
+    unit = Unit(out_dir, fp, marker=out_dir / STAGE_FILE, outputs=(LORA_FILE,), name=f"{tag} train")
     redo = "train" in runner.config.redo and fp not in runner.trained_recipes
-    if is_done(marker, fp) and not redo:
+    if unit.is_done() and not redo:
         runner.say(f"{tag} train: done already ({out_dir.name}), skipped")
         runner.counts["skipped"] += 1
         return cfg, fp
-    if redo and runner.state.is_main_process:
+    main = runner.state.is_main_process
+    if redo and main:
         shutil.rmtree(out_dir, ignore_errors=True)  # from scratch, not from its last checkpoint
     runner.state.wait_for_everyone()
     runner.release_generation_backbone()  # free the generation model before loading a training one
     runner.say(f"{tag} train {cfg.composition}, {cfg.max_train_steps} steps → {out_dir}")
     t0 = time.perf_counter()
-    if runner.state.is_main_process:
-        write_json_atomic(marker, {"status": "running", "fingerprint": fp})
+    unit.start(write=main)
     train(cfg)
     runner.state.wait_for_everyone()
-    if runner.state.is_main_process:
-        write_json_atomic(marker, {"status": "done", "fingerprint": fp, "seconds": time.perf_counter() - t0,
-                                   "steps": cfg.max_train_steps})
+    unit.finish(write=main, seconds=time.perf_counter() - t0, steps=cfg.max_train_steps)
     runner.counts["train"] += 1
     runner.trained_recipes.add(fp)
     return cfg, fp
@@ -110,43 +103,26 @@ def generate_cell(runner: BenchmarkRunner, pair: str, method: str, train_cfg: An
     gamma = c.gamma if c.gamma is not None else default_gamma(len(subjects))  # recorded: a new default re-generates
     settings = generation_settings(runner, method, train_fp, gamma, prompts=filled, seeds=seeds)
     negative = settings["negative_prompt"]
-    fp, done = begin_generation(runner, cell, settings, tag)
+    unit, done = begin_generation(runner, cell, settings, tag)
     if done:
-        return fp, cell
+        return unit.fp, cell
 
-    jobs = [(k, s) for k in range(len(prompts)) for s in seeds]
+    jobs = [ImageJob(cell / "images" / f"p{k:02d}" / f"p{k:02d}_seed{s}.png", cell / "meta" / f"p{k:02d}_seed{s}.json",
+                     f"images/p{k:02d}/p{k:02d}_seed{s}.png", filled[k], s, tuple(subjects),
+                     {"pair": pair, "method": method, "prompt_template": prompts[k], "negative_prompt": negative,
+                      "lora": train_cfg.output_dir,
+                      "num_inference_steps": c.sampler_steps()})
+            for k in range(len(prompts)) for s in seeds]
     with runner.state.split_between_processes(jobs) as mine:
-        mine = [(k, s) for k, s in mine if not (cell / "images" / f"p{k:02d}" / f"p{k:02d}_seed{s}.png").is_file()]
+        mine = pending(mine)
     runner.say(f"{tag} generate {len(prompts)} prompt(s) × {len(seeds)} seed(s), init {spec.init} "
-             f"({len(mine)} image(s) to make here, {runner.state.num_processes} process(es))")
-    if mine:
-        backbone = runner.generation_backbone()
-        adapters = apply_loras(backbone, [train_cfg.output_dir])
-        try:
-            bs = c.batch_size
-            bar = tqdm(range(0, len(mine), bs), desc=f"{pair}/{method} generate", unit="batch",
-                       disable=not c.progress)
-            for start in bar:
-                chunk = mine[start:start + bs]
-                results = generate_images(
-                    backbone, [filled[k] for k, _ in chunk], [s for _, s in chunk],
-                    subjects=subjects if spec.init != "none" else None, gamma=gamma, init=spec.init,
-                    negative_prompt=negative, num_inference_steps=c.sampler_steps(),
-                    guidance_scale=c.guidance_scale, height=c.height, width=c.width, batch_size=bs,
-                    progress=False)
-                for (k, s), r in zip(chunk, results):
-                    stem = f"p{k:02d}_seed{s}"
-                    write_json_atomic(cell / "meta" / f"{stem}.json", {
-                        "image": f"images/p{k:02d}/{stem}.png", "pair": pair, "method": method,
-                        "prompt": r.prompt, "prompt_template": prompts[k], "negative_prompt": negative,
-                        "seed": s, "init": r.init, "gamma": r.gamma, "layout": r.layout,
-                        "boxes_normalized": r.boxes_normalized, "source_images": r.source_images,
-                        "lora": train_cfg.output_dir, "num_inference_steps": c.sampler_steps()})
-                    save_image_atomic(cell / "images" / f"p{k:02d}" / f"{stem}.png", np.asarray(r.image))
-        finally:
-            backbone.pipeline.delete_adapters(adapters)
-    finish_generation(runner, cell, fp, settings, len(jobs))
-    return fp, cell
+               f"({len(mine)} image(s) to make here, {runner.state.num_processes} process(es))")
+    sampler = Sampler(init=spec.init, gamma=gamma, negative_prompt=negative, num_inference_steps=c.sampler_steps(),
+                      guidance_scale=c.guidance_scale, height=c.height, width=c.width, batch_size=c.batch_size)
+    run_jobs(runner.generation_backbone, mine, [train_cfg.output_dir], sampler, f"{pair}/{method} generate",
+             progress=c.progress)
+    finish_generation(runner, unit, settings, len(jobs))
+    return unit.fp, cell
 
 
 def generation_settings(runner: BenchmarkRunner, method: str, train_fp: str, gamma: float | None,
@@ -161,47 +137,52 @@ def generation_settings(runner: BenchmarkRunner, method: str, train_fp: str, gam
             "dtype": c.dtype}
 
 
-def begin_generation(runner: BenchmarkRunner, cell: Path, settings: dict, tag: str) -> tuple[str, bool]:
-    """The cell's fingerprint, and whether its images are done with these ``settings`` (then it is skipped);
+def begin_generation(runner: BenchmarkRunner, cell: Path, settings: dict, tag: str) -> tuple[Unit, bool]:
+    """The cell's generation unit, and whether its images are done with these ``settings`` (then it is skipped);
     otherwise the images of other settings are removed and ``cell/generate.json`` says it is running."""
     c = runner.config
-    fp = fingerprint(settings)
-    marker = cell / "generate.json"
-    if is_done(marker, fp) and "generate" not in c.redo:
+    unit = Unit.of(cell, settings, marker=cell / "generate.json", name=f"{tag} generate")
+    state = unit.state()
+    if state == DONE and "generate" not in c.redo:
         runner.say(f"{tag} generate: done already, skipped")
         runner.counts["skipped"] += 1
-        return fp, True
-    old = read_marker(marker)
+        return unit, True
     if runner.state.is_main_process:
-        if old is not None and (old.get("fingerprint") != fp or "generate" in c.redo):
+        if state in (STALE, DONE) or (state == PARTIAL and "generate" in c.redo):
             log.info("%s: generation settings changed; removing the previous images", cell)
-            for sub in ("images", "meta"):
-                shutil.rmtree(cell / sub, ignore_errors=True)
-        write_marker(marker, "running", fp, settings=settings)
+            unit.clear("images", "meta")
+        unit.start(settings=settings)
     runner.state.wait_for_everyone()
-    return fp, False
+    return unit, False
 
 
-def finish_generation(runner: BenchmarkRunner, cell: Path, fp: str, settings: dict, num_images: int) -> None:
+def finish_generation(runner: BenchmarkRunner, unit: Unit, settings: dict, num_images: int) -> None:
     """Every process's images are written: the cell's marker says done."""
     runner.state.wait_for_everyone()
-    if runner.state.is_main_process:
-        write_marker(cell / "generate.json", "done", fp, settings=settings, num_images=num_images)
+    unit.finish(write=runner.state.is_main_process, settings=settings, num_images=num_images)
     runner.counts["generate"] += 1
 
 
-def evaluation_done(runner: BenchmarkRunner, marker: Path, fp: str, tag: str) -> dict | None:
-    """The scores in ``marker`` when this process has no evaluation to do: they are there with fingerprint
-    ``fp`` (skipped), or another process computes them (read once it has). None: evaluate here (the main process
-    writes the marker, then waits for everyone)."""
-    if is_done(marker, fp) and "evaluate" not in runner.config.redo:
+def evaluation_done(runner: BenchmarkRunner, unit: Unit, tag: str) -> dict | None:
+    """The scores in the ``unit``'s marker when this process has no evaluation to do: they are there with its
+    fingerprint (skipped), or another process computes them (read once it has). None: evaluate here (the main
+    process writes the marker with :func:`finish_evaluation`, then waits for everyone)."""
+    if unit.is_done() and "evaluate" not in runner.config.redo:
         runner.say(f"{tag} evaluate: done already, skipped")
         runner.counts["skipped"] += 1
-        return read_marker(marker) or {}
+        return unit.read() or {}
     if not runner.state.is_main_process:
         runner.state.wait_for_everyone()
-        return read_marker(marker) or {}
+        return unit.read() or {}
     return None
+
+
+def finish_evaluation(runner: BenchmarkRunner, unit: Unit, **scores: Any) -> dict:
+    """The main process's scores are in the marker (``{"status": "done", "fingerprint", **scores}``)."""
+    unit.finish(**scores)
+    runner.state.wait_for_everyone()
+    runner.counts["evaluate"] += 1
+    return {"status": "done", "fingerprint": unit.fp, **scores}
 
 
 def evaluate_cell(runner: BenchmarkRunner, pair: str, pair_dir: Path, method: str, gen_fp: str, cell: Path,
@@ -213,9 +194,8 @@ def evaluate_cell(runner: BenchmarkRunner, pair: str, pair_dir: Path, method: st
     settings = {"generate": gen_fp, "evaluate": {k: v for k, v in to_dict(probe).items()
                                                  if k not in ("images", "output_dir", "device", "batch_size",
                                                               "cache_dir", "report")}}
-    fp = fingerprint(settings)
-    marker = cell / "evaluate.json"
-    done = evaluation_done(runner, marker, fp, tag)
+    unit = Unit.of(cell, settings, marker=cell / "evaluate.json", name=f"{tag} evaluate")
+    done = evaluation_done(runner, unit, tag)
     if done is not None:
         return done
     runner.say(f"{tag} evaluate with {probe.detector}; {', '.join(probe.embedders)}; "
@@ -236,13 +216,9 @@ def evaluate_cell(runner: BenchmarkRunner, pair: str, pair_dir: Path, method: st
             counts[m] = counts.get(m, 0) + n
         for f, v in summary["failure_counts"].items():
             failures[f] = failures.get(f, 0) + int(v)
-    result = {"status": "done", "fingerprint": fp, "pair": pair, "method": method,
-              "num_images": sum(p["num_images"] for p in per_prompt),
-              "means": {m: totals[m] / counts[m] for m in totals}, "failure_counts": failures,
-              "unavailable": unavailable, "requested": {"embedders": list(probe.embedders),
-                                                        "text_scorers": list(probe.text_scorers)},
-              "per_prompt": per_prompt}
-    write_json_atomic(marker, result)
-    runner.state.wait_for_everyone()
-    runner.counts["evaluate"] += 1
-    return result
+    return finish_evaluation(runner, unit, pair=pair, method=method,
+                             num_images=sum(p["num_images"] for p in per_prompt),
+                             means={m: totals[m] / counts[m] for m in totals}, failure_counts=failures,
+                             unavailable=unavailable, requested={"embedders": list(probe.embedders),
+                                                                 "text_scorers": list(probe.text_scorers)},
+                             per_prompt=per_prompt)

@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from mudi.benchmark.methods import METHODS
 from mudi.config import from_dict
+from mudi.core.methods import METHODS
 from mudi.core.prompts import DEFAULT_NEGATIVE_PROMPT
 from mudi.errors import MudiError, unknown_name_error
 from mudi.scoring.config import EvaluateConfig

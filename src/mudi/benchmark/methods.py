@@ -1,12 +1,11 @@
-"""The methods of the paper's comparison (Fig. 6, Table 1), the benchmark pairs and their prompts, and the
-plain-class subject folders of the "w/o descriptive class" ablation."""
+"""The benchmark pairs and their prompts, and the plain-class subject folders of the "w/o descriptive class"
+ablation. The methods of the comparison themselves are :mod:`mudi.core.methods` (``mudi run`` uses them too)."""
 
 from __future__ import annotations
 
 import json
 import logging
 import re
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,35 +20,6 @@ from mudi.io import write_text_atomic
 log = logging.getLogger(__name__)
 STAGE_FILE = "stage.json"
 PROMPTS_FILE = "eval_prompts.json"
-
-
-@dataclass(frozen=True)
-class Method:
-    """One row of the comparison: how its LoRA is trained and how its images are sampled."""
-
-    label: str
-    composition: str  # TrainConfig.composition: segmix | cutmix | none
-    init: str  # generate init: auto (the backbone's: mean_shifted, FLUX none) | mean_shifted | none
-    descriptive_class: bool = True
-    use_negative_prompt: bool = True  # Appendix A.1: "sticker, collage." for MuDI, none for Cut-Mix/DB
-
-
-METHODS: dict[str, Method] = {
-    "mudi": Method("MuDI (Ours)", "segmix", "auto"),  # the authors' MuDI per family: no init on FLUX
-    "dreambooth": Method("DB", "none", "none", use_negative_prompt=False),
-    "cutmix": Method("Cut-Mix", "cutmix", "none", use_negative_prompt=False),
-    "mudi-no-segmix": Method("w/o Seg-Mix", "none", "mean_shifted"),
-    "mudi-no-init": Method("w/o Initialization", "segmix", "none"),
-    "mudi-no-desc": Method("w/o Desc. Class", "segmix", "auto", descriptive_class=False),
-}
-
-
-# Descriptive class -> the plain class the "w/o Desc. Class" ablation trains with (Sec. 4.1, Table 1).
-GENERIC_CLASSES: dict[str, str] = {
-    "corgi": "dog", "chow chow": "dog", "weimaraner": "dog", "russian blue": "cat",
-    "harry potter toy": "toy", "white robot toy": "toy", "red monster plush": "toy", "blue drink can": "can",
-    "brown teddy bear": "teddy bear", "beige teddy bear": "teddy bear",
-}
 
 
 def load_prompts(path: Path) -> dict[str, list[str]]:

@@ -27,31 +27,31 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from mudi.benchmark.cells import (
     begin_generation,
     evaluation_done,
+    finish_evaluation,
     finish_generation,
     generation_settings,
     train_cell,
 )
-from mudi.benchmark.methods import METHODS
+from mudi.benchmark.context import BenchmarkRunner
 from mudi.benchmark.tables import write_study_tables
 from mudi.config import to_dict
 from mudi.core.init_latents import appendix_b9_gamma
+from mudi.core.methods import METHODS
 from mudi.data.images import read_image
-from mudi.data.manifests import fingerprint, read_marker
+from mudi.data.manifests import read_marker
 from mudi.data.subjects import load_subjects
+from mudi.data.units import Unit
 from mudi.errors import MudiError
-from mudi.io import save_image_atomic, write_json_atomic
-from mudi.sampling.images import generate_images, resolve_prompt
-from mudi.sampling.loras import apply_loras
+from mudi.sampling.images import resolve_prompt
+from mudi.sampling.sink import ImageJob, Sampler, pending, run_jobs
 from mudi.scoring.evaluator import DncEvaluator
 
 if TYPE_CHECKING:
     from mudi.benchmark.config import BenchmarkConfig
-    from mudi.benchmark.runner import BenchmarkRunner
 
 FAILURE_FLAGS = ("count", "mixed", "duplicate")
 
@@ -161,41 +161,24 @@ def _generate(runner: BenchmarkRunner, method: str, train_cfg: Any, train_fp: st
         jobs.append((i, c.seed + i, order, prompt))
     settings = generation_settings(runner, method, train_fp, c.gamma, jobs=[(sd, list(o), p) for _, sd, o, p in jobs])
     negative = settings["negative_prompt"]
-    fp, done = begin_generation(runner, cell, settings, tag)
+    unit, done = begin_generation(runner, cell, settings, tag)
     if done:
-        return fp, cell
-    with runner.state.split_between_processes(jobs) as mine:
-        mine = [j for j in mine if not (cell / "images" / f"i{j[0]:04d}_seed{j[1]}.png").is_file()]
+        return unit.fp, cell
+    images = [ImageJob(cell / "images" / f"i{i:04d}_seed{sd}.png", cell / "meta" / f"i{i:04d}_seed{sd}.json",
+                       f"images/i{i:04d}_seed{sd}.png", prompt, sd, tuple(subjects[k] for k in order),
+                       {"method": method, "num_subjects": n, "subjects": [subjects[k].name for k in order],
+                        "subject_indices": list(order), "lora": train_cfg.output_dir})
+              for i, sd, order, prompt in jobs]
+    with runner.state.split_between_processes(images) as mine:
+        mine = pending(mine)
     runner.say(f"{tag} generate {len(jobs)} image(s), init {spec.init} ({len(mine)} to make here)")
-    if mine:
-        backbone = runner.generation_backbone()
-        adapters = apply_loras(backbone, [train_cfg.output_dir])
-        try:
-            # the mean-shifted init composes the image's own subjects: one pipeline call per subject order
-            groups: dict[tuple, list] = {}
-            for j in mine:
-                groups.setdefault(j[2] if spec.init != "none" else (), []).append(j)
-            chunks = [g[k:k + c.batch_size] for g in groups.values() for k in range(0, len(g), c.batch_size)]
-            for chunk in tqdm(chunks, desc=f"{method} N={n}", unit="batch", disable=not c.progress):
-                order = chunk[0][2]
-                made = generate_images(backbone, [j[3] for j in chunk], [j[1] for j in chunk],
-                                       subjects=[subjects[k] for k in order] if spec.init != "none" else None,
-                                       gamma=c.gamma if c.gamma is not None else appendix_b9_gamma(n),
-                                       init=spec.init, negative_prompt=negative,
-                                       num_inference_steps=c.sampler_steps(), guidance_scale=c.guidance_scale,
-                                       height=c.height, width=c.width, batch_size=c.batch_size, progress=False)
-                for (i, sd, order_i, _), r in zip(chunk, made):
-                    stem = f"i{i:04d}_seed{sd}"
-                    write_json_atomic(cell / "meta" / f"{stem}.json", {
-                        "image": f"images/{stem}.png", "method": method, "num_subjects": n, "prompt": r.prompt,
-                        "subjects": [subjects[k].name for k in order_i], "subject_indices": list(order_i),
-                        "seed": sd, "init": r.init, "gamma": r.gamma, "boxes_normalized": r.boxes_normalized,
-                        "lora": train_cfg.output_dir})
-                    save_image_atomic(cell / "images" / f"{stem}.png", np.asarray(r.image))
-        finally:
-            backbone.pipeline.delete_adapters(adapters)
-    finish_generation(runner, cell, fp, settings, len(jobs))
-    return fp, cell
+    # the mean-shifted init composes the image's own subjects: one pipeline call per subject order
+    gamma = c.gamma if c.gamma is not None else appendix_b9_gamma(n)
+    sampler = Sampler(init=spec.init, gamma=gamma, negative_prompt=negative, num_inference_steps=c.sampler_steps(),
+                      guidance_scale=c.guidance_scale, height=c.height, width=c.width, batch_size=c.batch_size)
+    run_jobs(runner.generation_backbone, mine, [train_cfg.output_dir], sampler, f"{method} N={n}", progress=c.progress)
+    finish_generation(runner, unit, settings, len(jobs))
+    return unit.fp, cell
 
 
 def _evaluate(runner: BenchmarkRunner, n: int, cell: Path, gen_fp: str, references: list, pair_dir: Path,
@@ -207,9 +190,8 @@ def _evaluate(runner: BenchmarkRunner, n: int, cell: Path, gen_fp: str, referenc
     settings = {"generate": gen_fp, "evaluate": {k: v for k, v in to_dict(probe).items()
                                                  if k not in ("images", "output_dir", "device", "batch_size",
                                                               "cache_dir", "report", "text_scorers")}}
-    fp = fingerprint(settings)
-    marker = cell / "scores.json"
-    done = evaluation_done(runner, marker, fp, tag)
+    unit = Unit.of(cell, settings, marker=cell / "scores.json", name=f"{tag} evaluate")
+    done = evaluation_done(runner, unit, tag)
     if done is not None:
         return done
     detector, embedders, _, unavailable = runner.evaluation_models(probe)
@@ -234,12 +216,8 @@ def _evaluate(runner: BenchmarkRunner, n: int, cell: Path, gen_fp: str, referenc
                             "dnc": {k: float(v["score"]) for k, v in r.dnc.items()},
                             "failures": {k: list(v["failures"]) for k, v in r.dnc.items()}})
     entries.sort(key=lambda e: e["image"])
-    result = {"status": "done", "fingerprint": fp, "num_subjects": n, "num_images": len(entries),
-              "metrics": list(embedders), "unavailable": unavailable, "images": entries}
-    write_json_atomic(marker, result)
-    runner.state.wait_for_everyone()
-    runner.counts["evaluate"] += 1
-    return result
+    return finish_evaluation(runner, unit, num_subjects=n, num_images=len(entries), metrics=list(embedders),
+                             unavailable=unavailable, images=entries)
 
 
 def _entry(meta: dict) -> dict:

@@ -9,8 +9,8 @@ from pathlib import Path
 from typing import Any
 
 from mudi.benchmark.config import PAPER_EVALUATE, TABLE_COLUMNS, BenchmarkConfig
-from mudi.benchmark.methods import METHODS
 from mudi.config import to_dict
+from mudi.core.methods import METHODS
 from mudi.io import save_image_atomic, write_json_atomic, write_text_atomic
 from mudi.scoring.models import metric_name
 from mudi.visualize import line_chart

@@ -1,0 +1,36 @@
+"""The methods of the paper's comparison (Fig. 6, Table 1): how each trains its LoRA and samples its images —
+one record per method, read by ``mudi run`` (:mod:`mudi.pipeline`) and ``mudi benchmark`` alike — and the plain
+classes of the "w/o descriptive class" ablation (Sec. 4.1)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Method:
+    """One row of the comparison: how its LoRA is trained and how its images are sampled."""
+
+    label: str
+    composition: str  # TrainConfig.composition: segmix | cutmix | none
+    init: str  # generate init: auto (the backbone's: mean_shifted, FLUX none) | mean_shifted | none
+    descriptive_class: bool = True
+    use_negative_prompt: bool = True  # Appendix A.1: "sticker, collage." for MuDI, none for Cut-Mix/DB
+
+
+METHODS: dict[str, Method] = {
+    "mudi": Method("MuDI (Ours)", "segmix", "auto"),  # the authors' MuDI per family: no init on FLUX
+    "dreambooth": Method("DB", "none", "none", use_negative_prompt=False),
+    "cutmix": Method("Cut-Mix", "cutmix", "none", use_negative_prompt=False),
+    "mudi-no-segmix": Method("w/o Seg-Mix", "none", "mean_shifted"),
+    "mudi-no-init": Method("w/o Initialization", "segmix", "none"),
+    "mudi-no-desc": Method("w/o Desc. Class", "segmix", "auto", descriptive_class=False),
+}
+
+
+# Descriptive class -> the plain class the "w/o Desc. Class" ablation trains with (Sec. 4.1, Table 1).
+GENERIC_CLASSES: dict[str, str] = {
+    "corgi": "dog", "chow chow": "dog", "weimaraner": "dog", "russian blue": "cat",
+    "harry potter toy": "toy", "white robot toy": "toy", "red monster plush": "toy", "blue drink can": "can",
+    "brown teddy bear": "teddy bear", "beige teddy bear": "teddy bear",
+}
