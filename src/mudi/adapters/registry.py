@@ -1,8 +1,9 @@
 """The one registry: per kind of model, a table of names → ``"module:attribute"`` and one :func:`load`.
 
 Kinds: ``backbone`` (text-to-image families), ``detector`` (open-vocabulary boxes), ``segmenter`` (box-prompted
-masks), ``embedder`` (subject fidelity), ``text_scorer`` (text fidelity) and ``describer`` (descriptive classes and
-captions, ``mudi describe``). Targets are plain strings, so
+masks), ``embedder`` (subject fidelity), ``text_scorer`` (text fidelity), ``describer`` (descriptive classes and
+captions, ``mudi describe``) and ``scorer`` (how ``mudi run`` judges a folder of generated images: D&C, the toy
+world's checker). Targets are plain strings, so
 ``import mudi`` imports no model code; :func:`register` adds an entry at run time (a plugin, or a test's own
 made-up family) with a string or the factory itself.
 
@@ -68,6 +69,10 @@ REGISTRY: dict[str, dict[str, str | Callable[..., Any]]] = {
         "transformers": "mudi.adapters.describers:TransformersDescriber.from_pretrained",
         "toyworld": "mudi.toyworld.describer:ToyworldDescriber.build",
         "tiny-transformers": "mudi.adapters.describers:TransformersDescriber.build_tiny",
+    },
+    "scorer": {  # how `mudi run` judges a folder of generated images (not a model: a step of the run)
+        "dnc": "mudi.pipeline.scorers:score_dnc",
+        "toyworld": "mudi.pipeline.scorers:score_toyworld",
     },
 }
 

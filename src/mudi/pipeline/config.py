@@ -12,8 +12,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from mudi.benchmark.methods import METHODS
+from mudi.adapters import registry
 from mudi.config import from_dict
+from mudi.core.methods import METHODS
 from mudi.devices import check_dtype_name
 from mudi.errors import MudiError, unknown_name_error
 from mudi.sampling.config import GenerateConfig
@@ -22,19 +23,37 @@ from mudi.segmentation.config import SegmentConfig
 from mudi.segmentation.prior import PriorConfig
 from mudi.training.config import TrainConfig
 
-PATH_KEYS = {"train": ("base_lora", "vae"), "generate": ("layout", "vae"),
-             "evaluate": ("cache_dir", "detector_model"), "segment": ("detector_model", "segmenter_model")}
-SCORERS = ("dnc", "toyworld")
-STAGES = ("segment", "prior", "train", "generate", "evaluate", "report")
-OWNED = {
-    "segment": ("subjects",),
-    "prior": ("output_dir", "subjects", "backbone", "pretrained_model_name_or_path"),
-    "train": ("subjects", "output_dir", "backbone", "pretrained_model_name_or_path", "class_data_dir",
-              "resume_from_checkpoint", "overwrite", "composition"),
-    "generate": ("backbone", "pretrained_model_name_or_path", "lora", "subjects", "prompt", "init", "output_dir",
-                 "num_images", "seed", "skip_existing"),
-    "evaluate": ("images", "subjects", "output_dir", "prompt"),
-}
+
+@dataclass(frozen=True)
+class Stage:
+    """One stage of a run: its name (``--from`` / ``--only``, the run file's block), the config dataclass its
+    block fills, the keys the run sets itself (refused in the block), the block's keys that are paths (relative to
+    the run file), whether it places itself (training: accelerate) rather than on the run's device, and whether it
+    takes the run's dtype."""
+
+    name: str
+    config: type | None = None
+    owned: tuple[str, ...] = ()
+    path_keys: tuple[str, ...] = ()
+    places_itself: bool = False
+    takes_run_dtype: bool = True  # evaluate: float32 unless evaluate.dtype (issue 23)
+
+
+RUN_STAGES = (
+    Stage("segment", SegmentConfig, ("subjects",), ("detector_model", "segmenter_model")),
+    Stage("prior", PriorConfig, ("output_dir", "subjects", "backbone", "pretrained_model_name_or_path")),
+    Stage("train", TrainConfig, ("subjects", "output_dir", "backbone", "pretrained_model_name_or_path",
+                                 "class_data_dir", "resume_from_checkpoint", "overwrite", "composition"),
+          ("base_lora", "vae"), places_itself=True),
+    Stage("generate", GenerateConfig, ("backbone", "pretrained_model_name_or_path", "lora", "subjects", "prompt",
+                                       "init", "output_dir", "num_images", "seed", "skip_existing"), ("layout", "vae")),
+    Stage("evaluate", EvaluateConfig, ("images", "subjects", "output_dir", "prompt"), ("cache_dir", "detector_model"),
+          takes_run_dtype=False),
+    Stage("report"),
+)
+STAGES = tuple(s.name for s in RUN_STAGES)
+BLOCKS = {s.name: s for s in RUN_STAGES if s.config is not None}  # the stages with a block in the run file
+STAGE_CHOICES = ("", *STAGES)
 
 
 @dataclass
@@ -52,8 +71,8 @@ class RunConfig:
     num_images: int = field(default=4, metadata={"help": "images per prompt and method (seeds seed..seed+N-1)"})
     seed: int = field(default=0, metadata={"help": "first generation seed"})
     scorers: list[str] = field(default_factory=lambda: ["dnc"], metadata={
-        "help": "how generated images are judged: dnc (Detect-and-Compare + CLIP, the evaluate block), toyworld "
-                "(the toy world's checker: success rate, failure kinds; toy subjects only)"})
+        "help": f"how generated images are judged: {', '.join(registry.names('scorer'))} (dnc: Detect-and-Compare + "
+                "CLIP, the evaluate block; toyworld: the toy world's checker, toy subjects only)"})
     use_prior: bool = field(default=False, metadata={
         "help": "make a prior set of the subjects' classes (mudi prior) and train with prior preservation"})
     segmix_preview: int = field(default=8, metadata={"help": "Seg-Mix compositions shown in the report"})
@@ -71,9 +90,9 @@ class RunConfig:
     evaluate: dict[str, Any] = field(default_factory=dict, metadata={
         "help": "EvaluateConfig keys, e.g. {embedders: [dreamsim, dinov2]}"})
     notice: str = field(default="", metadata={"help": "a paragraph shown at the top of the report"})
-    from_stage: Literal["", "segment", "prior", "train", "generate", "evaluate", "report"] = field(
+    from_stage: Literal[STAGE_CHOICES] = field(  # type: ignore[valid-type]
         default="", metadata={"help": "redo this stage and every later one", "flags": ["--from"]})
-    only: Literal["", "segment", "prior", "train", "generate", "evaluate", "report"] = field(
+    only: Literal[STAGE_CHOICES] = field(  # type: ignore[valid-type]
         default="", metadata={"help": "run only this stage (the earlier ones must be done)"})
     force: bool = field(default=False, metadata={
         "help": "use an output_dir that holds other files (mudi run then adds only its own entries and never "
@@ -87,9 +106,10 @@ class RunConfig:
         if plain:
             raise MudiError(f"method {plain[0]} (the plain-class ablation) needs a benchmark pair folder: run it "
                             "with `mudi benchmark`")
-        bad = [x for x in self.scorers if x not in SCORERS]
+        scorers = registry.names("scorer")
+        bad = [x for x in self.scorers if x not in scorers]
         if bad or not self.scorers:
-            raise unknown_name_error("scorer", bad[0] if bad else "(none)", SCORERS)
+            raise unknown_name_error("scorer", bad[0] if bad else "(none)", scorers)
         if not self.methods or len(set(self.methods)) != len(self.methods):
             raise MudiError(f"methods {self.methods}: give each method once, e.g. mudi,dreambooth")
         if self.num_images < 1 or not self.prompts:
@@ -97,9 +117,8 @@ class RunConfig:
         if self.from_stage and self.only:
             raise MudiError("give --from or --only, not both")
         check_dtype_name(self.dtype)
-        for stage, block in (("segment", self.segment), ("prior", self.prior), ("train", self.train),
-                             ("generate", self.generate), ("evaluate", self.evaluate)):
-            owned = [k for k in block if k in OWNED[stage]]
+        for stage, spec in BLOCKS.items():
+            owned = [k for k in getattr(self, stage) if k in spec.owned]
             if owned:
                 raise MudiError(f"{stage}.{owned[0]} is set by the run itself; remove it from the {stage} block")
             self.stage_config(stage, check=True)
@@ -122,7 +141,7 @@ class RunConfig:
                 data[key] = local(data[key], True)
         if "pretrained_model_name_or_path" in data:
             data["pretrained_model_name_or_path"] = local(data["pretrained_model_name_or_path"], False)
-        for block, keys in PATH_KEYS.items():
+        for block, keys in ((s.name, s.path_keys) for s in RUN_STAGES if s.path_keys):
             if isinstance(data.get(block), dict):
                 data[block] = dict(data[block])
                 for k in (k for k in keys if k in data[block]):
@@ -132,15 +151,12 @@ class RunConfig:
 
     def stage_config(self, stage: str, check: bool = False, **values: Any) -> Any:
         """The stage's config: the run's block, then the values the run sets (validated like any config)."""
-        cls = {"segment": SegmentConfig, "prior": PriorConfig, "train": TrainConfig, "generate": GenerateConfig,
-               "evaluate": EvaluateConfig}[stage]
-        block = {"segment": self.segment, "prior": self.prior, "train": self.train, "generate": self.generate,
-                 "evaluate": self.evaluate}[stage]
-        placement = {"device": self.device} if stage != "train" else {}
-        if stage in ("generate", "segment", "prior"):  # evaluate: float32 unless evaluate.dtype (issue 23)
-            placement["dtype"] = self.dtype
-        if stage == "train":
+        spec = BLOCKS[stage]
+        cls, block = spec.config, getattr(self, stage)
+        if spec.places_itself:
             placement = {"device": "cpu" if self.device == "cpu" else "auto"}
+        else:
+            placement = {"device": self.device, **({"dtype": self.dtype} if spec.takes_run_dtype else {})}
         if check:
             values = {"output_dir": "check", "subjects": ["check"], "images": "check"} if stage != "segment" else {}
             values = {k: v for k, v in values.items() if k in cls.__dataclass_fields__}

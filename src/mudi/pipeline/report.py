@@ -16,11 +16,11 @@ import numpy as np
 import yaml
 from PIL import Image
 
-from mudi.benchmark.methods import METHODS
+from mudi.core.methods import METHODS
 from mudi.data.images import read_image
 from mudi.environment import collect
 from mudi.io import write_bytes_atomic
-from mudi.pipeline.stages import MARKER, REPORT_FILE, RUN_FILE, RunState
+from mudi.pipeline.state import MARKER, REPORT_FILE, RUN_FILE, RunState
 from mudi.scoring.report import thumbnail_data_uri
 from mudi.toyworld.evaluate import read_result
 from mudi.training.loop import read_metrics

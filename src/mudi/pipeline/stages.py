@@ -27,85 +27,32 @@ import shutil
 import subprocess
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from mudi.benchmark.methods import METHODS
+from mudi.adapters import registry
 from mudi.compositions import SegmixConfig, write_compositions
 from mudi.config import save_config, to_dict
+from mudi.core.methods import METHODS
 from mudi.data.manifests import LORA_FILE, fingerprint
 from mudi.data.run_folder import claim_run_folder
 from mudi.data.subjects import find_subjects, load_subjects
-from mudi.data.units import DONE, PARTIAL, STALE, Unit, files_fingerprint, subjects_fingerprint
+from mudi.data.units import Unit, files_fingerprint, subjects_fingerprint
+from mudi.devices import describe, resolve_device, resolve_dtype
 from mudi.errors import MudiError
 from mudi.io import OutputLock, prepare_output_dir
-from mudi.pipeline.config import STAGES, RunConfig
+from mudi.pipeline.config import BLOCKS, RUN_STAGES, RunConfig
+from mudi.pipeline.report import write_report
+from mudi.pipeline.state import RUN_ENTRIES, RUN_FILE, RunState
 from mudi.sampling.folder import generate_to_folder
-from mudi.scoring.folder import evaluate_folder
 from mudi.segmentation.folder import segment_subjects
 from mudi.segmentation.prior import make_prior_set
 from mudi.training.loop import train
 
+if TYPE_CHECKING:
+    from mudi.adapters.base import Backbone
+
 log = logging.getLogger(__name__)
-MARKER = "stage.json"
-RUN_FILE = "run.yaml"
-REPORT_FILE = "report.html"
-RUN_ENTRIES = (RUN_FILE, REPORT_FILE, "subjects", "segment", "prior", "segmix", "train", "generate", "evaluate")
-
-
-@dataclass
-class RunState:
-    """What the stages hand each other: the run folder, the upstream fingerprints, what each stage did."""
-
-    config: RunConfig
-    out: Path
-    say: Callable[[str], None] = print
-    fps: dict[str, str] = field(default_factory=dict)
-    did: dict[str, str] = field(default_factory=dict)  # folder (relative) -> "done" | "skipped" | "resumed" ...
-    train_dirs: dict[str, Path] = field(default_factory=dict)  # composition -> LoRA folder
-    seconds: dict[str, float] = field(default_factory=dict)
-
-    @property
-    def subjects_dir(self) -> Path:
-        return self.out / "subjects"
-
-    names: list[str] = field(default_factory=list)  # the subjects' names in [V1], [V2]... order
-
-    def subject_paths(self) -> list[str]:
-        return [str(self.subjects_dir / n) for n in self.names]
-
-    def begin(self, stage: str, unit: Unit) -> bool:
-        """Whether ``unit`` (of ``stage``) must run now; clears its folder when its settings or inputs changed or
-        ``--from`` asks for it. Also enforces ``--only``."""
-        c, rel = self.config, unit.folder.relative_to(self.out).as_posix()
-        if c.only and stage != c.only:
-            if not unit.is_done():
-                raise MudiError(f"--only {c.only}: the earlier stage {stage} ({unit.name}) is not done with these "
-                                f"settings; run without --only (or with --from {stage})")
-            return False
-        forced = (bool(c.from_stage) and STAGES.index(stage) >= STAGES.index(c.from_stage)) or c.only == stage
-        state = unit.state()
-        if not forced and state == DONE:
-            self.did[rel] = "skipped"
-            self.say(f"  {unit.name}: done already, skipped")
-            return False
-        if forced or state == STALE:
-            why = f"--from {c.from_stage}" if c.from_stage else f"--only {c.only}" if forced else "its settings changed"
-            if unit.folder.exists():
-                self.say(f"  {unit.name}: redone from scratch ({why})")
-                unit.clear()
-        elif state == PARTIAL:
-            self.did[rel] = "resumed"
-            self.say(f"  {unit.name}: resuming the unfinished run")
-        unit.folder.mkdir(parents=True, exist_ok=True)
-        unit.start()
-        self.did.setdefault(rel, "redone" if forced else "done")
-        return True
-
-    def end(self, unit: Unit, t0: float, **extra: Any) -> None:
-        self.seconds[unit.name] = round(time.perf_counter() - t0, 1)
-        unit.finish(seconds=self.seconds[unit.name], **extra)
 
 
 def source_fingerprint(paths: list[str]) -> tuple[str, list[Any]]:
@@ -248,11 +195,8 @@ def launch_training(launcher: str, cfg: Any, out_dir: Path) -> None:
                         "Rerun `mudi run` to resume from its latest checkpoint")
 
 
-def generation_backbone(st: RunState) -> Any:
+def generation_backbone(st: RunState) -> Backbone:
     """One generation model for every method (each call applies and removes its own LoRA)."""
-    from mudi.adapters import registry
-    from mudi.devices import describe, resolve_device, resolve_dtype
-
     c = st.config
     device = resolve_device(c.device)
     dtype = resolve_dtype(c.dtype, device)
@@ -262,7 +206,6 @@ def generation_backbone(st: RunState) -> Any:
 
 def stage_generate(st: RunState) -> None:
     c = st.config
-    backbone = None
     try:
         for method in c.methods:
             spec = METHODS[method]
@@ -285,16 +228,14 @@ def stage_generate(st: RunState) -> None:
                 if not st.begin("generate", unit):
                     continue
                 t0 = time.perf_counter()
-                backbone = backbone if backbone is not None else generation_backbone(st)
-                generate_to_folder(cfg, backbone=backbone)
+                generate_to_folder(cfg, backbone=st.models.get("generation", lambda: generation_backbone(st)))
                 st.end(unit, t0)
     finally:
-        del backbone
+        st.models.release("generation")
 
 
 def stage_evaluate(st: RunState) -> None:
     c = st.config
-    models = None
     for method in c.methods:
         for k, prompt in enumerate(c.prompts):
             images = st.out / "generate" / method / f"p{k:02d}"
@@ -310,28 +251,15 @@ def stage_evaluate(st: RunState) -> None:
             if not st.begin("evaluate", unit):
                 continue
             t0 = time.perf_counter()
-            if "dnc" in c.scorers:
-                models = models if models is not None else evaluation_models(cfg)
-                evaluate_folder(cfg, *models)
-            if "toyworld" in c.scorers:
-                from mudi.toyworld.evaluate import check_folder
-
-                result = check_folder(images, st.names, folder)
-                st.say(f"  {method} p{k:02d}: toy-world checker {result['successes']}/{result['n']} correct "
-                       f"({', '.join(f'{v} {n}' for v, n in result['verdicts'].items())})")
+            for name in registry.names("scorer"):  # in the registry's order: D&C first, then the checker
+                if name in c.scorers:
+                    registry.resolve("scorer", name)(st, cfg, images, folder, f"{method} p{k:02d}")
             st.end(unit, t0)
 
 
-def evaluation_models(cfg: Any) -> tuple[Any, Any, Any]:
-    """The detector, embedders and text scorers, loaded once for every evaluation of the run."""
-    import dataclasses
-
-    from mudi.devices import dtype_name
-    from mudi.scoring.models import build_detector, build_embedders, build_text_scorers, placement
-
-    device, dtype = placement(cfg)
-    cfg = dataclasses.replace(cfg, device=str(device), dtype=dtype_name(dtype))
-    return build_detector(cfg), build_embedders(cfg), build_text_scorers(cfg)
+#: what each stage of :data:`mudi.pipeline.config.RUN_STAGES` does (the report: :func:`write_report`)
+WORK: dict[str, Callable[[RunState], None]] = {"segment": stage_segment, "prior": stage_prior, "train": stage_train,
+                                              "generate": stage_generate, "evaluate": stage_evaluate}
 
 
 def check_layout(config: RunConfig, subjects: list[Any]) -> None:
@@ -345,12 +273,10 @@ def check_layout(config: RunConfig, subjects: list[Any]) -> None:
 
 def run_inputs(config: RunConfig) -> list[str]:
     """Every file or folder the run reads (subject folders, local model folders, the stage blocks' paths)."""
-    from mudi.pipeline.config import PATH_KEYS
-
     found = [*config.subjects, config.pretrained_model_name_or_path or ""]
-    for stage, keys in PATH_KEYS.items():
-        block = getattr(config, stage)
-        for k in keys:
+    for stage in RUN_STAGES:
+        block = getattr(config, stage.name) if stage.config is not None else {}
+        for k in stage.path_keys:
             v = block.get(k)
             found += [str(x) for x in v] if isinstance(v, list) else [str(v)] if v else []
     return found
@@ -358,8 +284,6 @@ def run_inputs(config: RunConfig) -> list[str]:
 
 def run_pipeline(config: RunConfig, say: Callable[[str], None] = print) -> Path:
     """Run every stage that is not done; return the report's path."""
-    from mudi.pipeline.report import write_report
-
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         raise MudiError("mudi run coordinates the stages in one process; for several GPUs, run it plainly and set "
                         "train_launch='accelerate launch --multi_gpu --num_processes N' (docs/run.md)")
@@ -371,9 +295,7 @@ def run_pipeline(config: RunConfig, say: Callable[[str], None] = print) -> Path:
         claim_run_folder(out, RUN_ENTRIES, run_inputs(config), force=config.force)
         save_config(config, out / RUN_FILE)
         st = RunState(config, out, say, names=[s.name for s in subjects])
-        steps = [("segment", stage_segment), ("prior", stage_prior), ("train", stage_train),
-                 ("generate", stage_generate), ("evaluate", stage_evaluate)]
-        steps = [s for s in steps if s[0] != "prior" or config.use_prior]
+        steps = [(name, WORK[name]) for name in BLOCKS if name != "prior" or config.use_prior]
         st.fps["prior"] = ""
         for n, (name, fn) in enumerate(steps, 1):
             say(f"[{n}/{len(steps) + 1}] {name}")
