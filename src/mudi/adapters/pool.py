@@ -11,6 +11,8 @@ import gc
 from collections.abc import Callable
 from typing import Any
 
+import torch
+
 
 class ModelPool:
     """Named models with explicit lifetimes: :meth:`get` builds a model once, :meth:`release` drops it."""
@@ -37,3 +39,5 @@ class ModelPool:
         for key in keys or tuple(self._models):
             self._models.pop(key, None)
         gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()

@@ -21,26 +21,24 @@ stages included: a re-run skips what is finished and redoes what changed.
 from __future__ import annotations
 
 import dataclasses
-import gc
 import json
 import logging
 import os
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
 import yaml
 
 from mudi.adapters import registry
+from mudi.adapters.pool import ModelPool
 from mudi.config import from_dict, save_config, to_dict
 from mudi.core.init_latents import default_gamma
 from mudi.data.images import read_image
 from mudi.data.manifests import (
     LORA_FILE,
     fingerprint,
-    is_done,
     read_lora_subjects,
     read_manifest,
     read_marker,
@@ -49,14 +47,13 @@ from mudi.data.manifests import (
     write_subjects_manifest,
 )
 from mudi.data.subjects import SUBJECT_FILE, create_subject_folder, load_subjects
+from mudi.data.units import DONE, PARTIAL, STALE, Unit, file_digest
 from mudi.devices import describe, dtype_name, resolve_device, resolve_dtype
 from mudi.errors import MudiError
 from mudi.io import (
     OutputLock,
     atomic_dir,
     prepare_output_dir,
-    save_image_atomic,
-    write_json_atomic,
     write_text_atomic,
 )
 from mudi.iterative.config import CONFIG_FILE, IterateConfig
@@ -65,13 +62,17 @@ from mudi.iterative.scores import DncScorer, score_stats, scorer_fingerprint, to
 from mudi.iterative.templates import Transport, llm_templates, shipped_prompts_file, templates_for
 from mudi.merging.config import MergeConfig
 from mudi.merging.folder import merge_to_folder
-from mudi.sampling.images import generate_images, resolve_prompt
+from mudi.sampling.images import resolve_prompt
 from mudi.sampling.init import resolve_init
 from mudi.sampling.layout_llm import InsecureEndpoint
-from mudi.sampling.loras import apply_loras, check_lora_family, lora_file, lora_path
+from mudi.sampling.loras import check_lora_family, lora_file, lora_path
+from mudi.sampling.sink import ImageJob, Sampler, pending, run_jobs
 from mudi.training.config import TrainConfig
 from mudi.training.loop import train
 from mudi.training.runs import run_files
+
+if TYPE_CHECKING:
+    from mudi.adapters.base import Backbone
 
 log = logging.getLogger(__name__)
 STAGE_FILE = "stage.json"
@@ -98,36 +99,36 @@ class _Models:
         self.config, self.name, self.subjects = config, backbone_name, subjects
         self.device = resolve_device(config.device)
         self.dtype = resolve_dtype(config.dtype, self.device)
-        self._backbone: Any = None
-        self._scorer, self.cache_dir, self._injected = scorer, cache_dir, scorer is not None
+        self.pool = ModelPool()
+        self.cache_dir, self._injected = cache_dir, scorer is not None
+        if scorer is not None:
+            self.pool.put("scorer", scorer)
 
-    def backbone(self) -> Any:
-        if self._backbone is None:
-            log.info("mudi iterate: %s on %s", self.name, describe(self.device, self.dtype))
-            self._backbone = registry.load_backbone(self.name, self.config.pretrained_model_name_or_path,
-                                                    self.device, self.dtype)
-        return self._backbone
+    def backbone(self) -> Backbone:
+        return self.pool.get("generation", self._load_backbone)
+
+    def _load_backbone(self) -> Backbone:
+        log.info("mudi iterate: %s on %s", self.name, describe(self.device, self.dtype))
+        return registry.load_backbone(self.name, self.config.pretrained_model_name_or_path, self.device, self.dtype)
 
     def scorer(self) -> Any:
-        if self._scorer is None:
-            ecfg = self.config.evaluate_config([str(s.root) for s in self.subjects])
-            ecfg = dataclasses.replace(ecfg, device=str(self.device))  # dtype: the scoring's own (float32)
-            self._scorer = DncScorer(self.subjects, ecfg, self.config.metric, cache_dir=str(self.cache_dir))
-        return self._scorer
+        return self.pool.get("scorer", self._build_scorer)
+
+    def _build_scorer(self) -> Any:
+        ecfg = self.config.evaluate_config([str(s.root) for s in self.subjects])
+        ecfg = dataclasses.replace(ecfg, device=str(self.device))  # dtype: the scoring's own (float32)
+        return DncScorer(self.subjects, ecfg, self.config.metric, cache_dir=str(self.cache_dir))
 
     def scorer_fingerprint(self) -> str:
         if self._injected:
-            return scorer_fingerprint(self._scorer)
+            return scorer_fingerprint(self.scorer())
         # the default D&C scorer, named by its settings (without building its models)
         return fingerprint({"scorer": "dnc", "metric": self.config.metric,
                             "evaluate": {k: v for k, v in to_dict(self.config.evaluate_config()).items()
                                          if k not in ("device", "batch_size", "subjects", "report")}})
 
     def release_backbone(self) -> None:
-        self._backbone = None
-        gc.collect()
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()
+        self.pool.release("generation")
 
 
 def run_iterations(config: IterateConfig, scorer: Any = None, llm_transport: Transport | None = None) -> IterateResult:
@@ -186,9 +187,8 @@ def _templates(config: IterateConfig, n: int, out: Path, transport: Transport | 
 
 
 def _lora_fp(path: str) -> str:
-    f = lora_path(path)
-    st = f.stat()
-    return fingerprint({"path": str(f.resolve()), "size": st.st_size, "mtime_ns": st.st_mtime_ns})
+    """The LoRA file by content (a LoRA rewritten in place is another input)."""
+    return fingerprint({"lora": file_digest(lora_path(path))})
 
 
 def _jobs(config: IterateConfig, templates: list[str], phrases: list[str], first: int) -> list[dict]:
@@ -245,47 +245,31 @@ def _generate(config: IterateConfig, models: _Models, subjects: list, lora: str,
                 "steps": config.num_inference_steps, "guidance": config.guidance_scale,
                 "negative_prompt": config.negative_prompt, "subjects": [str(s.root) for s in subjects],
                 "backbone": models.name, "model": config.pretrained_model_name_or_path}
-    fp = fingerprint(settings)
-    marker, images = folder / "images.json", folder / "images"
-    if is_done(marker, fp):
-        return fp
-    old = read_marker(marker)
-    if old is not None and old.get("fingerprint") != fp:
-        shutil.rmtree(images, ignore_errors=True)
-    write_marker(marker, "running", fp)
-    todo = [j for j in jobs if not (images / f"{j['index']:04d}_seed{j['seed']}.png").is_file()]
-    if todo:
-        bb = models.backbone()
-        names = apply_loras(bb, [lora])
-        try:
-            for start in range(0, len(todo), config.batch_size):
-                chunk = todo[start:start + config.batch_size]
-                made = generate_images(bb, [j["prompt"] for j in chunk], [j["seed"] for j in chunk],
-                                       subjects if use_init else None, config.gamma, config.init,
-                                       negative_prompt=config.negative_prompt,
-                                       num_inference_steps=config.num_inference_steps,
-                                       guidance_scale=config.guidance_scale, batch_size=config.batch_size,
-                                       progress=False)
-                for j, g in zip(chunk, made):
-                    stem = f"{j['index']:04d}_seed{j['seed']}"
-                    write_json_atomic(images / f"{stem}.json", {
-                        "image": f"{stem}.png", "prompt": g.prompt, "template": j["template"], "seed": g.seed,
-                        "init": g.init, "gamma": g.gamma, "layout": g.layout, "boxes_normalized": g.boxes_normalized,
-                        "subjects": [s.name for s in subjects], "lora": lora})
-                    save_image_atomic(images / f"{stem}.png", g.image)  # last: its presence means "done"
-        finally:
-            bb.pipeline.delete_adapters(names)
-    write_marker(marker, "done", fp, num_images=len(jobs))
+    unit = Unit.of(folder, settings, marker=folder / "images.json", name=f"{folder.name}/images")
+    if unit.is_done():
+        return unit.fp
+    if unit.state() == STALE:
+        unit.clear("images")
+    unit.start()
+    images, names = folder / "images", [s.name for s in subjects]
+    todo = [ImageJob(images / f"{j['index']:04d}_seed{j['seed']}.png", images / f"{j['index']:04d}_seed{j['seed']}.json",
+                     f"{j['index']:04d}_seed{j['seed']}.png", j["prompt"], j["seed"], tuple(subjects) if use_init else None,
+                     {"template": j["template"], "subjects": names, "lora": lora}) for j in jobs]
+    sampler = Sampler(init=config.init, gamma=config.gamma, negative_prompt=config.negative_prompt,
+                      num_inference_steps=config.num_inference_steps, guidance_scale=config.guidance_scale,
+                      batch_size=config.batch_size)
+    run_jobs(models.backbone, pending(todo), [lora], sampler)
+    unit.finish(num_images=len(jobs))
     result.ran.append(f"{folder.name}/images")
-    return fp
+    return unit.fp
 
 
 def _score(models: _Models, folder: Path, images_fp: str, result: IterateResult) -> tuple[str, list[dict]]:
     """``folder/scores.json``: every image's score (and failures), the statistics; skipped when finished."""
-    fp = fingerprint({"images": images_fp, "scorer": models.scorer_fingerprint()})
-    path = folder / "scores.json"
-    if is_done(path, fp):
-        return fp, list((read_marker(path) or {}).get("images", []))
+    unit = Unit.of(folder, {"images": images_fp, "scorer": models.scorer_fingerprint()}, marker=folder / "scores.json",
+                   name=f"{folder.name}/scores")
+    if unit.is_done():
+        return unit.fp, list((unit.read() or {}).get("images", []))
     scorer = models.scorer()
     sidecars = sorted((folder / "images").glob("*.json"))
     entries: list[dict] = []
@@ -302,18 +286,18 @@ def _score(models: _Models, folder: Path, images_fp: str, result: IterateResult)
                             **{k: s[k] for k in ("num_detections", "metrics") if k in s}})
     metric = getattr(scorer, "metric", None) or "score"
     stats = score_stats([e["score"] for e in entries], [e["failures"] for e in entries])
-    write_json_atomic(path, {"status": "done", "fingerprint": fp, "metric": metric, "stats": stats, "images": entries})
+    unit.finish(metric=metric, stats=stats, images=entries)
     result.ran.append(f"{folder.name}/scores")
-    return fp, entries
+    return unit.fp, entries
 
 
 def _keep(config: IterateConfig, folder: Path, r: int, scores_fp: str, entries: list[dict],
           result: IterateResult) -> tuple[str, list[dict]]:
     """The top ``keep`` images into ``folder/kept/``, a subject folder captioned with their prompts."""
-    fp = fingerprint({"scores": scores_fp, "keep": config.keep})
-    marker = folder / "kept.json"
-    if is_done(marker, fp) and (folder / "kept" / SUBJECT_FILE).is_file():
-        return fp, list((read_marker(marker) or {}).get("kept", []))
+    unit = Unit.of(folder, {"scores": scores_fp, "keep": config.keep}, marker=folder / "kept.json",
+                   outputs=(f"kept/{SUBJECT_FILE}",), name=f"{folder.name}/kept")
+    if unit.is_done():
+        return unit.fp, list((unit.read() or {}).get("kept", []))
     order = top_k([e["score"] for e in entries], config.keep)
     kept = [{**entries[i], "rank": n + 1, "file": f"{n:02d}.png"} for n, i in enumerate(order)]
     with atomic_dir(folder / "kept") as tmp:
@@ -324,9 +308,9 @@ def _keep(config: IterateConfig, folder: Path, r: int, scores_fp: str, entries: 
             item.caption = captions[item.path.name]
         write_text_atomic(tmp / SUBJECT_FILE, yaml.safe_dump(subject.to_metadata(), sort_keys=False,
                                                              allow_unicode=True))
-    write_marker(marker, "done", fp, kept=kept)
+    unit.finish(kept=kept)
     result.ran.append(f"{folder.name}/kept")
-    return fp, kept
+    return unit.fp, kept
 
 
 def _train(config: IterateConfig, models: _Models, backbone_name: str, folder: Path, r: int, current: str,
@@ -340,32 +324,33 @@ def _train(config: IterateConfig, models: _Models, backbone_name: str, folder: P
               "max_train_steps": config.max_train_steps, "rank": config.rank, "learning_rate": config.learning_rate,
               "seed": config.seed + r}
     cfg = from_dict(TrainConfig, values, prefix="train.")
-    fp = fingerprint({"train": {k: v for k, v in to_dict(cfg).items() if k not in _RUN_ONLY}, "kept": kept_fp,
-                      "base": current_fp})
-    marker = read_marker(td / STAGE_FILE)
-    if is_done(td / STAGE_FILE, fp) and (td / LORA_FILE).is_file():
-        return td, fp
-    resume = marker is not None and marker.get("fingerprint") == fp
+    unit = Unit.of(td, {"train": {k: v for k, v in to_dict(cfg).items() if k not in _RUN_ONLY}, "kept": kept_fp,
+                        "base": current_fp}, marker=td / STAGE_FILE, outputs=(LORA_FILE,), name=f"round {r}: train")
+    state = unit.state()
+    if state == DONE:
+        return td, unit.fp
+    resume = state == PARTIAL
     holds_run = td.is_dir() and bool(run_files(td))
     cfg = dataclasses.replace(cfg, resume_from_checkpoint="latest" if resume else None,
                               overwrite=holds_run and not resume)
     models.release_backbone()  # the training loads its own model
     print(f"mudi iterate: round {r}: fine-tuning on {config.keep} kept images, {cfg.max_train_steps} steps, KL "
           f"weight {cfg.kl_weight}" + (" (resuming)" if resume else ""))
-    write_marker(td / STAGE_FILE, "running", fp)
+    unit.start()
     trainer = train(cfg)
-    write_marker(td / STAGE_FILE, "done", fp, steps=trainer.global_step)
+    unit.finish(steps=trainer.global_step)
     result.ran.append(f"{folder.name}/train")
-    return td, fp
+    return td, unit.fp
 
 
 def _concat(config: IterateConfig, models: _Models, backbone_name: str, subjects: list, current: str,
             current_fp: str, train_dir: Path, train_fp: str, folder: Path, r: int,
             result: IterateResult) -> tuple[Path, str]:
     """The round's model: current + new LoRA concatenated exactly, naming the subjects."""
-    fp = fingerprint({"base": current_fp, "train": train_fp})
-    if is_done(folder / STAGE_FILE, fp) and (folder / LORA_FILE).is_file():
-        return folder, fp
+    unit = Unit.of(folder, {"base": current_fp, "train": train_fp}, marker=folder / STAGE_FILE, outputs=(LORA_FILE,),
+                   name=f"round {r}: lora")
+    if unit.is_done():
+        return folder, unit.fp
     shutil.rmtree(folder, ignore_errors=True)
     bb = models.backbone()
     merge_to_folder(MergeConfig(lora=[str(current), str(train_dir)], method="concat", backbone=backbone_name,
@@ -373,9 +358,9 @@ def _concat(config: IterateConfig, models: _Models, backbone_name: str, subjects
                                 output_dir=str(folder), device=str(bb.device), dtype=dtype_name(bb.dtype)), backbone=bb)
     extra = {k: v for k, v in (read_manifest(folder) or {}).items() if k != "subjects"}
     write_subjects_manifest(folder, subjects, **extra, iterate_round=r)
-    write_marker(folder / STAGE_FILE, "done", fp)
+    unit.finish()
     result.ran.append(f"round-{r}/lora")
-    return folder, fp
+    return folder, unit.fp
 
 
 def read_scores(folder: str | Path) -> list[float]:

@@ -19,28 +19,23 @@ one is redone with everything after it:
 from __future__ import annotations
 
 import dataclasses
-import gc
 import logging
 import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from mudi.adapters import registry
+from mudi.adapters.pool import ModelPool
 from mudi.config import from_dict, save_config, to_dict
 from mudi.data.manifests import (
     LORA_FILE,
-    fingerprint,
-    is_done,
     read_manifest,
-    read_marker,
-    write_marker,
     write_subjects_manifest,
 )
 from mudi.data.subjects import load_subjects
+from mudi.data.units import DONE, PARTIAL, Unit
 from mudi.devices import describe, dtype_name, resolve_device, resolve_dtype
 from mudi.errors import MudiError
 from mudi.io import OutputLock, prepare_output_dir, write_json_atomic, write_text_atomic
@@ -54,6 +49,9 @@ from mudi.segmentation.detect import load_models
 from mudi.training.config import TrainConfig
 from mudi.training.loop import train
 from mudi.training.runs import run_files
+
+if TYPE_CHECKING:
+    from mudi.adapters.base import Backbone
 
 log = logging.getLogger(__name__)
 #: TrainConfig fields that do not change what the fine-tuning learns (left out of its fingerprint).
@@ -79,28 +77,23 @@ class _Models:
         self.config, self.name = config, backbone_name
         self.device = resolve_device(config.device)
         self.dtype = resolve_dtype(config.dtype, self.device)
-        self._backbone: Any = None
-        self._seg: tuple[Any, Any] | None = None
+        self.pool = ModelPool()
 
-    def backbone(self) -> Any:
-        if self._backbone is None:
-            log.info("mudi modular: %s on %s", self.name, describe(self.device, self.dtype))
-            self._backbone = registry.load_backbone(self.name, self.config.pretrained_model_name_or_path,
-                                                    self.device, self.dtype)
-        return self._backbone
+    def backbone(self) -> Backbone:
+        return self.pool.get("generation", self._load_backbone)
+
+    def _load_backbone(self) -> Backbone:
+        log.info("mudi modular: %s on %s", self.name, describe(self.device, self.dtype))
+        return registry.load_backbone(self.name, self.config.pretrained_model_name_or_path, self.device, self.dtype)
 
     def segmentation(self) -> tuple[Any, Any]:
-        if self._seg is None:
-            seg = self.config.segment
-            self._seg = load_models(self.config.segmentation_backend, seg.get("detector_model"),
-                                    seg.get("segmenter_model"), self.device, self.dtype, int(seg.get("batch_size", 4)))
-        return self._seg
+        seg = self.config.segment
+        return self.pool.get("segmentation", lambda: load_models(
+            self.config.segmentation_backend, seg.get("detector_model"), seg.get("segmenter_model"), self.device,
+            self.dtype, int(seg.get("batch_size", 4))))
 
     def release(self) -> None:
-        self._backbone, self._seg = None, None
-        gc.collect()
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()
+        self.pool.release()
 
 
 def run_modular(config: ModularConfig) -> ModularResult:
@@ -189,14 +182,15 @@ def _merge_stage(config: ModularConfig, specs: list[SubjectSpec], backbone_name:
                      num_activation_samples=config.num_activation_samples,
                      num_inference_steps=config.num_inference_steps or 10, seed=config.seed, output_dir=str(folder))
     settings = {k: v for k, v in to_dict(mc).items() if k not in ("lora", "output_dir", "device", "dtype")}
-    fp = fingerprint({**settings, "loras": [lora_signature(p) for p in config.lora]})
-    if is_done(folder / STAGE_FILE, fp) and (folder / LORA_FILE).is_file():
-        return folder, fp, False
+    unit = Unit.of(folder, {**settings, "loras": [lora_signature(p) for p in config.lora]},
+                   marker=folder / STAGE_FILE, outputs=(LORA_FILE,), name="merged")
+    if unit.is_done():
+        return folder, unit.fp, False
     shutil.rmtree(folder, ignore_errors=True)
     bb = models.backbone()
     merge_to_folder(dataclasses.replace(mc, device=str(bb.device), dtype=dtype_name(bb.dtype)), backbone=bb)
-    write_marker(folder / STAGE_FILE, "done", fp)
-    return folder, fp, True
+    unit.finish()
+    return folder, unit.fp, True
 
 
 def finetune_config(config: ModularConfig, backbone_name: str, ref_dirs: list[Path], merged: Path,
@@ -216,13 +210,14 @@ def finetune_config(config: ModularConfig, backbone_name: str, ref_dirs: list[Pa
 def _finetune_stage(config: ModularConfig, backbone_name: str, ref_dirs: list[Path], ref_fps: list[str],
                     merged: Path, merged_fp: str, folder: Path, models: _Models) -> tuple[Path, str, bool]:
     cfg = finetune_config(config, backbone_name, ref_dirs, merged, folder)
-    fp = fingerprint({"train": {k: v for k, v in to_dict(cfg).items() if k not in _RUN_ONLY},
-                      "references": ref_fps, "merged": merged_fp})
-    marker = read_marker(folder / STAGE_FILE)
-    if is_done(folder / STAGE_FILE, fp) and (folder / LORA_FILE).is_file():
+    unit = Unit.of(folder, {"train": {k: v for k, v in to_dict(cfg).items() if k not in _RUN_ONLY},
+                            "references": ref_fps, "merged": merged_fp},
+                   marker=folder / STAGE_FILE, outputs=(LORA_FILE,), name="finetune")
+    state = unit.state()
+    if state == DONE:
         print("mudi modular: finetune: done already, skipped")
-        return folder, fp, False
-    resume = marker is not None and marker.get("fingerprint") == fp
+        return folder, unit.fp, False
+    resume = state == PARTIAL
     holds_run = folder.is_dir() and bool(run_files(folder))
     cfg = dataclasses.replace(cfg, resume_from_checkpoint="latest" if resume else None,
                               overwrite=holds_run and not resume)
@@ -231,16 +226,17 @@ def _finetune_stage(config: ModularConfig, backbone_name: str, ref_dirs: list[Pa
     models.release()  # the training loads its own model: free the generation one first
     print(f"mudi modular: finetune: Seg-Mix (p = {cfg.composition_prob}) on top of the merged model, "
           f"{cfg.max_train_steps} steps, KL weight {cfg.kl_weight}" + (" (resuming)" if resume else ""))
-    write_marker(folder / STAGE_FILE, "running", fp)
+    unit.start()
     trainer = train(cfg)
-    write_marker(folder / STAGE_FILE, "done", fp, steps=trainer.global_step)
-    return folder, fp, True
+    unit.finish(steps=trainer.global_step)
+    return folder, unit.fp, True
 
 
 def _final_stage(config: ModularConfig, backbone_name: str, merged: Path, merged_fp: str, finetune: Path,
                  finetune_fp: str, ref_dirs: list[Path], folder: Path, models: _Models) -> tuple[Path, bool]:
-    fp = fingerprint({"merged": merged_fp, "finetune": finetune_fp})
-    if is_done(folder / STAGE_FILE, fp) and (folder / LORA_FILE).is_file():
+    unit = Unit.of(folder, {"merged": merged_fp, "finetune": finetune_fp}, marker=folder / STAGE_FILE,
+                   outputs=(LORA_FILE,), name="final")
+    if unit.is_done():
         print("mudi modular: final: done already, skipped")
         return folder, False
     shutil.rmtree(folder, ignore_errors=True)
@@ -253,7 +249,7 @@ def _final_stage(config: ModularConfig, backbone_name: str, merged: Path, merged
     extra = {k: v for k, v in (read_manifest(folder) or {}).items() if k != "subjects"}
     write_subjects_manifest(folder, subjects, **extra, modular=str(folder.parent))
     write_text_atomic(folder / "README.md", _model_card(backbone_name, subjects, config, result.report))
-    write_marker(folder / STAGE_FILE, "done", fp)
+    unit.finish()
     print(f"mudi modular: final: one LoRA (rank up to {result.report['max_rank']}) in {folder}")
     return folder, True
 

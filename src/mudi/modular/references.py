@@ -19,8 +19,9 @@ from pathlib import Path
 from typing import Any
 
 from mudi.core.prompts import subject_phrase
-from mudi.data.manifests import fingerprint, is_done, read_manifest, write_marker
-from mudi.data.subjects import create_subject_folder
+from mudi.data.manifests import read_manifest
+from mudi.data.subjects import SUBJECT_FILE, create_subject_folder
+from mudi.data.units import Unit, file_digest
 from mudi.devices import dtype_name
 from mudi.errors import MudiError
 from mudi.modular.config import STAGE_FILE, ModularConfig
@@ -51,10 +52,8 @@ class SubjectSpec:
 
 
 def lora_signature(path: str) -> dict:
-    """What identifies a LoRA file's content cheaply: its resolved path, size and modification time."""
-    f = lora_path(path)
-    st = f.stat()
-    return {"path": str(f.resolve()), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+    """What identifies a LoRA: its file's content (a LoRA rewritten in place is another input)."""
+    return {"sha256": file_digest(lora_path(path))}
 
 
 def subject_specs(config: ModularConfig) -> list[SubjectSpec]:
@@ -111,9 +110,10 @@ def make_references(config: ModularConfig, spec: SubjectSpec, backbone_name: str
                     backbone: Callable[[], Any], seg_models: Callable[[], tuple[Any, Any]]) -> tuple[str, bool]:
     """Generate, collect and segment one subject's reference photos into ``folder`` (skipped when its marker
     says done with the same settings). Returns ``(fingerprint, whether it ran)``."""
-    fp = fingerprint(reference_settings(config, spec, backbone_name, seed))
-    if is_done(folder / STAGE_FILE, fp):
-        return fp, False
+    unit = Unit.of(folder, reference_settings(config, spec, backbone_name, seed), marker=folder / STAGE_FILE,
+                   outputs=(SUBJECT_FILE,), name=f"references of {spec.name}")
+    if unit.is_done():
+        return unit.fp, False
     shutil.rmtree(folder, ignore_errors=True)  # an unfinished or outdated attempt: start this subject over
     bb = backbone()
     prompt = config.reference_prompt.replace("{phrase}", spec.phrase)
@@ -143,8 +143,8 @@ def make_references(config: ModularConfig, spec: SubjectSpec, backbone_name: str
     if rejected:
         log.warning("%s: %d of %d reference photos could not be segmented; moved to %s", spec.name, len(rejected),
                     len(statuses), folder / "rejected")
-    write_marker(folder / STAGE_FILE, "done", fp, prompt=prompt, statuses=statuses, rejected=rejected)
-    return fp, True
+    unit.finish(prompt=prompt, statuses=statuses, rejected=rejected)
+    return unit.fp, True
 
 
 def _dtype(backbone: Any) -> str:
