@@ -181,6 +181,21 @@ def backbone_default(name: str, attribute: str, default: Any = None) -> Any:
     return getattr(owner, attribute, default)
 
 
+def is_tiny(name: str) -> bool:
+    """Whether a registered name is a ``tiny-*`` build (random weights from configs in memory, offline)."""
+    return name.startswith("tiny-")
+
+
+def backbone_choices(tiny: bool = True) -> str:
+    """The registered backbones for help texts and messages: ``"sd15, sd2, sdxl, flux, or the offline tiny-sd,
+    tiny-sd2, tiny-sdxl, tiny-flux"`` (generated here, so a new family shows up in every help text)."""
+    real = [n for n in names("backbone") if not is_tiny(n)]
+    offline = [n for n in names("backbone") if is_tiny(n)]
+    if not tiny or not offline:
+        return ", ".join(real)
+    return f"{', '.join(real)}, or the offline {', '.join(offline)}"
+
+
 # ------------------------------------------------------------------------------------------------ checkpoints
 def pipeline_families() -> dict[str, list[str]]:
     """diffusers pipeline class name → the registered backbone names whose adapter loads it."""

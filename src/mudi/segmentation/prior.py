@@ -56,7 +56,7 @@ class PriorConfig:
     subjects: list[str] = field(default_factory=list, metadata={
         "help": "subject folders whose (descriptive) classes to use, instead of or besides --classes"})
     num_images: int = field(default=50, metadata={"help": "K: images generated per class (the paper uses 50)"})
-    backbone: str = field(default="sdxl", metadata={"help": "base model: sd15 | sd2 | sdxl | flux | tiny-*"})
+    backbone: str = field(default="sdxl", metadata={"help": f"base model: {registry.backbone_choices()}"})
     pretrained_model_name_or_path: str | None = field(default=None, metadata={
         "help": "base model checkpoint (hub id or local folder); default: the backbone's"})
     prompt: str = field(default=PRIOR_PROMPT, metadata={

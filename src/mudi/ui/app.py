@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gradio as gr
 
+from mudi.adapters import registry
 from mudi.ui.config import UiConfig
 from mudi.ui.context import UiContext
 from mudi.ui.state import Workspace
@@ -26,7 +27,7 @@ CSS = "#subject-picker label { font-size: 0.95em; } footer { display: none !impo
 def header(ctx: UiContext) -> str:
     text = (f"## mudi — multi-subject personalization (MuDI)\nWorkspace `{ctx.ws.root}`: subjects, runs and "
             "generations are ordinary mudi folders; the CLI reads and resumes them.")
-    if ctx.config.backbone.startswith("tiny-"):
+    if registry.is_tiny(ctx.config.backbone):
         text += "\n\n" + TINY_NOTE.format(backbone=ctx.config.backbone)
     return text
 

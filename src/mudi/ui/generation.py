@@ -9,9 +9,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from mudi.adapters import registry
+from mudi.adapters.pool import ModelPool
 from mudi.core.layout import NormBox
 from mudi.data.images import list_images
 from mudi.data.manifests import LORA_FILE, entry_paths, entry_phrase, read_manifest
+from mudi.devices import resolve_device, resolve_dtype
 from mudi.errors import MudiError
 from mudi.sampling.config import GenerateConfig
 from mudi.sampling.folder import generate_to_folder
@@ -27,7 +30,7 @@ TINY_SCORERS = {"detector": "tiny-owlv2", "embedders": ["tiny-dinov2"], "text_sc
 
 
 def is_tiny(backbone: str) -> bool:
-    return backbone.startswith("tiny-")
+    return registry.is_tiny(backbone)
 
 
 def lora_choices(ws: Workspace) -> list[tuple[str, str]]:
@@ -75,36 +78,23 @@ def scorer_settings(backbone: str) -> dict:
     return dict(TINY_SCORERS) if is_tiny(backbone) else {}
 
 
-_LOADED: dict[tuple, Any] = {}  # the last generation model, kept between clicks (each call applies its own LoRA)
+_MODELS = ModelPool()  # the last generation model, kept between clicks (each call applies its own LoRA)
 
 
 def generation_backbone(name: str, pretrained_model_name_or_path: str | None, device: str) -> Any:
     """The loaded model for (backbone, checkpoint, device): loaded on first use, then reused; a different
     one replaces it (one model in memory at a time)."""
-    key = (name, pretrained_model_name_or_path, device)
-    if key not in _LOADED:
+    key = repr((name, pretrained_model_name_or_path, device))
+    if not _MODELS.held(key):
         release_generation_backbone()
-        from mudi.adapters import registry
-        from mudi.devices import resolve_device, resolve_dtype
-
-        dev = resolve_device(device)
-        _LOADED[key] = registry.load_backbone(name, pretrained_model_name_or_path, dev, resolve_dtype("auto", dev))
-    return _LOADED[key]
+    dev = resolve_device(device)
+    return _MODELS.get(key, lambda: registry.load_backbone(name, pretrained_model_name_or_path, dev,
+                                                           resolve_dtype("auto", dev)))
 
 
 def release_generation_backbone() -> None:
     """Drop the kept generation model (before a training run needs the GPU memory)."""
-    _LOADED.clear()
-    import gc
-
-    gc.collect()
-    try:
-        import torch
-
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()
-    except ImportError:  # pragma: no cover - torch is a dependency
-        pass
+    _MODELS.release()
 
 
 def generate_and_score(ws: Workspace, lora_folder: str | Path, prompt: str, gamma: float | None, seed: int,

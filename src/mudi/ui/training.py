@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from mudi.adapters import registry
 from mudi.config import load_config, parse_overrides, to_dict
 from mudi.data.subjects import load_subjects
 from mudi.errors import MudiError
@@ -29,7 +30,7 @@ def form_defaults(backbone: str) -> dict:
               "checkpointing_steps": base.checkpointing_steps, "save_steps": base.save_steps,
               "validation_steps": 0, "num_validation_inference_steps": base.num_validation_inference_steps,
               "composition": base.composition, "composition_prob": base.composition_prob}
-    values.update(TINY_DEFAULTS if backbone.startswith("tiny-") else REAL_DEFAULTS)
+    values.update(TINY_DEFAULTS if registry.is_tiny(backbone) else REAL_DEFAULTS)
     return values
 
 
