@@ -24,8 +24,9 @@ from mudi.scoring.evaluator import detection_queries
 from mudi.training.config import TrainConfig
 from mudi.training.data import SampleSource
 from mudi.training.loop import train
+from mudi.training.losses import dco_loss, per_sample_mse
 from mudi.training.signals import TrainingStopped
-from mudi.training.trainer import LoraTrainer, dco_loss, per_sample_mse
+from mudi.training.trainer import LoraTrainer
 
 SAMPLES = Path(__file__).resolve().parents[1] / "src" / "mudi" / "samples"
 SUBJECTS = [str(SAMPLES / "dog6"), str(SAMPLES / "cat2")]

@@ -14,13 +14,13 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from mudi.config import save_config, to_dict
+from mudi.config import to_dict
 from mudi.devices import describe
 from mudi.errors import MudiError
 from mudi.io import OutputLock, prepare_output_dir, write_text_atomic
 from mudi.training.checkpoint import remove_stale_temporaries
-from mudi.training.config import CONFIG_FILE, TrainConfig
-from mudi.training.runs import HISTORY_FILE, guard_output_dir, record_history
+from mudi.training.config import TrainConfig
+from mudi.training.runs import HISTORY_FILE, guard_output_dir, record_history, write_run_config
 from mudi.training.signals import StopRequest, TrainingStopped
 from mudi.training.trainer import LoraTrainer, batch_loader
 
@@ -64,8 +64,7 @@ def _train(config: TrainConfig, backbone: Any, callback: Any, validation_fn: Any
                  describe(acc.device, trainer.weight_dtype), c.mixed_precision)
     changes = trainer.resume(c.resume_from_checkpoint) if c.resume_from_checkpoint else {}
     if acc.is_main_process:
-        if not (trainer.output_dir / CONFIG_FILE).is_file():
-            save_config(c, trainer.output_dir / CONFIG_FILE)  # the run's original config, never overwritten
+        write_run_config(trainer.output_dir, c)  # the run's original config, never overwritten
         record_history(trainer.output_dir, "resume" if trainer.global_step else "start", trainer.global_step,
                        changes)
         metrics = MetricsLog(trainer.output_dir / METRICS_FILE, trainer.global_step)

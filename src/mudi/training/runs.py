@@ -19,7 +19,7 @@ from typing import Any
 
 import yaml
 
-from mudi.config import to_dict
+from mudi.config import save_config, to_dict
 from mudi.data.manifests import KOHYA_FILE, LORA_FILE, SUBJECTS_FILE
 from mudi.errors import MudiError
 from mudi.io import write_text_atomic
@@ -124,6 +124,13 @@ def saved_config(folder: Path) -> dict | None:
         raise MudiError(f"{f}: not valid YAML ({str(e).splitlines()[0]}); fix it or start over with --overwrite") \
             from None
     return data if isinstance(data, dict) else None
+
+
+def write_run_config(folder: Path, config: TrainConfig) -> None:
+    """``FOLDER/train_config.yaml``: the run's original config, written once (a resumed run never overwrites
+    it; :func:`check_resume` compares against it). The one writer of that file."""
+    if not (folder / CONFIG_FILE).is_file():
+        save_config(config, folder / CONFIG_FILE)
 
 
 def record_history(folder: Path, event: str, step: int, changes: dict[str, tuple]) -> None:

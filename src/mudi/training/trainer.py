@@ -15,7 +15,7 @@ import contextlib
 import dataclasses
 import logging
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -28,7 +28,7 @@ from tqdm.auto import tqdm
 from mudi.adapters import registry
 from mudi.adapters.base import check_image_size
 from mudi.adapters.weights import load_vae
-from mudi.config import save_config, to_dict
+from mudi.config import to_dict
 from mudi.core.prompts import fill_placeholders
 from mudi.core.segmix import SegMixParams
 from mudi.data.manifests import write_subjects_manifest
@@ -36,13 +36,20 @@ from mudi.data.subjects import find_subjects, load_subjects
 from mudi.errors import MudiError
 from mudi.io import atomic_dir, save_image_atomic, write_text_atomic
 from mudi.sampling.images import generate_images
-from mudi.sampling.loras import apply_loras, check_lora_family
+from mudi.sampling.loras import check_lora_family
+from mudi.training.batches import BatchDataset, draw_micro_batch
 from mudi.training.checkpoint import load_checkpoint, resolve_checkpoint, save_checkpoint
-from mudi.training.config import CONFIG_FILE, TrainConfig
+from mudi.training.config import TrainConfig
 from mudi.training.data import Sample, SampleSource, to_pixels
 from mudi.training.lora_io import export_kohya, save_diffusers_lora
+from mudi.training.lora_setup import fuse_base_loras, lora_targets
+from mudi.training.losses import mask_weights, training_loss
 from mudi.training.outputs import model_card
-from mudi.training.runs import check_resume, saved_config
+from mudi.training.runs import check_resume, saved_config, write_run_config
+from mudi.training.speed import apply_speed_options
+
+if TYPE_CHECKING:
+    from mudi.adapters.base import Backbone
 
 log = logging.getLogger(__name__)
 
@@ -62,10 +69,27 @@ class LoraTrainer:
     ``backbone`` may be injected (tests); otherwise it is loaded by name with :func:`load_backbone`.
     """
 
-    def __init__(self, config: TrainConfig, backbone: Any = None) -> None:
-        self.config = c = dataclasses.replace(config, mixed_precision=resolve_mixed_precision(config))
-        self.output_dir = Path(c.output_dir)
-        if backbone is None:
+    def __init__(self, config: TrainConfig, backbone: Backbone | None = None) -> None:
+        self.config = dataclasses.replace(config, mixed_precision=resolve_mixed_precision(config))
+        self.output_dir = Path(self.config.output_dir)
+        self._read_subjects(check_name=backbone is None)
+        self._load_model(backbone)
+        self._build_sources()
+        self._add_lora()
+        self._build_optimizer()
+        rank = self.accelerator.process_index
+        self.noise_generator = torch.Generator("cpu").manual_seed(self.config.seed * 1000 + rank)
+        self._text_cache: dict[str, dict[str, torch.Tensor]] = {}
+        self.latent_cache: dict[tuple, torch.Tensor] = {}
+        self.global_step = 0
+        self.last_saved_step = -1
+        self.last_checkpoint: Path | None = None
+
+    # --------------------------------------------------------------------------------------------- building
+    def _read_subjects(self, check_name: bool) -> None:
+        """The subjects and the prior set, read (and a mistyped backbone refused) before any model loads."""
+        c = self.config
+        if check_name:
             registry.check("backbone", [c.backbone])  # a typo fails before the subjects are read
         check_lora_family(c.base_lora, c.backbone)
         self.subjects = load_subjects(c.subjects)
@@ -77,6 +101,9 @@ class LoraTrainer:
                                 "drop --class_data_dir")
             self.prior_subjects = find_subjects(prior_dir)
 
+    def _load_model(self, backbone: Backbone | None) -> None:
+        """The accelerator (device, mixed precision), the backbone in the weight dtype, its VAE and base LoRAs."""
+        c = self.config
         self.accelerator = Accelerator(mixed_precision=c.mixed_precision, cpu=c.device == "cpu",
                                        log_with="tensorboard" if c.report_to == "tensorboard" else None,
                                        project_dir=str(self.output_dir / "logs"))
@@ -88,14 +115,17 @@ class LoraTrainer:
         bb = self.backbone
         self.resolution = int(c.resolution or bb.default_resolution)
         check_image_size(bb, self.resolution, self.resolution, "resolution")
-
         if c.vae:  # e.g. madebyollin/sdxl-vae-fp16-fix, as the authors train SDXL
             bb.pipeline.vae = load_vae(c.vae, device=dev, dtype=self.weight_dtype)
         if bb.train_vae_in_float32:  # SDXL's VAE overflows in fp16: encode in float32, as diffusers' scripts do
             bb.pipeline.vae.to(torch.float32)
         if c.base_lora:  # modular customization / iterative training: train on top of these, fused
             fuse_base_loras(bb, c.base_lora, c.base_lora_weights)
-        self.segmix_params = c.segmix.resolve(bb.segmix_preset)
+
+    def _build_sources(self) -> None:
+        """Where samples come from: the subjects (Seg-Mix / Cut-Mix compositions or single photos), the priors."""
+        c = self.config
+        self.segmix_params = c.segmix.resolve(self.backbone.segmix_preset)
         src_kw = dict(resolution=self.resolution, mode=c.composition, composition_prob=c.composition_prob,
                       max_composed_subjects=c.max_composed_subjects, segmix=self.segmix_params,
                       center_crop=c.center_crop, random_flip=c.random_flip, loss_mask=c.loss_mask)
@@ -109,7 +139,9 @@ class LoraTrainer:
                 log.warning("warning: the prior set has no class %s; those subjects' prior samples use random "
                             "prior classes (make priors with `mudi prior --subjects ...`)", missing)
 
-        # LoRA on the denoiser's attention projections; everything else frozen.
+    def _add_lora(self) -> None:
+        """LoRA on the denoiser's attention projections (seeded by the run); everything else frozen."""
+        bb, c = self.backbone, self.config
         denoiser = bb.denoiser
         for name in bb.frozen_components:
             getattr(bb.pipeline, name).requires_grad_(False)
@@ -128,6 +160,9 @@ class LoraTrainer:
         self.params = [p for p in denoiser.parameters() if p.requires_grad]
         self.trainable = {n: p for n, p in denoiser.named_parameters() if p.requires_grad}
 
+    def _build_optimizer(self) -> None:
+        """AdamW (or 8-bit AdamW) on the LoRA weights, the learning-rate schedule, both prepared by accelerate."""
+        c = self.config
         if c.use_8bit_adam:
             try:
                 import bitsandbytes as bnb
@@ -144,15 +179,8 @@ class LoraTrainer:
                                       num_training_steps=c.max_train_steps)
         except ValueError as e:
             raise MudiError(f"lr_scheduler {c.lr_scheduler!r}: {e}") from None
-        self.model, self.optimizer, self.lr_scheduler = self.accelerator.prepare(denoiser, optimizer, scheduler)
-
-        rank = self.accelerator.process_index
-        self.noise_generator = torch.Generator("cpu").manual_seed(c.seed * 1000 + rank)
-        self._text_cache: dict[str, dict[str, torch.Tensor]] = {}
-        self.latent_cache: dict[tuple, torch.Tensor] = {}
-        self.global_step = 0
-        self.last_saved_step = -1
-        self.last_checkpoint: Path | None = None
+        self.model, self.optimizer, self.lr_scheduler = self.accelerator.prepare(self.backbone.denoiser, optimizer,
+                                                                                 scheduler)
 
     # --------------------------------------------------------------------------------------------- pieces
     def encode_text(self, prompts: list[str]) -> dict[str, Any]:
@@ -211,14 +239,8 @@ class LoraTrainer:
         """``(B, 1, h, w)`` per-pixel loss weights: each sample's mask bilinearly downsampled to the latent grid,
         times ``1 - soft_alpha``, plus ``soft_alpha``; samples without a mask get ones. None when
         ``soft_alpha`` is 1 (the default: no weighting)."""
-        alpha = self.config.soft_alpha
-        if alpha >= 1:
-            return None
-        R = self.resolution
-        masks = np.stack([s.mask if s.mask is not None else np.ones((R, R), bool) for s in samples])
-        m = torch.from_numpy(masks.astype(np.float32))[:, None]
-        m = F.interpolate(m, size=latent_hw, mode="bilinear", align_corners=False)
-        return (m * (1 - alpha) + alpha).to(self.accelerator.device)
+        return mask_weights([s.mask for s in samples], self.resolution, latent_hw, self.config.soft_alpha,
+                            self.accelerator.device)
 
     def train_step(self, batch: dict[str, list] | list[dict[str, list]], generator: Any = None) -> dict[str, float]:
         """One optimizer step on ``batch`` — or on several micro-batches, their gradients accumulated
@@ -242,15 +264,9 @@ class LoraTrainer:
         return totals
 
     def _backward(self, batch: dict[str, list], gen: Any, scale: float) -> dict[str, float]:
-        """The loss of one micro-batch, back-propagated times ``scale``.
-
-        ``loss: mse``: ``MSE(instance) + λ·MSE(prior)`` (per-pixel weights when ``soft_alpha < 1``). ``loss: dco``
-        (Lee et al.'s Direct Consistency Optimization, as the authors' released script): per instance sample
-        ``L_θ`` and ``L_ref`` are the (weighted) MSE of the LoRA model and of the same model with the LoRA
-        disabled on the same noisy input, and the instance loss is ``mean(-log σ(-β (L_θ - L_ref)))``; prior
-        samples keep their plain ``λ·MSE`` (mudi's definition of the combination, docs/differences.md).
-        ``kl_weight`` adds ``β_KL·MSE(f_LoRA, f_base)`` over every sample (Appendix C.2, C.3).
-        """
+        """The loss of one micro-batch (:func:`mudi.training.losses.training_loss`: ``MSE(instance) + λ·MSE(prior)``,
+        DCO, KL), back-propagated times ``scale``: encode → noise at a random timestep → the family's target →
+        the LoRA model's prediction (and the base model's, when a term needs it)."""
         bb, acc, c = self.backbone, self.accelerator, self.config
         samples = batch["instance"] + batch["prior"]
         n_inst = len(batch["instance"])
@@ -267,28 +283,7 @@ class LoraTrainer:
         with acc.autocast():
             pred = bb.predict(noisy, timesteps, text, denoiser=self.model).float()
         ref = self._reference_prediction(noisy, timesteps, text) if c.loss == "dco" or c.kl_weight > 0 else None
-        w_inst = weight[:n_inst] if weight is not None else None
-        if c.loss == "dco":
-            l_theta = per_sample_mse(pred[:n_inst], target[:n_inst], w_inst)
-            l_ref = per_sample_mse(ref[:n_inst], target[:n_inst], w_inst)
-            inst_loss = dco_loss(l_theta, l_ref, c.dco_beta)
-        elif weight is None:
-            inst_loss = F.mse_loss(pred[:n_inst], target[:n_inst])
-        else:
-            inst_loss = per_sample_mse(pred[:n_inst], target[:n_inst], w_inst).mean()
-        loss = inst_loss
-        out = {"instance_loss": float(inst_loss.detach())}
-        if batch["prior"]:
-            if weight is None:
-                prior_loss = F.mse_loss(pred[n_inst:], target[n_inst:])
-            else:
-                prior_loss = per_sample_mse(pred[n_inst:], target[n_inst:], weight[n_inst:]).mean()
-            loss = loss + c.prior_loss_weight * prior_loss
-            out["prior_loss"] = float(prior_loss.detach())
-        if c.kl_weight > 0:
-            kl = F.mse_loss(pred, ref)
-            loss = loss + c.kl_weight * kl
-            out["kl_loss"] = float(kl.detach())
+        loss, out = training_loss(pred, target, ref, weight, n_inst, c)
         acc.backward(loss * scale if scale != 1.0 else loss)
         out["loss"] = float(loss.detach())
         out["composed_fraction"] = sum(s.num_subjects > 1 for s in samples) / len(samples)
@@ -362,8 +357,7 @@ class LoraTrainer:
         path = save_diffusers_lora(self.backbone, model, out)
         if self.config.export == "kohya":
             export_kohya(out, self.backbone)
-        if not (out / CONFIG_FILE).is_file():  # the original config of the run is never overwritten
-            save_config(self.config, out / CONFIG_FILE)
+        write_run_config(out, self.config)
         write_subjects_manifest(out, self.subjects, backbone=self.config.backbone, family=self.backbone.family,
                                 pretrained_model_name_or_path=self.config.pretrained_model_name_or_path)
         write_text_atomic(out / "README.md", model_card(self.config, self.backbone, self.subjects, self.global_step))
@@ -389,82 +383,15 @@ class LoraTrainer:
         return paths
 
 
-def fuse_base_loras(backbone: Any, paths: list[str], weights: list[float]) -> None:
-    """Fuse ``paths`` (with their weights) into the denoiser's base weights and drop them as adapters, so a new
-    LoRA trains on top and "the LoRA disabled" (the KL reference) is the fused model."""
-    names = apply_loras(backbone, paths, weights or None)
-    backbone.pipeline.fuse_lora(adapter_names=names, lora_scale=1.0)
-    backbone.pipeline.unload_lora_weights()
-
-
-def draw_micro_batch(instances: SampleSource, priors: SampleSource | None, subjects: list, config: TrainConfig,
-                     rng: np.random.Generator, step: int) -> dict[str, list]:
-    """One micro-batch drawn from ``rng`` (what :class:`BatchDataset` workers call too)."""
-    allow = step >= config.segmix_start_step
-    inst = [instances.draw(rng, allow) for _ in range(config.train_batch_size)]
-    prior = [priors.draw_prior(rng, s, subjects[s.subject].class_name) for s in inst] if priors is not None else []
-    return {"instance": inst, "prior": prior}
-
-
-class BatchDataset(torch.utils.data.Dataset):
-    """Micro-batch ``i`` (drawn with the trainer's ``batch_rng(i)``), for DataLoader worker processes that
-    compose Seg-Mix samples while the GPU trains (``dataloader_num_workers``)."""
-
-    def __init__(self, trainer: LoraTrainer, start: int, stop: int) -> None:
-        self.instances, self.priors, self.subjects = trainer.instances, trainer.priors, trainer.subjects
-        self.config, self.rank, self.start, self.stop = trainer.config, trainer.accelerator.process_index, start, stop
-
-    def __len__(self) -> int:
-        return self.stop - self.start
-
-    def __getitem__(self, k: int) -> dict[str, list]:
-        index = self.start + k
-        rng = np.random.default_rng([self.config.seed, self.rank, index])
-        return draw_micro_batch(self.instances, self.priors, self.subjects, self.config, rng,
-                                index // self.config.gradient_accumulation_steps)
-
-
 def batch_loader(trainer: LoraTrainer) -> Any:
     """An iterator over the remaining micro-batches, composed in ``dataloader_num_workers`` processes."""
     c = trainer.config
     start, stop = trainer.global_step * c.gradient_accumulation_steps, c.max_train_steps * c.gradient_accumulation_steps
-    dataset = BatchDataset(trainer, start, stop)
+    dataset = BatchDataset(trainer.instances, trainer.priors, trainer.subjects, c, trainer.accelerator.process_index,
+                           start, stop)
     return iter(torch.utils.data.DataLoader(dataset, batch_size=None, shuffle=False,
                                             num_workers=c.dataloader_num_workers, prefetch_factor=4,
                                             persistent_workers=False))
-
-
-def apply_speed_options(backbone: Any, config: TrainConfig) -> None:
-    """channels-last memory, regional ``torch.compile`` of the repeated blocks, FP8 matmuls of the frozen base
-    weights (torchao): each an explicit option (docs/train.md says which are exact)."""
-    denoiser = backbone.denoiser
-    if config.channels_last:
-        denoiser.to(memory_format=torch.channels_last)
-    if config.fp8_base_weights:
-        enable_fp8_base_weights(denoiser)
-    if config.compile == "regional":
-        blocks = backbone.repeated_blocks()
-        if not blocks:
-            raise MudiError(f"compile: regional found no repeated blocks in the {backbone.family} denoiser; use "
-                            "--compile none")
-        for block in blocks:
-            block.compile(dynamic=False)
-
-
-def enable_fp8_base_weights(denoiser: Any) -> None:
-    """Run the frozen base linear layers' matmuls in FP8 (torchao float8 training; H100-class GPUs); the LoRA
-    weights and their gradients stay in higher precision."""
-    if not torch.cuda.is_available() or torch.cuda.get_device_capability() < (8, 9):
-        raise MudiError("fp8_base_weights needs an FP8 GPU (compute capability 8.9+: L4, L40, H100, H200); drop it")
-    try:
-        from torchao.float8 import convert_to_float8_training
-    except ImportError:
-        raise MudiError("fp8_base_weights needs torchao: pip install torchao") from None
-
-    def frozen_linear(module: Any, name: str) -> bool:
-        return isinstance(module, torch.nn.Linear) and "lora_" not in name and not module.weight.requires_grad
-
-    convert_to_float8_training(denoiser, module_filter_fn=frozen_linear)
 
 
 def cat_text(tensors: list[torch.Tensor]) -> torch.Tensor:
@@ -474,32 +401,6 @@ def cat_text(tensors: list[torch.Tensor]) -> torch.Tensor:
     n = max(t.shape[1] for t in tensors) if tensors[0].ndim > 1 else 0
     return torch.cat([t if t.ndim < 2 or t.shape[1] == n else F.pad(t, (0, 0) * (t.ndim - 2) + (0, n - t.shape[1]))
                       for t in tensors])
-
-
-def per_sample_mse(pred: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None) -> torch.Tensor:
-    """``(B,)``: each sample's mean squared error, each pixel weighted by ``weight`` ``(B, 1, h, w)`` if given."""
-    err = (pred - target) ** 2
-    if weight is not None:
-        err = err * weight
-    return err.flatten(1).mean(dim=1)
-
-
-def dco_loss(l_theta: torch.Tensor, l_ref: torch.Tensor, beta: float) -> torch.Tensor:
-    """Direct Consistency Optimization: ``mean(-log σ(-β (L_θ - L_ref)))`` over the samples."""
-    return -F.logsigmoid(-beta * (l_theta - l_ref)).mean()
-
-
-def lora_targets(backbone: Any, requested: list[str]) -> list[str]:
-    """The LoRA's target modules: the backbone's default (empty), one of its presets (a single name), or the
-    module names given."""
-    if not requested:
-        return backbone.lora_target_modules()
-    if len(requested) == 1:
-        try:
-            return backbone.lora_target_modules(requested[0])
-        except MudiError:
-            pass  # not a preset: one module name
-    return list(requested)
 
 
 def default_validation(backbone: Any, prompts: list[str], subjects: list, config: TrainConfig,
