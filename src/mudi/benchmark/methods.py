@@ -12,8 +12,8 @@ from typing import Any
 import yaml
 
 from mudi.data.convert import convert
-from mudi.data.manifests import fingerprint, is_done, write_marker
 from mudi.data.subjects import SUBJECT_FILE, find_subjects
+from mudi.data.units import Unit
 from mudi.errors import MudiError, did_you_mean
 from mudi.io import write_text_atomic
 
@@ -82,8 +82,9 @@ def write_nodesc_subjects(pair_dir: Path, out_dir: Path, table: dict[str, str]) 
     plain class, in ``subject.yaml`` and in every caption. Returns the folders, in [V1], [V2] order."""
     subjects = find_subjects(pair_dir)
     folders = [out_dir / s.name for s in subjects]
-    fp = fingerprint({"pair": str(pair_dir), "classes": [generic_class(s, table) for s in subjects]})
-    if is_done(out_dir / STAGE_FILE, fp):
+    unit = Unit.of(out_dir, {"pair": str(pair_dir), "classes": [generic_class(s, table) for s in subjects]},
+                   marker=out_dir / STAGE_FILE, name=f"{pair_dir.name} without descriptive classes")
+    if unit.is_done():
         return folders
     convert(pair_dir, out_dir, overwrite=True)
     for s, folder in zip(subjects, folders):
@@ -99,5 +100,5 @@ def write_nodesc_subjects(pair_dir: Path, out_dir: Path, table: dict[str, str]) 
         if meta.get("captions"):
             meta["captions"] = {k: pattern.sub(new_phrase, v) for k, v in meta["captions"].items()}
         write_text_atomic(folder / SUBJECT_FILE, yaml.safe_dump(meta, sort_keys=False, allow_unicode=True))
-    write_marker(out_dir / STAGE_FILE, "done", fp)
+    unit.finish()
     return folders

@@ -43,7 +43,6 @@ from mudi.data.manifests import (
     read_manifest,
     read_marker,
     subjects_of_manifest,
-    write_marker,
     write_subjects_manifest,
 )
 from mudi.data.subjects import SUBJECT_FILE, create_subject_folder, load_subjects
@@ -165,11 +164,11 @@ def _templates(config: IterateConfig, n: int, out: Path, transport: Transport | 
     """The prompt templates of the run, chosen once and kept in ``prompts.json`` (an LLM's answer is not
     reproducible: a resumed run keeps the prompts it started with)."""
     from_file = templates_for(config.prompts_file or shipped_prompts_file(), n)
-    fp = fingerprint({"provider": config.prompt_provider, "file": from_file, "url": config.llm_url,
-                      "model": config.llm_model, "num": config.num_llm_prompts})
-    path = out / PROMPTS_FILE
-    marker = read_marker(path)
-    if marker and marker.get("fingerprint") == fp and marker.get("templates"):
+    unit = Unit.of(out, {"provider": config.prompt_provider, "file": from_file, "url": config.llm_url,
+                         "model": config.llm_model, "num": config.num_llm_prompts}, marker=out / PROMPTS_FILE,
+                   name="prompts")
+    marker = unit.read()
+    if unit.state() in (DONE, PARTIAL) and marker and marker.get("templates"):  # kept once chosen
         return list(marker["templates"])
     templates, source = from_file, "templates"
     if config.prompt_provider == "llm":
@@ -182,7 +181,7 @@ def _templates(config: IterateConfig, n: int, out: Path, transport: Transport | 
         except MudiError as e:
             log.warning("LLM prompts failed, using the prompt templates instead: %s", e)
             source = "templates (llm failed)"
-    write_marker(path, "done", fp, source=source, templates=templates)
+    unit.finish(source=source, templates=templates)
     return templates
 
 

@@ -26,7 +26,7 @@ from typing import Any
 import torch
 
 from mudi.errors import MudiError
-from mudi.sampling.loras import apply_loras
+from mudi.sampling.loras import apply_loras, remove_loras
 
 log = logging.getLogger(__name__)
 
@@ -142,8 +142,7 @@ def _read_loaded(backbone: Any, path: str, name: str) -> LoraUpdates:
 
 def remove_adapters(backbone: Any, names: Sequence[str]) -> None:
     """Take the merge's adapters out of the pipeline again (the backbone is left as it came)."""
-    if names:
-        backbone.pipeline.delete_adapters(list(names))
+    remove_loras(backbone, names)
 
 
 # ------------------------------------------------------------------------------------------------ writing
