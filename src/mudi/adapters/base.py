@@ -211,7 +211,7 @@ class Backbone(Protocol):
         ...
 
 
-def check_image_size(backbone: Any, height: int, width: int, what: str = "image size") -> None:
+def check_image_size(backbone: Backbone, height: int, width: int, what: str = "image size") -> None:
     """The one pixel-size rule: both sides positive multiples of ``backbone.pixel_multiple``."""
     m = int(backbone.pixel_multiple)
     for side, value in (("height", height), ("width", width)):

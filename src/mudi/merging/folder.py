@@ -15,7 +15,7 @@ import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from mudi.adapters import registry
 from mudi.config import save_config
@@ -28,6 +28,9 @@ from mudi.merging.formats import load_lora_updates, peft_state_dict, remove_adap
 from mudi.merging.fusion import collect_grams, fuse, subject_prompts
 from mudi.merging.methods import MergedLayer, concat_ranks, layer_names, total_relative_residual, weighted_sum
 from mudi.sampling.loras import check_lora_family, lora_file
+
+if TYPE_CHECKING:
+    from mudi.adapters.base import Backbone
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +52,7 @@ class _Input:
     prompts: list[str]
 
 
-def merge_to_folder(config: MergeConfig, backbone: Any = None) -> MergeResult:
+def merge_to_folder(config: MergeConfig, backbone: Backbone | None = None) -> MergeResult:
     """Check the inputs (paths, families, prompts, the output folder) before any model loads, load the backbone (or
     use ``backbone``, left without the merge's adapters afterwards), merge and write the outputs."""
     if not config.lora:
@@ -91,7 +94,7 @@ def _inputs(config: MergeConfig) -> list[_Input]:
     return items
 
 
-def _backbone_name(config: MergeConfig, inputs: list[_Input], backbone: Any) -> str:
+def _backbone_name(config: MergeConfig, inputs: list[_Input], backbone: Backbone) -> str:
     if config.backbone:
         return config.backbone
     recorded = list(dict.fromkeys(i.manifest["backbone"] for i in inputs if i.manifest and i.manifest.get("backbone")))
@@ -103,7 +106,7 @@ def _backbone_name(config: MergeConfig, inputs: list[_Input], backbone: Any) -> 
                     + (f"; their mudi_subjects.json record {recorded}" if recorded else ""))
 
 
-def _merge(config: MergeConfig, backbone: Any, inputs: list[_Input], out: Path) -> MergeResult:
+def _merge(config: MergeConfig, backbone: Backbone, inputs: list[_Input], out: Path) -> MergeResult:
     if backbone is None:
         config, device, dtype = place_config(config)
         log.info("mudi merge: %s", describe(device, dtype))
@@ -158,7 +161,7 @@ def _report(config: MergeConfig, inputs: list[_Input], updates: list, layers: di
     }
 
 
-def _write(backbone: Any, out: Path, layers: dict[str, MergedLayer]) -> Path:
+def _write(backbone: Backbone, out: Path, layers: dict[str, MergedLayer]) -> Path:
     """The merged LoRA in the backbone's diffusers format, written atomically."""
     state, metadata = peft_state_dict({k: m.update for k, m in layers.items()})
     target = out / LORA_FILE
@@ -172,7 +175,7 @@ def _write(backbone: Any, out: Path, layers: dict[str, MergedLayer]) -> Path:
     return target
 
 
-def _write_manifest(out: Path, config: MergeConfig, backbone: Any, inputs: list[_Input]) -> None:
+def _write_manifest(out: Path, config: MergeConfig, backbone: Backbone, inputs: list[_Input]) -> None:
     """``mudi_subjects.json``: the subjects of every input that names them, in input order (the layout of
     :func:`mudi.data.manifests.write_subjects_manifest`), plus where they came from."""
     rows = [r for i in inputs if i.manifest for r in i.manifest.get("subjects", []) if isinstance(r, dict)]

@@ -21,12 +21,15 @@ import math
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from mudi.errors import MudiError
 from mudi.sampling.loras import apply_loras, remove_loras
+
+if TYPE_CHECKING:
+    from mudi.adapters.base import Backbone
 
 log = logging.getLogger(__name__)
 
@@ -108,7 +111,7 @@ def read_adapter(denoiser: Any, adapter_name: str, where: str = "this LoRA") -> 
     return out
 
 
-def load_lora_updates(backbone: Any, paths: Sequence[str]) -> tuple[list[str], list[LoraUpdates]]:
+def load_lora_updates(backbone: Backbone, paths: Sequence[str]) -> tuple[list[str], list[LoraUpdates]]:
     """Load every LoRA into ``backbone``'s pipeline as its own adapter (all active at weight 1) and read each back;
     returns the adapter names and one :data:`LoraUpdates` per path. A file with no layer of this denoiser is
     refused with one line; text-encoder layers (which mudi's LoRAs never have) are left out, with a warning."""
@@ -127,7 +130,7 @@ def load_lora_updates(backbone: Any, paths: Sequence[str]) -> tuple[list[str], l
         raise
 
 
-def _read_loaded(backbone: Any, path: str, name: str) -> LoraUpdates:
+def _read_loaded(backbone: Backbone, path: str, name: str) -> LoraUpdates:
     found = read_adapter(backbone.denoiser, name, str(path))
     if not found:
         raise MudiError(f"{path}: none of its layers belong to the {backbone.family} denoiser (is it a LoRA, and "
@@ -140,7 +143,7 @@ def _read_loaded(backbone: Any, path: str, name: str) -> LoraUpdates:
     return found
 
 
-def remove_adapters(backbone: Any, names: Sequence[str]) -> None:
+def remove_adapters(backbone: Backbone, names: Sequence[str]) -> None:
     """Take the merge's adapters out of the pipeline again (the backbone is left as it came)."""
     remove_loras(backbone, names)
 

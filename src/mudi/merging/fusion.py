@@ -24,7 +24,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -38,6 +38,9 @@ from mudi.merging.methods import (
     layer_names,
     stacked_factors,
 )
+
+if TYPE_CHECKING:
+    from mudi.adapters.base import Backbone
 
 log = logging.getLogger(__name__)
 
@@ -102,7 +105,7 @@ class GramCollector:
         return {k: (v / max(self.counts[k], 1)).cpu() for k, v in self.sums.items()}
 
 
-def collect_grams(backbone: Any, adapter_name: str, weight: float, prompts: Sequence[str], names: Sequence[str],
+def collect_grams(backbone: Backbone, adapter_name: str, weight: float, prompts: Sequence[str], names: Sequence[str],
                   num_inference_steps: int, seed: int) -> dict[str, torch.Tensor]:
     """The input Grams of layers ``names`` while LoRA ``adapter_name`` alone (at ``weight``) generates one image of
     each prompt (seed ``seed + k`` for prompt ``k``, the backbone's resolution and guidance, mudi's negative prompt)."""

@@ -16,7 +16,7 @@ import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mudi.core.prompts import subject_phrase
 from mudi.data.manifests import read_manifest
@@ -30,6 +30,9 @@ from mudi.sampling.folder import generate_to_folder
 from mudi.sampling.loras import lora_file, lora_path
 from mudi.segmentation.config import SegmentConfig
 from mudi.segmentation.folder import segment_subjects
+
+if TYPE_CHECKING:
+    from mudi.adapters.base import Backbone
 
 log = logging.getLogger(__name__)
 USABLE = ("ok", "multiple_detections", "kept_user_mask")
@@ -147,5 +150,5 @@ def make_references(config: ModularConfig, spec: SubjectSpec, backbone_name: str
     return unit.fp, True
 
 
-def _dtype(backbone: Any) -> str:
+def _dtype(backbone: Backbone) -> str:
     return dtype_name(backbone.dtype)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -25,6 +25,9 @@ from mudi.data.manifests import SUBJECTS_FILE
 from mudi.errors import MudiError
 from mudi.sampling.init import build_initial_latents, compose_init, resolve_init
 from mudi.sampling.prompt_length import warn_long_prompts
+
+if TYPE_CHECKING:
+    from mudi.adapters.base import Backbone
 
 
 @dataclass
@@ -42,11 +45,11 @@ class GeneratedImage:
     source_images: list[str] = field(default_factory=list)
 
 
-def _generators(backbone: Any, seeds: Sequence[int]) -> list[torch.Generator]:
+def _generators(backbone: Backbone, seeds: Sequence[int]) -> list[torch.Generator]:
     return [torch.Generator(device=backbone.device).manual_seed(int(s)) for s in seeds]
 
 
-def _pipeline_call(backbone: Any, prompts: list[str], generators: list, latents: Any, negative_prompt: str | None,
+def _pipeline_call(backbone: Backbone, prompts: list[str], generators: list, latents: Any, negative_prompt: str | None,
                    num_inference_steps: int, guidance_scale: float | None, height: int, width: int,
                    output_type: str = "np") -> Any:
     kwargs: dict = dict(prompt=prompts, num_inference_steps=num_inference_steps, generator=generators,
@@ -60,7 +63,7 @@ def _pipeline_call(backbone: Any, prompts: list[str], generators: list, latents:
     return backbone.pipeline(**kwargs).images
 
 
-def generate_images(backbone: Any, prompts: str | Sequence[str], seeds: Sequence[int],
+def generate_images(backbone: Backbone, prompts: str | Sequence[str], seeds: Sequence[int],
                     subjects: Sequence[Any] | None = None, gamma: float | None = None, init: str = "mean_shifted",
                     boxes: Sequence[NormBox] | None = None, relative_sizes: Sequence[float] | None = None,
                     segmix_params: SegMixParams = SegMixParams(), negative_prompt: str | None = DEFAULT_NEGATIVE_PROMPT,

@@ -9,7 +9,7 @@ relative sizes); its VAE latents, masked to the subjects, shift the pipeline's o
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -21,10 +21,13 @@ from mudi.core.segmix import SegMixParams
 from mudi.core.types import Composition
 from mudi.errors import MudiError
 
+if TYPE_CHECKING:
+    from mudi.adapters.base import Backbone
+
 INITS = ("auto", "mean_shifted", "none")
 
 
-def resolve_init(init: str, backbone: Any = None, backbone_name: str = "") -> str:
+def resolve_init(init: str, backbone: Backbone | None = None, backbone_name: str = "") -> str:
     """``mean_shifted`` or ``none``: ``init`` itself, or for ``auto`` the family's ``default_init`` — the built
     ``backbone``'s when given, else the registered ``backbone_name``'s (MuDI's init for SD/SDXL; none for FLUX,
     whose authors' pipeline does without it). An adapter that does not say gets MuDI's init."""
@@ -52,7 +55,7 @@ def compose_init(subjects: Sequence[Any], seed: int, size_hw: tuple[int, int], b
     return comp, [str(s.images[j].path) for s, j in zip(subjects, picks)]
 
 
-def build_initial_latents(backbone: Any, compositions: Sequence[Composition], generators: Sequence[Any],
+def build_initial_latents(backbone: Backbone, compositions: Sequence[Composition], generators: Sequence[Any],
                           gamma: float, num_inference_steps: int) -> tuple[Any, dict]:
     """Unit-variance mean-shifted latents ``(B, C, h, w)`` for one pipeline call (Algorithm 2).
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from safetensors import safe_open
@@ -19,6 +19,9 @@ from safetensors import safe_open
 from mudi.adapters import registry
 from mudi.data.manifests import LORA_FILE, read_manifest
 from mudi.errors import MudiError
+
+if TYPE_CHECKING:
+    from mudi.adapters.base import Backbone
 
 
 def lora_file(path: Path) -> tuple[str, str | None]:
@@ -87,7 +90,7 @@ def lora_shapes(path: Path) -> dict[str, tuple[int, ...]]:
         raise MudiError(f"{path}: not a readable safetensors LoRA ({first})") from None
 
 
-def check_lora_fits(backbone: Any, path: str | Path) -> None:
+def check_lora_fits(backbone: Backbone, path: str | Path) -> None:
     """Refuse (one line) a diffusers-format LoRA whose layers do not exist in, or do not have the shapes of,
     the backbone's denoiser. Other formats (kohya, A1111) are left to diffusers' converters."""
     shapes = lora_shapes(lora_path(path))
@@ -132,7 +135,7 @@ def _shape_mismatch(layer: Any, key: str, shape: tuple[int, ...]) -> str | None:
     return None
 
 
-def apply_loras(backbone: Any, paths: Sequence[str], weights: Sequence[float] | None = None) -> list[str]:
+def apply_loras(backbone: Backbone, paths: Sequence[str], weights: Sequence[float] | None = None) -> list[str]:
     """Load each LoRA into the pipeline as its own adapter and activate all with their weights."""
     if not paths:
         return []
@@ -154,7 +157,7 @@ def apply_loras(backbone: Any, paths: Sequence[str], weights: Sequence[float] | 
     return names
 
 
-def adapter_names(backbone: Any) -> list[str]:
+def adapter_names(backbone: Backbone) -> list[str]:
     """The LoRA adapters loaded in the backbone's pipeline now."""
     names: list[str] = []
     for adapters in backbone.pipeline.get_list_adapters().values():
@@ -162,14 +165,14 @@ def adapter_names(backbone: Any) -> list[str]:
     return names
 
 
-def remove_loras(backbone: Any, names: Sequence[str]) -> None:
+def remove_loras(backbone: Backbone, names: Sequence[str]) -> None:
     """Take adapters out of the pipeline again (the one place outside ``adapters/`` that deletes adapters)."""
     if names:
         backbone.pipeline.delete_adapters(list(names))
 
 
 @contextmanager
-def loras_applied(backbone: Any, paths: Sequence[str], weights: Sequence[float] | None = None) -> Iterator[list[str]]:
+def loras_applied(backbone: Backbone, paths: Sequence[str], weights: Sequence[float] | None = None) -> Iterator[list[str]]:
     """``with loras_applied(backbone, paths) as names:`` the LoRAs are active inside the block; every adapter the
     block added is removed after it, also when it fails (the backbone is left as it came)."""
     before = set(adapter_names(backbone)) if paths else set()

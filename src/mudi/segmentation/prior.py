@@ -26,7 +26,7 @@ import logging
 import string
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -42,6 +42,9 @@ from mudi.errors import MudiError
 from mudi.io import OutputLock, prepare_output_dir, save_image_atomic, write_json_atomic
 from mudi.segmentation.config import parse_backend
 from mudi.segmentation.detect import class_queries, detect_and_segment, load_models
+
+if TYPE_CHECKING:
+    from mudi.adapters.base import Backbone
 
 PROGRESS_FILE = "prior_progress.json"
 CONFIG_FILE = "prior_config.yaml"
@@ -183,7 +186,7 @@ class _Pending:
     tries: int = 0
 
 
-def _generate(config: PriorConfig, backbone: Any, name: str, generators: list[Any]) -> list[np.ndarray]:
+def _generate(config: PriorConfig, backbone: Backbone, name: str, generators: list[Any]) -> list[np.ndarray]:
     """One pipeline call: an ``(H, W, 3)`` uint8 image of class ``name`` per generator."""
     side = config.resolution or backbone.default_resolution
     kwargs: dict = {"num_inference_steps": config.num_inference_steps or backbone.default_num_inference_steps,
@@ -213,7 +216,7 @@ def _finish(out: Path, config: PriorConfig, progress: dict, p: _Pending, image: 
     return record
 
 
-def make_prior_set(config: PriorConfig, detector: Any = None, segmenter: Any = None, backbone: Any = None) -> dict:
+def make_prior_set(config: PriorConfig, detector: Any = None, segmenter: Any = None, backbone: Backbone | None = None) -> dict:
     """Generate, segment and filter; returns ``{class: {"kept": n, "rejected": n}}``. Models may be injected."""
     classes = resolve_classes(config)
     out = prepare_output_dir(config.output_dir, "prior folder")
@@ -222,7 +225,7 @@ def make_prior_set(config: PriorConfig, detector: Any = None, segmenter: Any = N
 
 
 def _make(config: PriorConfig, classes: list[str], out: Path, detector: Any, segmenter: Any,
-          backbone: Any) -> dict:
+          backbone: Backbone) -> dict:
     progress = _load_progress(out / PROGRESS_FILE)
     used = {e["letter"] for e in progress["classes"].values()}
     for name in classes:

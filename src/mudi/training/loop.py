@@ -9,7 +9,7 @@ import math
 import os
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from tqdm.auto import tqdm
@@ -24,6 +24,9 @@ from mudi.training.runs import HISTORY_FILE, guard_output_dir, record_history, w
 from mudi.training.signals import StopRequest, TrainingStopped
 from mudi.training.trainer import LoraTrainer, batch_loader
 
+if TYPE_CHECKING:
+    from mudi.adapters.base import Backbone
+
 log = logging.getLogger(__name__)
 METRICS_FILE = "metrics.jsonl"
 
@@ -33,7 +36,7 @@ def is_main_process() -> bool:
     return int(os.environ.get("RANK", "0")) == 0
 
 
-def train(config: TrainConfig, backbone: Any = None, callback: Any = None, validation_fn: Any = None) -> LoraTrainer:
+def train(config: TrainConfig, backbone: Backbone | None = None, callback: Any = None, validation_fn: Any = None) -> LoraTrainer:
     """Train and write the outputs; returns the trainer (its ``global_step``, ``backbone``, …).
 
     Before any model loads: the output folder is created, checked (writable, free space) and locked, and a
@@ -56,7 +59,7 @@ def train(config: TrainConfig, backbone: Any = None, callback: Any = None, valid
             lock.release()
 
 
-def _train(config: TrainConfig, backbone: Any, callback: Any, validation_fn: Any, stop: StopRequest) -> LoraTrainer:
+def _train(config: TrainConfig, backbone: Backbone, callback: Any, validation_fn: Any, stop: StopRequest) -> LoraTrainer:
     trainer = LoraTrainer(config, backbone=backbone)
     c, acc = trainer.config, trainer.accelerator  # the config with `auto` resolved
     if acc.is_main_process:

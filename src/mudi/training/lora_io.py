@@ -8,7 +8,7 @@ from __future__ import annotations
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from peft.utils import get_peft_model_state_dict
@@ -17,13 +17,16 @@ from safetensors.torch import load_file, save_file
 from mudi.data.manifests import KOHYA_FILE, LORA_FILE
 from mudi.io import atomic_path
 
+if TYPE_CHECKING:
+    from mudi.adapters.base import Backbone
+
 
 def lora_state_dict(denoiser: Any) -> dict[str, torch.Tensor]:
     """The denoiser's LoRA weights in peft key format (``...to_q.lora_A.weight``), detached, on CPU."""
     return {k: v.detach().to("cpu").contiguous() for k, v in get_peft_model_state_dict(denoiser).items()}
 
 
-def save_diffusers_lora(backbone: Any, denoiser: Any, output_dir: str | Path) -> Path:
+def save_diffusers_lora(backbone: Backbone, denoiser: Any, output_dir: str | Path) -> Path:
     """Write ``OUTPUT_DIR/pytorch_lora_weights.safetensors`` (with the LoRA config as adapter metadata, so a
     ``lora_alpha`` other than the rank round-trips) atomically; ``pipe.load_lora_weights(OUTPUT_DIR)`` loads it."""
     output_dir = Path(output_dir)
@@ -41,7 +44,7 @@ def save_diffusers_lora(backbone: Any, denoiser: Any, output_dir: str | Path) ->
     return target
 
 
-def export_kohya(output_dir: str | Path, backbone: Any) -> Path:
+def export_kohya(output_dir: str | Path, backbone: Backbone) -> Path:
     """Convert ``OUTPUT_DIR/pytorch_lora_weights.safetensors`` to kohya keys (``lora_unet_…``, ``alpha``) with
     the backbone's own mapping (:meth:`~mudi.adapters.base.Backbone.to_kohya`), for A1111 and ComfyUI."""
     state = load_file(str(Path(output_dir) / LORA_FILE))

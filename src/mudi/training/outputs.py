@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
@@ -18,6 +18,9 @@ from mudi.core.init_latents import default_gamma
 from mudi.core.prompts import DEFAULT_NEGATIVE_PROMPT, segmix_prompt
 from mudi.data.manifests import KOHYA_FILE, LORA_FILE, SUBJECTS_FILE
 from mudi.training.config import CONFIG_FILE, TrainConfig
+
+if TYPE_CHECKING:
+    from mudi.adapters.base import Backbone
 
 #: The licence of each base model mudi knows, by hub id: ``(license, license_name or None)``.
 LICENCES = {
@@ -34,7 +37,7 @@ _CACHE = re.compile(r"models--([^/]+)--([^/]+)/snapshots/[^/]+/?$")
 VALIDATION_DIR = "validation"
 
 
-def base_model_id(config: TrainConfig, backbone: Any) -> str | None:
+def base_model_id(config: TrainConfig, backbone: Backbone) -> str | None:
     """The base model's hub id, or None when it is a local folder that does not say (never a local path)."""
     value = config.pretrained_model_name_or_path
     if not value:  # the family's default checkpoint; a tiny build (random weights, made offline) has none
@@ -55,7 +58,7 @@ def last_validation_images(output_dir: str | Path) -> list[str]:
     return [f"{VALIDATION_DIR}/{p.name}" for p in found if p.name.split("-")[1] == last]
 
 
-def card_metadata(config: TrainConfig, backbone: Any, subjects: list, base: str | None,
+def card_metadata(config: TrainConfig, backbone: Backbone, subjects: list, base: str | None,
                   images: list[str], prompts: list[str]) -> dict:
     meta: dict[str, Any] = {"library_name": "diffusers"}
     if base:
@@ -73,13 +76,13 @@ def card_metadata(config: TrainConfig, backbone: Any, subjects: list, base: str 
     return meta
 
 
-def _steps_and_guidance(backbone: Any) -> str:
+def _steps_and_guidance(backbone: Backbone) -> str:
     steps, guidance = backbone.default_num_inference_steps, backbone.default_guidance_scale
     return (f"{steps if steps is not None else 'the pipeline’s default number of'} steps, guidance "
             f"{f'{guidance:g}' if guidance is not None else 'the pipeline’s default'}")
 
 
-def model_card(config: TrainConfig, backbone: Any, subjects: list, steps: int) -> str:
+def model_card(config: TrainConfig, backbone: Backbone, subjects: list, steps: int) -> str:
     base = base_model_id(config, backbone)
     shown = base or "your local copy of the base model"
     images = last_validation_images(config.output_dir)
@@ -121,6 +124,9 @@ mudi's defaults for this family: {recipe}; negative prompt: “{negative or '(no
 ```python
 import torch
 from diffusers import {backbone.pipeline_class_name}
+
+if TYPE_CHECKING:
+    from mudi.adapters.base import Backbone
 pipe = {backbone.pipeline_class_name}.from_pretrained("{base or 'PATH/TO/BASE/MODEL'}", torch_dtype=torch.float16).to("cuda")
 pipe.load_lora_weights(".", weight_name="{LORA_FILE}")  # this folder
 image = pipe("{example}").images[0]

@@ -403,7 +403,7 @@ def cat_text(tensors: list[torch.Tensor]) -> torch.Tensor:
                       for t in tensors])
 
 
-def default_validation(backbone: Any, prompts: list[str], subjects: list, config: TrainConfig,
+def default_validation(backbone: Backbone, prompts: list[str], subjects: list, config: TrainConfig,
                        resolution: int, segmix: Any = None) -> list[Any]:
     """Validation images through :func:`mudi.sampling.images.generate_images` (the backbone's default init —
     mean-shifted, FLUX none — when the subjects are segmented, else the plain pipeline)."""
