@@ -10,7 +10,7 @@ from __future__ import annotations
 from functools import lru_cache
 
 
-def _bytes_to_unicode() -> list[str]:
+def bytes_to_unicode() -> list[str]:
     bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
     cs = bs[:]
     n = 0
@@ -28,7 +28,7 @@ _MERGES = ["p h", "o t", "ph ot", "phot o</w>", "a n", "an d</w>", "o f</w>", "t
 
 @lru_cache(maxsize=4)
 def build_tiny_clip_vocab() -> tuple[dict[str, int], tuple[str, ...]]:
-    chars = _bytes_to_unicode()
+    chars = bytes_to_unicode()
     vocab: dict[str, int] = {}
     for c in chars:
         vocab[c] = len(vocab)

@@ -22,8 +22,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import math
-import os
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -33,9 +33,12 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from mudi.cliargs import add_config_arguments, load_from_args
+from mudi.io import atomic_dir, atomic_path
 from mudi.toyworld.tokenizer import build_word_tokenizer, word_token_ids
 from mudi.toyworld.world import IDENTIFIERS, RESOLUTION, caption_vocabulary, sample_dataset
 
+log = logging.getLogger(__name__)
 TEXT_LENGTH = 32  # tokens per prompt (the tokenizer's model_max_length): world captions are at most 17
 
 
@@ -124,15 +127,17 @@ def count_params(module: torch.nn.Module) -> int:
 
 # --------------------------------------------------------------------------------------------------- disk
 def atomic_save(obj, path: Path) -> None:
-    """``torch.save`` to a temporary file, then rename: a crash never leaves a half-written checkpoint."""
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    """``torch.save`` through :func:`mudi.io.atomic_path`: a crash never leaves a half-written checkpoint."""
+    with atomic_path(path) as tmp:
+        torch.save(obj, tmp)
 
 
-def log(out: Path, **record) -> None:
-    with open(out / "work" / "log.jsonl", "a") as f:
-        f.write(json.dumps(record) + "\n")
+def record(out: Path, **fields) -> None:
+    """One line of ``<out>/work/log.jsonl`` (the run's progress, for plots), also logged."""
+    line = json.dumps(fields)
+    log.info("toyworld pretrain: %s", line)
+    with open(out / "work" / "log.jsonl", "a", encoding="utf-8") as f:
+        f.write(line + "\n")
 
 
 def step_generators(seed: int, stage: int, step: int) -> tuple[np.random.Generator, torch.Generator]:
@@ -183,7 +188,7 @@ def train_vae(cfg: PretrainConfig, images: np.ndarray, out: Path):
         done = step + 1
         if done % cfg.checkpoint_every == 0 or done == cfg.vae_steps:
             atomic_save({"model": vae.state_dict(), "opt": opt.state_dict(), "step": done}, path)
-            log(out, stage="vae", step=done, mse=mse.item(), kl=kl.item(), time=time.time())
+            record(out, stage="vae", step=done, mse=mse.item(), kl=kl.item(), time=time.time())
     return vae
 
 
@@ -264,7 +269,7 @@ def train_denoiser(cfg: PretrainConfig, latent_mean: torch.Tensor, latent_std: t
         done = step + 1
         bar.set_postfix(loss=f"{loss.item():.4f}", lr=f"{lr:.1e}", refresh=False)
         if done % 50 == 0:
-            log(out, stage="denoiser", step=done, loss=loss.item(), lr=lr, time=time.time())
+            record(out, stage="denoiser", step=done, loss=loss.item(), lr=lr, time=time.time())
         if done % cfg.checkpoint_every == 0 or done == cfg.steps:
             atomic_save({"unet": unet.state_dict(), "text_encoder": text_encoder.state_dict(),
                          "opt": opt.state_dict(), "ema": ema, "step": done}, path)
@@ -311,21 +316,15 @@ def assemble_pipeline(vae, text_encoder, tokenizer, unet):
 
 def save_pipeline(pipe, folder: Path, dtype: torch.dtype) -> None:
     """``save_pretrained`` (UNet and VAE in ``dtype``, the text encoder always in float32) into a temporary
-    folder, then rename it into place. A float32 text encoder keeps a plain ``from_pretrained(folder)``
-    working: diffusers upcasts its own models to float32 by default, transformers keeps the saved dtype."""
-    import shutil
-
-    tmp = folder.with_name(folder.name + ".tmp")
-    if tmp.exists():
-        shutil.rmtree(tmp)
+    folder that then replaces ``folder`` (:func:`mudi.io.atomic_dir`). A float32 text encoder keeps a plain
+    ``from_pretrained(folder)`` working: diffusers upcasts its own models to float32 by default, transformers
+    keeps the saved dtype."""
     pipe.unet.to(dtype=dtype)
     pipe.vae.to(dtype=dtype)
     pipe.text_encoder.to(dtype=torch.float32)
-    pipe.save_pretrained(tmp, safe_serialization=True)
-    write_slow_tokenizer_files(pipe.tokenizer, tmp / "tokenizer")
-    if folder.exists():
-        shutil.rmtree(folder)
-    os.replace(tmp, folder)
+    with atomic_dir(folder) as tmp:
+        pipe.save_pretrained(tmp, safe_serialization=True)
+        write_slow_tokenizer_files(pipe.tokenizer, tmp / "tokenizer")
 
 
 def run(cfg: PretrainConfig, out: Path) -> Path:
@@ -334,7 +333,7 @@ def run(cfg: PretrainConfig, out: Path) -> Path:
     (out / "work" / "config.json").write_text(json.dumps(asdict(cfg), indent=2))
     t0 = time.time()
     images, captions, _ = sample_dataset(cfg.num_images, cfg.seed)
-    log(out, stage="data", num_images=len(images), seconds=time.time() - t0)
+    record(out, stage="data", num_images=len(images), seconds=time.time() - t0)
     vae = train_vae(cfg, images, out).eval().requires_grad_(False)
     mean, std = encode_latents(vae, images, out)
     scaling = float(1.0 / mean.std())
@@ -404,15 +403,16 @@ def base_scores(pipe, num_objects: int, num_images: int, seed: int = 0, guidance
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    """``python -m mudi.toyworld.pretrain --out DIR [--<PretrainConfig field> VALUE ...] [--config FILE.yaml]``:
+    the flags come from :class:`PretrainConfig` as for every ``mudi`` verb (:mod:`mudi.cliargs`)."""
+    parser = argparse.ArgumentParser(prog="python -m mudi.toyworld.pretrain", description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", required=True, type=Path, help="output folder (resumes from <out>/work/)")
-    for name, value in asdict(PretrainConfig()).items():
-        parser.add_argument(f"--{name}", type=type(value), default=value)
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1 = deterministic)")
+    parser.add_argument("--config", help="YAML file of PretrainConfig keys; flags win over it")
+    add_config_arguments(parser, PretrainConfig)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
-    cfg = PretrainConfig(**{k: getattr(args, k) for k in asdict(PretrainConfig())})
-    print(run(cfg, args.out))
+    print(run(load_from_args(PretrainConfig, args), args.out))
 
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections import Counter
 
-from mudi.adapters.tiny_tokenizer import _bytes_to_unicode
+from mudi.adapters.tiny_tokenizer import bytes_to_unicode
 
 
 def learn_word_merges(words: list[str]) -> list[tuple[str, str]]:
@@ -41,7 +41,7 @@ def learn_word_merges(words: list[str]) -> list[tuple[str, str]]:
 
 def build_word_vocab(words: list[str]) -> tuple[dict[str, int], list[tuple[str, str]]]:
     """``(vocab, merges)``: bytes, word-final bytes, every merge result, then the two special tokens."""
-    chars = _bytes_to_unicode()
+    chars = bytes_to_unicode()
     vocab: dict[str, int] = {}
     for tok in [*chars, *(c + "</w>" for c in chars)]:
         vocab.setdefault(tok, len(vocab))
