@@ -17,7 +17,8 @@ import yaml
 from mudi.adapters import registry
 from mudi.adapters.describers import Describer, DescribeRequest, SubjectPhotos, TransformersDescriber
 from mudi.cli import main as cli_main
-from mudi.data.subjects import DESCRIBE_HISTORY, SUBJECT_FILE, load_subjects
+from mudi.data.descriptions import DESCRIBE_HISTORY
+from mudi.data.subjects import SUBJECT_FILE, load_subjects
 from mudi.describing.config import DescribeConfig
 from mudi.describing.describe import build_describer, describe_subjects
 from mudi.describing.replies import check_caption, check_class, parse_reply, review_reply

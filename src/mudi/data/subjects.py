@@ -75,7 +75,7 @@ def check_subject_name(name: object, where: object) -> str:
     return name
 
 
-def _text(meta: dict, key: str, where: object, required: bool = False, one_word: bool = False) -> str | None:
+def text_field(meta: dict, key: str, where: object, required: bool = False, one_word: bool = False) -> str | None:
     """A subject.yaml text value: a one-line string (None when absent and optional), else a one-line error."""
     value = meta.get(key)
     if value is None or (isinstance(value, str) and not value.strip() and not required):
@@ -94,7 +94,7 @@ def _text(meta: dict, key: str, where: object, required: bool = False, one_word:
     return value
 
 
-def _captions(value: object, where: object) -> dict[str, str]:
+def captions_field(value: object, where: object) -> dict[str, str]:
     if value is None:
         return {}
     if not isinstance(value, dict):
@@ -224,12 +224,12 @@ def _load_native(folder: Path) -> Subject:
     unknown = {str(k) for k in meta} - known
     if unknown:
         raise MudiError(f"{meta_path}: unknown key(s) {sorted(unknown)[:5]}; allowed: {sorted(known)}")
-    identifier = _text(meta, "identifier", meta_path, required=True, one_word=True)
-    class_noun = _text(meta, "class_noun", meta_path, required=True)
-    descriptive_class = _text(meta, "descriptive_class", meta_path)
-    detect_as = _text(meta, "detect_as", meta_path)
+    identifier = text_field(meta, "identifier", meta_path, required=True, one_word=True)
+    class_noun = text_field(meta, "class_noun", meta_path, required=True)
+    descriptive_class = text_field(meta, "descriptive_class", meta_path)
+    detect_as = text_field(meta, "detect_as", meta_path)
     name = check_subject_name(meta["name"] if meta.get("name") is not None else folder.name, meta_path)
-    captions = _captions(meta.get("captions"), meta_path)
+    captions = captions_field(meta.get("captions"), meta_path)
     images = []
     for p in list_images(folder):
         mask = None
@@ -438,96 +438,3 @@ def write_prior_metadata(folder: Path, ids: dict[str, str], rows: list[dict]) ->
     """``class_metadata.jsonl`` of a prior set: ``{"id": {letter: class}}``, then one line per image
     (``id``, ``file_name``, ``mask_path``, ``text``)."""
     write_jsonl_atomic(Path(folder) / PRIOR_FILE, [{"id": ids}] + list(rows))
-
-
-# ------------------------------------------------------------------------------------ descriptions (mudi describe)
-DESCRIBE_HISTORY = "describe_history.jsonl"  # in the subject folder: one line per `mudi describe` write
-
-
-def described_values(subject: Subject) -> dict:
-    """What ``mudi describe`` last wrote into ``subject``'s folder (``{"descriptive_class": …, "captions":
-    {file: caption}}``, empty if never): a value still equal to it is the machine's, any other is hand-written."""
-    path = Path(subject.root or ".") / DESCRIBE_HISTORY
-    if subject.source != "native" or not path.is_file():
-        return {}
-    last = {}
-    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if isinstance(row, dict) and isinstance(row.get("written"), dict):
-            last = row["written"]
-    return last
-
-
-def hand_written(subject: Subject) -> dict:
-    """``subject``'s descriptive class and captions that a person wrote (present, and not what ``mudi describe``
-    last wrote): ``{"descriptive_class": str | None, "captions": {file: caption}}``."""
-    ours = described_values(subject)
-    ours_caps = ours.get("captions") if isinstance(ours.get("captions"), dict) else {}
-    desc = subject.descriptive_class if subject.descriptive_class != ours.get("descriptive_class") else None
-    caps = {im.path.name: im.caption for im in subject.images
-            if im.caption and im.caption != ours_caps.get(im.path.name)}
-    return {"descriptive_class": desc, "captions": caps}
-
-
-def write_descriptions(subject: Subject, descriptive_class: str | None, captions: dict[str, str],
-                       overwrite: bool = False, note: dict | None = None) -> dict[str, str]:
-    """Write a descriptive class and per-photo captions into a native subject's ``subject.yaml``; returns
-    ``{"descriptive_class" or file name: "written" | "unchanged" | "kept"}``.
-
-    Hand-written values (:func:`hand_written`) are ``kept`` unless ``overwrite``; empty ones and those ``mudi
-    describe`` wrote before are replaced. Before a change the old file is copied to ``subject.yaml.bak`` and a
-    line is appended to ``describe_history.jsonl``: ``before`` (the old values), ``written`` (every value of the
-    new file that ``mudi describe`` wrote) and ``note`` (the caller's record: provider, model, config). Everything is checked
-    first (a one-line error writes nothing); other keys keep their values and order (YAML comments live on in
-    the ``.bak`` only).
-    """
-    if subject.source != "native" or subject.root is None:
-        raise MudiError(f"{subject.root}: {subject.name!r} is a {subject.source} folder; convert it first "
-                        "(`mudi convert PAIR --out DIR`) and describe the native subject folders")
-    path = Path(subject.root) / SUBJECT_FILE
-    meta = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    files = {im.path.name for im in subject.images}
-    unknown = sorted(set(captions) - files)
-    if unknown:
-        raise MudiError(f"{path}: captions for {unknown[:3]}, which are not photos of {subject.name!r}")
-    hand = {} if overwrite else hand_written(subject)
-    old_caps = dict(meta.get("captions") or {})
-    status: dict[str, str] = {}
-    new = dict(meta)
-    if descriptive_class is not None:
-        current = meta.get("descriptive_class")
-        status["descriptive_class"] = ("unchanged" if current == descriptive_class
-                                       else "kept" if hand.get("descriptive_class") else "written")
-        if status["descriptive_class"] == "written":
-            new["descriptive_class"] = descriptive_class
-    caps = dict(old_caps)
-    for name, text in sorted(captions.items()):
-        status[name] = ("unchanged" if old_caps.get(name) == text
-                        else "kept" if name in hand.get("captions", {}) else "written")
-        if status[name] == "written":
-            caps[name] = text
-    if caps:
-        new["captions"] = caps
-    _text(new, "descriptive_class", path)
-    _captions(new.get("captions"), path)
-    if "written" not in status.values():
-        return status
-    before = {"descriptive_class": meta.get("descriptive_class"), "captions": old_caps}
-    ours = described_values(subject)  # "written": every value in the file that mudi describe wrote, still there
-    ours_caps = ours.get("captions") if isinstance(ours.get("captions"), dict) else {}
-    mine = {n: caps[n] for n, v in ours_caps.items() if caps.get(n) == v and status.get(n) != "kept"}
-    mine.update({n: caps[n] for n, st in status.items() if st == "written" and n != "descriptive_class"})
-    own_class = new.get("descriptive_class") if (status.get("descriptive_class") == "written" or
-                                                 new.get("descriptive_class") == ours.get("descriptive_class")) else None
-    written = {"descriptive_class": own_class, "captions": mine}
-    write_bytes_atomic(path.with_name(SUBJECT_FILE + ".bak"), path.read_bytes())
-    history = path.with_name(DESCRIBE_HISTORY)
-    rows = [line for line in (history.read_text(encoding="utf-8").splitlines() if history.is_file() else [])
-            if line.strip()]
-    row = json.dumps({"before": before, "written": written, "note": note or {}}, ensure_ascii=False)
-    write_text_atomic(history, "\n".join(rows + [row]) + "\n")
-    write_text_atomic(path, yaml.safe_dump(new, sort_keys=False, allow_unicode=True, width=1000))
-    return status

@@ -2,12 +2,12 @@
 from a describer that sees all the run's subjects together, written into the subject folders.
 
 1. The subjects are loaded (native folders only: a benchmark pair is converted first) and their photos
-   downscaled to ``max_side``. Hand-written descriptive classes (:func:`mudi.data.subjects.hand_written`) are
+   downscaled to ``max_side``. Hand-written descriptive classes (:func:`mudi.data.descriptions.hand_written`) are
    kept unless ``overwrite``: the describer is told to reuse them, so its captions name them.
 2. The describer is asked; the reply is parsed strictly and reviewed (:mod:`mudi.describing.replies`). What was
    rejected — or a failed request, or a reply that is not JSON — is asked for again, with the reasons, up to
    ``max_retries`` times; accepted classes stay fixed across attempts.
-3. Accepted values go into ``subject.yaml`` (:func:`mudi.data.subjects.write_descriptions`: hand-written values
+3. Accepted values go into ``subject.yaml`` (:func:`mudi.data.descriptions.write_descriptions`: hand-written values
    kept, the old file in ``subject.yaml.bak``, a line in ``describe_history.jsonl``), unless ``dry_run``.
 
 Every item ends in the report as ``written``, ``unchanged``, ``kept`` (hand-written), ``proposed`` (dry run) or
@@ -25,7 +25,8 @@ from typing import Any
 from mudi.adapters import registry
 from mudi.adapters.describers import Describer, DescribeRequest, SubjectPhotos
 from mudi.config import to_dict
-from mudi.data.subjects import Subject, hand_written, load_subjects, write_descriptions
+from mudi.data.descriptions import hand_written, write_descriptions
+from mudi.data.subjects import Subject, load_subjects
 from mudi.describing.config import DescribeConfig
 from mudi.describing.replies import Review, parse_reply, review_reply
 from mudi.devices import describe as describe_device

@@ -4,7 +4,7 @@ let the page edit them, write what is accepted. Imports no gradio; the Subjects 
 A row is ``[subject, field, value, status]``: ``field`` is ``descriptive_class`` or a photo's file name; the
 status says ``proposed``, ``kept`` (hand-written, never replaced from here) or ``rejected: <reason>``. On
 *accept*, every ``proposed`` row — as edited — is checked like a model's answer (a short class, captions naming
-``<identifier> <class>`` once) and written with :func:`mudi.data.subjects.write_descriptions`; a row whose
+``<identifier> <class>`` once) and written with :func:`mudi.data.descriptions.write_descriptions`; a row whose
 value is emptied is skipped.
 """
 
@@ -12,7 +12,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from mudi.data.subjects import find_subjects, write_descriptions
+from mudi.data.descriptions import write_descriptions
+from mudi.data.subjects import find_subjects
 from mudi.describing.config import DescribeConfig
 from mudi.describing.describe import CLASS, describe_subjects, format_report
 from mudi.describing.replies import check_caption, check_class
