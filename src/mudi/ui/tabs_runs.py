@@ -4,6 +4,7 @@ folders; generation and scoring run in the worker."""
 from __future__ import annotations
 
 import json
+from types import SimpleNamespace
 
 import gradio as gr
 import pandas as pd
@@ -33,44 +34,64 @@ def _loss_frame(metrics: list[dict]) -> pd.DataFrame:
 
 
 # ------------------------------------------------------------------------------------------------ Train
+def _train_form(ctx: UiContext, d: dict) -> SimpleNamespace:
+    """The left column of the Train tab: a new run's name, backbone and recipe, and its Start button."""
+    gr.Markdown("**New run** on the ticked subjects: a `mudi train` process of its own. Closing the page "
+                "or the UI does not stop it; its folder is an ordinary run folder.")
+    name = gr.Textbox(label="Run name (optional)", placeholder="olis-ult", elem_id="run-name")
+    backbone = gr.Dropdown(registry.names("backbone"), value=ctx.config.backbone, label="Backbone",
+                           elem_id="train-backbone")
+    with gr.Row():
+        steps = gr.Number(label="Steps", value=d["max_train_steps"], precision=0, minimum=1,
+                          elem_id="train-steps")
+        lr = gr.Number(label="Learning rate", value=d["learning_rate"])
+        rank = gr.Number(label="LoRA rank", value=d["rank"], precision=0, minimum=1)
+    composition = gr.Radio(["segmix", "cutmix", "none"], value=d["composition"], label="Composition")
+    prob = gr.Slider(0, 1, value=d["composition_prob"], step=0.05, label="Composition probability")
+    with gr.Row():
+        ckpt = gr.Number(label="Checkpoint every", value=d["checkpointing_steps"], precision=0, minimum=1)
+        snaps = gr.Number(label="Snapshot every (0 = off)", value=d["save_steps"], precision=0, minimum=0)
+        val_steps = gr.Number(label="Validation every (0 = off)", value=d["validation_steps"], precision=0,
+                              minimum=0, elem_id="val-steps")
+    val_prompt = gr.Textbox(label="Validation prompt", value=VALIDATION_PROMPT)
+    extra = gr.Textbox(label="More options (key=value, as `mudi train --set`)", lines=2,
+                       placeholder="class_data_dir=priors/olis_ult\nwith_prior_preservation=true")
+    start = gr.Button("Start training", variant="primary", elem_id="train-start")
+    return SimpleNamespace(name=name, backbone=backbone, steps=steps, lr=lr, rank=rank, composition=composition,
+                           prob=prob, ckpt=ckpt, snaps=snaps, val_steps=val_steps, val_prompt=val_prompt, extra=extra,
+                           start=start)
+
+
+def _train_monitor(names: list[str]) -> SimpleNamespace:
+    """The right column of the Train tab: the run picker, Stop / Resume, status, loss curve, validation, log."""
+    with gr.Row():
+        run = gr.Dropdown(names, value=names[0] if names else None, label="Run", elem_id="run-select",
+                          scale=3)
+        stop = gr.Button("Stop", variant="stop", elem_id="train-stop", scale=1)
+        resume = gr.Button("Resume", elem_id="train-resume", scale=1)
+        until = gr.Number(label="Resume until step", value=None, precision=0, scale=1)
+    status = gr.Markdown(elem_id="train-status")
+    plot = gr.LinePlot(_loss_frame([]), x="step", y="loss", label="Loss", height=220, elem_id="loss-plot")
+    val = gr.Gallery(label="Validation images (newest first)", columns=6, height=200,
+                     elem_id="validation-gallery", fit_columns=False)
+    logbox = gr.Textbox(label="train.log", lines=8, max_lines=8, interactive=False, elem_id="train-log")
+    return SimpleNamespace(run=run, stop=stop, resume=resume, until=until, status=status, plot=plot, val=val,
+                           logbox=logbox)
+
+
 def build_train_tab(ctx: UiContext, picker: gr.CheckboxGroup, tab: gr.Tab) -> None:
     d = form_defaults(ctx.config.backbone)
     names = run_names(ctx)
     with gr.Row():
         with gr.Column(scale=1):
-            gr.Markdown("**New run** on the ticked subjects: a `mudi train` process of its own. Closing the page "
-                        "or the UI does not stop it; its folder is an ordinary run folder.")
-            name = gr.Textbox(label="Run name (optional)", placeholder="olis-ult", elem_id="run-name")
-            backbone = gr.Dropdown(registry.names("backbone"), value=ctx.config.backbone, label="Backbone",
-                                   elem_id="train-backbone")
-            with gr.Row():
-                steps = gr.Number(label="Steps", value=d["max_train_steps"], precision=0, minimum=1,
-                                  elem_id="train-steps")
-                lr = gr.Number(label="Learning rate", value=d["learning_rate"])
-                rank = gr.Number(label="LoRA rank", value=d["rank"], precision=0, minimum=1)
-            composition = gr.Radio(["segmix", "cutmix", "none"], value=d["composition"], label="Composition")
-            prob = gr.Slider(0, 1, value=d["composition_prob"], step=0.05, label="Composition probability")
-            with gr.Row():
-                ckpt = gr.Number(label="Checkpoint every", value=d["checkpointing_steps"], precision=0, minimum=1)
-                snaps = gr.Number(label="Snapshot every (0 = off)", value=d["save_steps"], precision=0, minimum=0)
-                val_steps = gr.Number(label="Validation every (0 = off)", value=d["validation_steps"], precision=0,
-                                      minimum=0, elem_id="val-steps")
-            val_prompt = gr.Textbox(label="Validation prompt", value=VALIDATION_PROMPT)
-            extra = gr.Textbox(label="More options (key=value, as `mudi train --set`)", lines=2,
-                               placeholder="class_data_dir=priors/olis_ult\nwith_prior_preservation=true")
-            start = gr.Button("Start training", variant="primary", elem_id="train-start")
+            f = _train_form(ctx, d)
         with gr.Column(scale=2):
-            with gr.Row():
-                run = gr.Dropdown(names, value=names[0] if names else None, label="Run", elem_id="run-select",
-                                  scale=3)
-                stop = gr.Button("Stop", variant="stop", elem_id="train-stop", scale=1)
-                resume = gr.Button("Resume", elem_id="train-resume", scale=1)
-                until = gr.Number(label="Resume until step", value=None, precision=0, scale=1)
-            status = gr.Markdown(elem_id="train-status")
-            plot = gr.LinePlot(_loss_frame([]), x="step", y="loss", label="Loss", height=220, elem_id="loss-plot")
-            val = gr.Gallery(label="Validation images (newest first)", columns=6, height=200,
-                             elem_id="validation-gallery", fit_columns=False)
-            logbox = gr.Textbox(label="train.log", lines=8, max_lines=8, interactive=False, elem_id="train-log")
+            m = _train_monitor(names)
+    name, backbone, steps, lr, rank, composition, prob, ckpt, snaps, val_steps, val_prompt, extra, start = (
+        f.name, f.backbone, f.steps, f.lr, f.rank, f.composition, f.prob, f.ckpt, f.snaps, f.val_steps, f.val_prompt,
+        f.extra, f.start)
+    run, stop, resume, until, status, plot, val, logbox = (m.run, m.stop, m.resume, m.until, m.status, m.plot,
+                                                            m.val, m.logbox)
     seen = gr.State(None)
     timer = gr.Timer(2.0)
 
@@ -138,38 +159,77 @@ def _labels(folder: str | None) -> list[str]:
         return []
 
 
+def _generate_form(loras: list, first: str | None) -> SimpleNamespace:
+    """The left column of the Generate tab: the LoRA, prompt, γ, seeds, steps, layout mode and the button."""
+    lora = gr.Dropdown(loras, value=first, elem_id="lora-select",
+                       label="LoRA (a finished run, or one of its snapshots)")
+    prompt = gr.Textbox(label="Prompt ([V1], [V2] = the subjects)", value="A photo of [V1] and [V2].",
+                        elem_id="prompt")
+    gamma = gr.Slider(0, 5, value=default_gamma(2), step=0.25,
+                      label="γ — init strength (0 = the plain pipeline; the paper: 1 for two subjects)",
+                      elem_id="gamma")
+    with gr.Row():
+        seed = gr.Number(label="First seed", value=0, precision=0, elem_id="seed")
+        num = gr.Number(label="Images", value=4, precision=0, minimum=1, maximum=64, elem_id="num-images")
+        steps = gr.Number(label="Sampler steps (empty: the model's)", value=None, precision=0,
+                          elem_id="gen-steps")
+    mode = gr.Radio(["random", "boxes", "relative sizes"], value="random", label="Layout of the init",
+                    elem_id="layout-mode")
+    sizes = gr.Textbox(label="Relative sizes, one per subject (e.g. 1,2)", elem_id="relative-sizes")
+    score = gr.Checkbox(label="Score each image with Detect-and-Compare", value=True)
+    go = gr.Button("Generate", variant="primary", elem_id="generate")
+    return SimpleNamespace(lora=lora, prompt=prompt, gamma=gamma, seed=seed, num=num, steps=steps, mode=mode,
+                           sizes=sizes, score=score, go=go)
+
+
+def _layout_panel(first: str | None) -> SimpleNamespace:
+    """The right column of the Generate tab: the boxes canvas (click two corners per subject) and its JSON."""
+    labels = _labels(first)
+    target = gr.Radio(labels, value=labels[0] if labels else None, label="Drawing the box of",
+                      elem_id="box-target")
+    canvas = gr.Image(draw_layout([None] * len(labels), labels), type="pil", interactive=False, elem_id="layout-canvas",
+                      label="Layout: click two opposite corners for each subject's box", height=CANVAS_SIDE,
+                      width=CANVAS_SIDE, format="png", buttons=[])
+    clear = gr.Button("Clear the boxes")
+    layout_json = gr.Code(language="json", label="Layout file (mudi generate --layout)", interactive=False,
+                          elem_id="layout-json")
+    return SimpleNamespace(labels=labels, target=target, canvas=canvas, clear=clear, layout_json=layout_json)
+
+
+def _layout_json_text(folder: str, bx: list) -> str:
+    """The layout file of the boxes drawn so far (what ``mudi generate --layout`` reads), or "" while incomplete."""
+    try:
+        data = layout_data(bx, gen.lora_info(folder).identifiers)
+        return "{\n" + ",\n".join(f"  {json.dumps(k)}: {json.dumps(v)}" for k, v in data.items()) + "\n}"
+    except MudiError:
+        return ""
+
+
+def _reset_boxes(folder: str | None) -> tuple:
+    """A new LoRA (or Clear): no boxes, no pending corner, the empty canvas, the first subject ticked."""
+    labels = _labels(folder)
+    bx = [None] * len(labels)
+    return bx, None, draw_layout(bx, labels), gr.Radio(choices=labels, value=labels[0] if labels else None), ""
+
+
+def _lora_dropdown(ctx: UiContext, current: str | None) -> gr.Dropdown:
+    """The LoRA choices as they are now (a run may have finished), keeping the current one if it is still there."""
+    choices = gen.lora_choices(ctx.ws)
+    values = [v for _, v in choices]
+    return gr.Dropdown(choices=choices, value=current if current in values else (values[0] if values else None))
+
+
 def build_generate_tab(ctx: UiContext, tab: gr.Tab) -> None:
     loras = gen.lora_choices(ctx.ws)
     first = loras[0][1] if loras else None
     with gr.Row():
         with gr.Column(scale=1):
-            lora = gr.Dropdown(loras, value=first, elem_id="lora-select",
-                               label="LoRA (a finished run, or one of its snapshots)")
-            prompt = gr.Textbox(label="Prompt ([V1], [V2] = the subjects)", value="A photo of [V1] and [V2].",
-                                elem_id="prompt")
-            gamma = gr.Slider(0, 5, value=default_gamma(2), step=0.25,
-                              label="γ — init strength (0 = the plain pipeline; the paper: 1 for two subjects)",
-                              elem_id="gamma")
-            with gr.Row():
-                seed = gr.Number(label="First seed", value=0, precision=0, elem_id="seed")
-                num = gr.Number(label="Images", value=4, precision=0, minimum=1, maximum=64, elem_id="num-images")
-                steps = gr.Number(label="Sampler steps (empty: the model's)", value=None, precision=0,
-                                  elem_id="gen-steps")
-            mode = gr.Radio(["random", "boxes", "relative sizes"], value="random", label="Layout of the init",
-                            elem_id="layout-mode")
-            sizes = gr.Textbox(label="Relative sizes, one per subject (e.g. 1,2)", elem_id="relative-sizes")
-            score = gr.Checkbox(label="Score each image with Detect-and-Compare", value=True)
-            go = gr.Button("Generate", variant="primary", elem_id="generate")
+            f = _generate_form(loras, first)
         with gr.Column(scale=1):
-            labels = _labels(first)
-            target = gr.Radio(labels, value=labels[0] if labels else None, label="Drawing the box of",
-                              elem_id="box-target")
-            canvas = gr.Image(draw_layout([None] * len(labels), labels), type="pil", interactive=False, elem_id="layout-canvas",
-                              label="Layout: click two opposite corners for each subject's box", height=CANVAS_SIDE,
-                              width=CANVAS_SIDE, format="png", buttons=[])
-            clear = gr.Button("Clear the boxes")
-            layout_json = gr.Code(language="json", label="Layout file (mudi generate --layout)", interactive=False,
-                                  elem_id="layout-json")
+            lay = _layout_panel(first)
+    lora, prompt, gamma, seed, num, steps, mode, sizes, score, go = (f.lora, f.prompt, f.gamma, f.seed, f.num, f.steps,
+                                                                     f.mode, f.sizes, f.score, f.go)
+    labels, target, canvas, clear, layout_json = lay.labels, lay.target, lay.canvas, lay.clear, lay.layout_json
     status = gr.Markdown(elem_id="generate-status")
     gallery = gr.Gallery(label="Images (seed and scores under each)", columns=4, height=380,
                          elem_id="generated-gallery", fit_columns=False)
@@ -179,19 +239,6 @@ def build_generate_tab(ctx: UiContext, tab: gr.Tab) -> None:
     boxes = gr.State([None] * len(labels))
     pending = gr.State(None)
     labels_of = _labels
-
-    def json_text(folder, bx):
-        try:
-            data = layout_data(bx, gen.lora_info(folder).identifiers)
-            return "{\n" + ",\n".join(f"  {json.dumps(k)}: {json.dumps(v)}" for k, v in data.items()) + "\n}"
-        except MudiError:
-            return ""
-
-    def on_lora(folder):
-        labels = labels_of(folder)
-        bx = [None] * len(labels)
-        return (bx, None, draw_layout(bx, labels), gr.Radio(choices=labels, value=labels[0] if labels else None),
-                "")
 
     def on_canvas(folder, who, bx, first, evt: gr.SelectData):
         labels = labels_of(folder)
@@ -204,7 +251,7 @@ def build_generate_tab(ctx: UiContext, tab: gr.Tab) -> None:
             return bx, xy, draw_layout(bx, labels, xy), gr.skip(), gr.skip(), gr.skip()
         bx[k] = box_from_clicks(first, xy)
         nxt = next((j for j in range(len(labels)) if bx[j] is None), k)
-        return (bx, None, draw_layout(bx, labels), gr.Radio(value=labels[nxt]), json_text(folder, bx),
+        return (bx, None, draw_layout(bx, labels), gr.Radio(value=labels[nxt]), _layout_json_text(folder, bx),
                 "boxes" if all(b is not None for b in bx) else gr.skip())
 
     def show(folder_name):
@@ -237,16 +284,11 @@ def build_generate_tab(ctx: UiContext, tab: gr.Tab) -> None:
                f"(report: `{out / gen.EVALUATION_DIR / 'report.html'}`){note}", *shown,
                gr.Dropdown(choices=[p.name for p in ctx.ws.generation_dirs()], value=out.name))
 
-    lora.change(on_lora, [lora], [boxes, pending, canvas, target, layout_json])
+    lora.change(_reset_boxes, [lora], [boxes, pending, canvas, target, layout_json])
     canvas.select(on_canvas, [lora, target, boxes, pending], [boxes, pending, canvas, target, layout_json, mode])
-    clear.click(on_lora, [lora], [boxes, pending, canvas, target, layout_json])
+    clear.click(_reset_boxes, [lora], [boxes, pending, canvas, target, layout_json])
     go.click(on_generate, [lora, prompt, gamma, seed, num, steps, mode, sizes, boxes, score],
              [status, gallery, table, earlier])
     earlier.change(show, [earlier], [gallery, table])
 
-    def on_tab(current):
-        choices = gen.lora_choices(ctx.ws)
-        values = [v for _, v in choices]
-        return gr.Dropdown(choices=choices, value=current if current in values else (values[0] if values else None))
-
-    tab.select(on_tab, [lora], [lora], show_progress="hidden")
+    tab.select(lambda current: _lora_dropdown(ctx, current), [lora], [lora], show_progress="hidden")

@@ -78,6 +78,28 @@ def build_subjects_tab(ctx: UiContext, picker: gr.CheckboxGroup, tab: gr.Tab) ->
 
 
 # ------------------------------------------------------------------------------------------------ Masks
+def _mask_view(row, pts) -> tuple:
+    """The review image of ``row`` (its mask, the box corners clicked so far) and its caption."""
+    if row is None:
+        return None, "Pick a photo above."
+    img, _ = ops.editor_view(row, pts)
+    return img, f"**{row.subject}/{row.image}** — {row.caption.split(' · ', 1)[1]}"
+
+
+def _accept(row, pts, name) -> str:
+    ops.accept_mask(row)
+    return f"{row.subject}/{row.image}"
+
+
+def _reject(row, pts, name) -> str:
+    ops.reject_mask(row)
+    return f"{row.subject}/{row.image} has no mask now; draw a box and re-segment it, or remove the photo"
+
+
+def _remove(row, pts, name) -> str:
+    return f"moved to {ops.remove_photo(row)}"
+
+
 def build_masks_tab(ctx: UiContext, picker: gr.CheckboxGroup, tab: gr.Tab) -> None:
     backends = list(dict.fromkeys([ctx.config.backend, *BACKENDS]))
     with gr.Row():
@@ -116,21 +138,15 @@ def build_masks_tab(ctx: UiContext, picker: gr.CheckboxGroup, tab: gr.Tab) -> No
         yield (f"segmented in {task.elapsed():.0f} s: {counts}\n\n```\n{format_summary(task.result)}\n```",
                gal, rows, picker_update(ctx, ticked))
 
-    def view(row, pts):
-        if row is None:
-            return None, "Pick a photo above."
-        img, _ = ops.editor_view(row, pts)
-        return img, f"**{row.subject}/{row.image}** — {row.caption.split(' · ', 1)[1]}"
-
     def on_pick(rows, evt: gr.SelectData):
         row = rows[evt.index] if rows and evt.index is not None and evt.index < len(rows) else None
-        return (row, [], *view(row, []))
+        return (row, [], *_mask_view(row, []))
 
     def on_click(row, pts, evt: gr.SelectData):
         if row is None or evt.index is None:
             return gr.skip(), gr.skip(), gr.skip()
         pts = [*pts, tuple(evt.index)] if len(pts) < 2 else [tuple(evt.index)]
-        return (pts, *view(row, pts))
+        return (pts, *_mask_view(row, pts))
 
     def act(fn, done_text):
         def handler(ticked, row, pts, name):
@@ -142,32 +158,21 @@ def build_masks_tab(ctx: UiContext, picker: gr.CheckboxGroup, tab: gr.Tab) -> No
                 return (f"**Error:** {task.error}", *[gr.skip()] * 7)
             gal, rows = refresh(ticked)
             row = next((r for r in rows if r.subject_root == row.subject_root and r.image == row.image), None)
-            return (f"{done_text}: {task.result or ''}", gal, rows, row, [], *view(row, []),
+            return (f"{done_text}: {task.result or ''}", gal, rows, row, [], *_mask_view(row, []),
                     picker_update(ctx, ticked))
         return handler
-
-    def do_accept(row, pts, name):
-        ops.accept_mask(row)
-        return f"{row.subject}/{row.image}"
-
-    def do_reject(row, pts, name):
-        ops.reject_mask(row)
-        return f"{row.subject}/{row.image} has no mask now; draw a box and re-segment it, or remove the photo"
 
     def do_reseg(row, pts, name):
         box = ops.resegment_in_view(row, pts, name, ctx.config.device)
         return f"{row.subject}/{row.image} in the box {[round(v) for v in box]} ({name})"
 
-    def do_remove(row, pts, name):
-        return f"moved to {ops.remove_photo(row)}"
-
     outs = [status, gallery, rows_state, selected, corners, editor, picked, picker]
     segment.click(on_segment, [picker, backend, overwrite], [status, gallery, rows_state, picker])
     gallery.select(on_pick, [rows_state], [selected, corners, editor, picked])
     editor.select(on_click, [selected, corners], [corners, editor, picked])
-    clear.click(lambda row: ([], *view(row, [])), [selected], [corners, editor, picked])
-    for button, fn, text in ((accept, do_accept, "accepted"), (reject, do_reject, "rejected"),
-                             (reseg, do_reseg, "re-segmented"), (remove, do_remove, "removed")):
+    clear.click(lambda row: ([], *_mask_view(row, [])), [selected], [corners, editor, picked])
+    for button, fn, text in ((accept, _accept, "accepted"), (reject, _reject, "rejected"),
+                             (reseg, do_reseg, "re-segmented"), (remove, _remove, "removed")):
         button.click(act(fn, text), [picker, selected, corners, backend], outs)
     picker.change(refresh, [picker], [gallery, rows_state], show_progress="hidden")
     tab.select(refresh, [picker], [gallery, rows_state], show_progress="hidden")
