@@ -61,7 +61,7 @@ def test_flux_generates_without_the_init_by_default():
         {"sdxl": "mean_shifted", "sd15": "mean_shifted", "flux": "none", "tiny-sd": "mean_shifted",
          "tiny-flux": "none"}
     assert resolve_init("mean_shifted", backbone_name="flux") == "mean_shifted"  # opt-in stays
-    from mudi.benchmark.methods import METHODS
+    from mudi.core.methods import METHODS
 
     # `mudi run` / `mudi benchmark`'s MuDI is the authors' per family: the init on SD/SDXL, none on FLUX
     assert METHODS["mudi"].init == "auto" and METHODS["mudi-no-init"].init == "none"
