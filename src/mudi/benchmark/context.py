@@ -42,9 +42,10 @@ class BenchmarkRunner:
                  text_scorers: dict[str, Any] | None = None) -> None:
         self.config = config
         self.out = Path(config.output_dir)
-        self._eval_models = None if detector is None and embedders is None and text_scorers is None else (
-            detector if detector is not None else _NoDetector(), dict(embedders or {}), dict(text_scorers or {}), {})
-        self.models = ModelPool()  # the generation backbone, kept between cells, released before a training
+        self.models = ModelPool()  # the generation backbone (released before a training), the evaluation models
+        if detector is not None or embedders is not None or text_scorers is not None:  # injected (tests, callers)
+            self.models.put("evaluation", (detector if detector is not None else _NoDetector(), dict(embedders or {}),
+                                           dict(text_scorers or {}), {}))
         self.generic_classes = {**GENERIC_CLASSES, **{k.lower(): v for k, v in config.generic_classes.items()}}
         on_cpu = config.device == "cpu" or config.train.get("device") == "cpu"
         self.state = PartialState(cpu=on_cpu)
@@ -75,8 +76,9 @@ class BenchmarkRunner:
     def evaluation_models(self, probe: Any) -> tuple[Any, dict, dict, dict]:
         """Detector, embedders and text scorers, built once; a model that cannot be built is left out and
         its metric reported as n/a with the reason."""
-        if self._eval_models is not None:
-            return self._eval_models
+        return self.models.get("evaluation", lambda: self._build_evaluation_models(probe))
+
+    def _build_evaluation_models(self, probe: Any) -> tuple[Any, dict, dict, dict]:
         unavailable: dict[str, str] = {}
 
         def attempt(build: Callable[[], Any], what: str) -> Any:
@@ -105,5 +107,4 @@ class BenchmarkRunner:
                 unavailable[metric_name("text_scorer", name)] = str(one)
             else:
                 text.update(one)
-        self._eval_models = (_NoDetector() if isinstance(det, Exception) else det, embedders, text, unavailable)
-        return self._eval_models
+        return _NoDetector() if isinstance(det, Exception) else det, embedders, text, unavailable
