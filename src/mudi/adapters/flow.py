@@ -23,8 +23,7 @@ from typing import Any
 
 import torch
 
-from mudi.adapters.flux import SDXL_SCHEDULE
-from mudi.adapters.sd import scheduler_first_step_signal
+from mudi.adapters.sd import SDXL_SCHEDULE, scheduler_first_step_signal
 from mudi.adapters.weights import DenoiserPlacement
 from mudi.errors import MudiError
 

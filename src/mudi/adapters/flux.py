@@ -22,8 +22,9 @@ from typing import Any
 import torch
 from diffusers.models.autoencoders.vae import DiagonalGaussianDistribution
 
+from mudi.adapters.flow import to_comfy_keys
 from mudi.adapters.registry import check_pipeline_class
-from mudi.adapters.sd import lora_preset, scheduler_first_step_signal
+from mudi.adapters.sd import SDXL_SCHEDULE, lora_preset, scheduler_first_step_signal
 from mudi.adapters.weights import DenoiserPlacement, load_pipeline, missing_weights_error, quantization_config
 from mudi.devices import parse_dtype
 
@@ -32,9 +33,6 @@ FLUX_LORA_PRESETS = {"attention": ["to_k", "to_q", "to_v", "to_out.0"],
                      "diffusers": ["to_k", "to_q", "to_v", "to_out.0", "add_k_proj", "add_q_proj", "add_v_proj",
                                    "to_add_out"]}
 
-# SDXL's default (EulerDiscrete) noise schedule, used only to define FLUX's equivalent signal coefficient.
-SDXL_SCHEDULE = dict(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
-                     timestep_spacing="leading", steps_offset=1)
 
 
 class FluxBackbone(DenoiserPlacement):
@@ -101,7 +99,6 @@ class FluxBackbone(DenoiserPlacement):
     def to_kohya(self, lora_state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """``lora_transformer_<module>`` keys (OneTrainer's FLUX names, which ComfyUI's FLUX LoRA loader maps onto
         its fused layers; ComfyUI also reads the diffusers file as it is)."""
-        from mudi.adapters.flow import to_comfy_keys  # flow imports this module
 
         return to_comfy_keys(lora_state_dict, "lora_transformer_")
 

@@ -228,6 +228,12 @@ def _ddpm_from(scheduler: Any) -> Any:
     return DDPMScheduler(**cfg)
 
 
+# SDXL's default (EulerDiscrete) noise schedule, used only to define the flow-matching families' (FLUX, flow.py)
+# equivalent signal coefficient.
+SDXL_SCHEDULE = dict(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
+                     timestep_spacing="leading", steps_offset=1)
+
+
 def scheduler_first_step_signal(scheduler: Any, num_inference_steps: int) -> float:
     """``sqrt(alphas_cumprod[t0])`` where ``t0`` is the first timestep after ``set_timesteps`` (on a copy)."""
     s = copy.deepcopy(scheduler)
