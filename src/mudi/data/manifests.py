@@ -5,7 +5,7 @@ multi-stage runs (the benchmark, ``mudi run``).
   (identifier, classes, phrase, folder), so ``mudi generate --lora RUN`` names them and builds the init
   without ``--subjects``.
 - stage markers (``stage.json``, ``generate.json``…): ``{"status": "running" | "done", "fingerprint": …}``,
-  written atomically; a stage is skipped when its marker says done with the same settings' fingerprint.
+  written atomically; when a unit is done, skipped, resumed or redone is :class:`mudi.data.units.Unit`'s to say.
 """
 
 from __future__ import annotations
@@ -129,11 +129,6 @@ def read_marker(path: str | Path) -> dict | None:
     except json.JSONDecodeError:
         return None
     return data if isinstance(data, dict) else None
-
-
-def is_done(path: str | Path, fp: str) -> bool:
-    m = read_marker(path)
-    return bool(m and m.get("status") == "done" and m.get("fingerprint") == fp)
 
 
 def write_marker(path: str | Path, status: str, fp: str, **extra: Any) -> None:
