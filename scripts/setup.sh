@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Create ./.venv and install mudi with its test tools and the web UI (gradio). Idempotent: re-running only
+# Create ./.venv and install mudi with its test tools, the web UI (gradio) and wandb (for its offline test). Idempotent: re-running only
 # checks.
 #
 # torch is installed first, pinned (MUDI_TORCH_SPEC, default torch==2.13.0): on this project's CPU machines
@@ -16,4 +16,4 @@ spec="${MUDI_TORCH_SPEC:-torch==2.13.0}"
 if [ "$spec" != "skip" ]; then
   .venv/bin/python -m pip install -q --disable-pip-version-check "$spec"
 fi
-.venv/bin/python -m pip install -q --disable-pip-version-check -e ".[test,ui]"
+.venv/bin/python -m pip install -q --disable-pip-version-check -e ".[test,ui,wandb]"

@@ -123,8 +123,9 @@ class TrainConfig:
                 "steps, checkpointing, logging, validation and device"})
     overwrite: bool = field(default=False, metadata={
         "help": "replace the training run already in output_dir (its checkpoints, LoRA and logs)"})
-    report_to: Literal["tensorboard", "none"] = field(default="tensorboard", metadata={
-        "help": "tensorboard (logs in OUTPUT_DIR/logs) or none"})
+    report_to: Literal["tensorboard", "wandb", "none"] = field(default="tensorboard", metadata={
+        "help": "tensorboard (logs in OUTPUT_DIR/logs), wandb (Weights & Biases, mudi[wandb]; the run in "
+                "OUTPUT_DIR/wandb, resumed into the same wandb run; WANDB_MODE=offline honoured) or none"})
     validation_prompts: list[str] = field(default_factory=list, metadata={
         "help": "prompts ([V1], [V2] = the subjects) rendered every validation_steps"})
     validation_steps: int = field(default=0, metadata={"help": "render validation images every N steps (0 = off)"})
@@ -137,6 +138,10 @@ class TrainConfig:
     progress: bool = field(default=True, metadata={"help": "show a progress bar"})
 
     def __post_init__(self) -> None:
+        if self.report_to == "wandb":
+            from mudi.training.trackers import check_tracker
+
+            check_tracker(self.report_to)  # a missing package is one line before any model loads
         if not 0 <= self.composition_prob <= 1:
             raise MudiError(f"composition_prob {self.composition_prob} must be in [0, 1], e.g. 0.3")
         if self.max_composed_subjects < 2:

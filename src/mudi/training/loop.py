@@ -22,6 +22,7 @@ from mudi.training.checkpoint import remove_stale_temporaries
 from mudi.training.config import TrainConfig
 from mudi.training.runs import HISTORY_FILE, guard_output_dir, record_history, write_run_config
 from mudi.training.signals import StopRequest, TrainingStopped
+from mudi.training.trackers import init_trackers, log_validation_images
 from mudi.training.trainer import LoraTrainer, batch_loader
 
 if TYPE_CHECKING:
@@ -74,9 +75,9 @@ def _train(config: TrainConfig, backbone: Backbone, callback: Any, validation_fn
         if changes:
             log.info("resuming with %s (recorded in %s)", ", ".join(f"{k} {v[0]!r} → {v[1]!r}"
                                                                    for k, v in changes.items()), HISTORY_FILE)
-    if c.report_to == "tensorboard":
-        acc.init_trackers("mudi-train", config={k: v for k, v in _flat(to_dict(c)).items()
-                                                if isinstance(v, (int, float, str, bool))})
+    if acc.is_main_process:
+        init_trackers(acc, c.report_to, trainer.output_dir, {k: v for k, v in _flat(to_dict(c)).items()
+                                                              if isinstance(v, (int, float, str, bool))})
     if c.cache_latents:
         n = trainer.fill_latent_cache()
         log.info("cached the VAE posteriors of %d photo(s) whose pixels never change", n)
@@ -113,7 +114,9 @@ def _train(config: TrainConfig, backbone: Backbone, callback: Any, validation_fn
             if c.save_steps and trainer.global_step % c.save_steps == 0:
                 trainer.save_snapshot()
             if c.validation_steps and trainer.global_step % c.validation_steps == 0 and not stop.requested:
-                trainer.validate(validation_fn)
+                shown = trainer.validate(validation_fn)
+                if acc.is_main_process:
+                    log_validation_images(acc, shown, trainer.global_step)
     except OOM:
         raise MudiError(f"out of GPU memory at batch size {c.train_batch_size}, resolution {trainer.resolution}: "
                         "lower --train_batch_size, add --gradient_checkpointing, --use_8bit_adam or "

@@ -47,6 +47,7 @@ from mudi.training.losses import mask_weights, training_loss
 from mudi.training.outputs import model_card
 from mudi.training.runs import check_resume, saved_config, write_run_config
 from mudi.training.speed import apply_speed_options
+from mudi.training.trackers import log_with
 
 if TYPE_CHECKING:
     from mudi.adapters.base import Backbone
@@ -105,7 +106,7 @@ class LoraTrainer:
         """The accelerator (device, mixed precision), the backbone in the weight dtype, its VAE and base LoRAs."""
         c = self.config
         self.accelerator = Accelerator(mixed_precision=c.mixed_precision, cpu=c.device == "cpu",
-                                       log_with="tensorboard" if c.report_to == "tensorboard" else None,
+                                       log_with=log_with(c.report_to),
                                        project_dir=str(self.output_dir / "logs"))
         self.weight_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(c.mixed_precision, torch.float32)
         dev = self.accelerator.device
