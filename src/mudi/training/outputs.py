@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
+from mudi.adapters import registry
 from mudi.core.init_latents import default_gamma
 from mudi.core.prompts import DEFAULT_NEGATIVE_PROMPT, segmix_prompt
 from mudi.data.manifests import KOHYA_FILE, LORA_FILE, SUBJECTS_FILE
@@ -41,7 +42,7 @@ def base_model_id(config: TrainConfig, backbone: Backbone) -> str | None:
     """The base model's hub id, or None when it is a local folder that does not say (never a local path)."""
     value = config.pretrained_model_name_or_path
     if not value:  # the family's default checkpoint; a tiny build (random weights, made offline) has none
-        return None if config.backbone.startswith("tiny-") else getattr(backbone, "default_checkpoint", None)
+        return None if registry.is_tiny(config.backbone) else getattr(backbone, "default_checkpoint", None)
     path = Path(value).expanduser()
     if path.exists():
         found = _CACHE.search(path.resolve().as_posix())
