@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from mudi.training.buckets import draw_bucketed
 from mudi.training.config import TrainConfig
 from mudi.training.data import SampleSource
 
@@ -14,7 +15,10 @@ def draw_micro_batch(instances: SampleSource, priors: SampleSource | None, subje
                      rng: np.random.Generator, step: int) -> dict[str, list]:
     """One micro-batch drawn from ``rng`` (what :class:`BatchDataset` workers call too)."""
     allow = step >= config.segmix_start_step
-    inst = [instances.draw(rng, allow) for _ in range(config.train_batch_size)]
+    if config.aspect_buckets:  # one size per micro-batch: the first sample picks the bucket
+        inst = draw_bucketed(instances, rng, allow, config.train_batch_size)
+    else:
+        inst = [instances.draw(rng, allow) for _ in range(config.train_batch_size)]
     prior = [priors.draw_prior(rng, s, subjects[s.subject].class_name) for s in inst] if priors is not None else []
     return {"instance": inst, "prior": prior}
 

@@ -68,6 +68,15 @@ class TrainConfig:
     center_crop: bool = field(default=False, metadata={
         "help": "crop single photos at the centre; default: a random crop after resizing the short side (authors)"})
     random_flip: bool = field(default=False, metadata={"help": "flip single photos horizontally at random"})
+    aspect_buckets: bool = field(default=False, metadata={
+        "help": "train each single photo at the aspect-ratio bucket nearest its aspect (area about resolution², "
+                "sides multiples of bucket_step) instead of a square crop; a micro-batch holds one bucket, its first "
+                "sample picks it; compositions stay square (docs/train.md); off: the authors' square crops"})
+    bucket_max_ratio: float = field(default=2.0, metadata={
+        "help": "aspect_buckets: the most elongated bucket's long/short side ratio (kohya: 2.0)"})
+    bucket_step: int = field(default=0, metadata={
+        "help": "aspect_buckets: bucket sides are multiples of this many pixels (0: the backbone's pixel multiple, "
+                "e.g. 8 for SD; kohya: 64)"})
     max_train_steps: int = field(default=1200, metadata={"help": "optimizer steps (paper: 1200-1600)"})
     learning_rate: float = field(default=1e-4, metadata={"help": "AdamW learning rate"})
     adam_beta1: float = field(default=0.9, metadata={"help": "AdamW β1"})
@@ -165,6 +174,9 @@ class TrainConfig:
             raise MudiError(f"relative_sizes {self.relative_sizes} must all be positive, e.g. 1,2")
         if self.dataloader_num_workers < 0:
             raise MudiError(f"dataloader_num_workers {self.dataloader_num_workers} must be >= 0")
+        if self.bucket_max_ratio < 1 or self.bucket_step < 0:
+            raise MudiError(f"bucket_max_ratio {self.bucket_max_ratio} must be >= 1 (e.g. 2.0) and bucket_step "
+                            f"{self.bucket_step} >= 0 (0: the backbone's pixel multiple)")
         if self.save_steps < 0 or self.segmix_start_step < 0:
             raise MudiError("save_steps and segmix_start_step must be >= 0")
         if self.checkpoints_total_limit is not None and self.checkpoints_total_limit < 1:

@@ -13,7 +13,9 @@ prior set has only one), top-aligned at one ``y`` — captioned with the class n
 that class with its caption.
 
 Each sample carries the mask the loss may weight (``loss_mask``): the union of the composed subjects, or, with
-``loss_mask="all"``, a single photo's own subject mask too. All randomness comes from one
+``loss_mask="all"``, a single photo's own subject mask too. With ``buckets`` (``aspect_buckets``,
+:mod:`mudi.training.buckets`) a single photo is resized to cover its bucket and cropped to it instead of the
+square; compositions stay square. All randomness comes from one
 ``numpy.random.Generator`` the trainer owns and checkpoints, so the data order resumes exactly.
 """
 
@@ -32,13 +34,15 @@ from mudi.core.prompts import instance_prompt, prior_caption
 from mudi.core.segmix import SegMixParams, compose_cutmix, compose_segmix, cutout_max_side
 from mudi.data.subjects import Subject
 from mudi.errors import MudiError
+from mudi.training.buckets import nearest_bucket
 
 log = logging.getLogger(__name__)
 
 
 @dataclass
 class Sample:
-    """One training image ``(R, R, 3)`` uint8 with its caption.
+    """One training image ``(R, R, 3)`` uint8 (with ``aspect_buckets``, a single photo's bucket ``(h, w, 3)``) with
+    its caption.
 
     ``num_subjects > 1`` for a composition; ``subject``: index of the own subject (instance) or class (prior);
     ``mask``: ``(R, R)`` bool the loss may weight (the composed subjects, or a photo's subject), or None.
@@ -62,6 +66,19 @@ def resize_short_side(rgb: np.ndarray, resolution: int) -> Image.Image:
     return img if size == img.size else img.resize(size, Image.BICUBIC)
 
 
+def resize_to_cover(rgb: np.ndarray, size_hw: tuple[int, int]) -> Image.Image:
+    """Resize (bicubic) so the image just covers ``size_hw`` (the aspect-ratio buckets' rule; for a square size
+    it is :func:`resize_short_side`)."""
+    h, w = rgb.shape[:2]
+    bh, bw = size_hw
+    if bh == bw:
+        return resize_short_side(rgb, bh)
+    s = max(bh / h, bw / w)
+    img = Image.fromarray(rgb)
+    size = (max(bw, round(w * s)), max(bh, round(h * s)))
+    return img if size == img.size else img.resize(size, Image.BICUBIC)
+
+
 def square_resize(rgb: np.ndarray, resolution: int) -> np.ndarray:
     """Centre-crop to a square and resize to ``resolution`` (bicubic), as DreamBooth's ``center_crop``."""
     h, w = rgb.shape[:2]
@@ -80,7 +97,8 @@ class SampleSource:
                  composition_prob: float = 0.3, max_composed_subjects: int = 2,
                  segmix: SegMixParams = SegMixParams(), is_prior: bool = False, center_crop: bool = False,
                  random_flip: bool = False, loss_mask: str = "segmix",
-                 relative_sizes: Sequence[float] | None = None) -> None:
+                 relative_sizes: Sequence[float] | None = None,
+                 buckets: Sequence[tuple[int, int]] | None = None) -> None:
         if mode not in ("segmix", "cutmix", "none"):
             raise MudiError(f"composition mode {mode!r} must be segmix, cutmix or none")
         self.subjects = list(subjects)
@@ -101,32 +119,48 @@ class SampleSource:
                             f"({names}); add --subjects or use --composition none")
         self.mode = mode
         self.composition_prob = composition_prob if mode != "none" else 0.0
-        self._resized: dict[tuple[int, int], tuple[Image.Image, Image.Image | None]] = {}
+        self._resized: dict[tuple, tuple[Image.Image, Image.Image | None]] = {}
         self._raw: dict[tuple[int, int], np.ndarray] = {}
         self._side = cutout_max_side((resolution, resolution), self.segmix) if mode == "segmix" else resolution
         if mode == "segmix" or loss_mask == "all":
             for s in self.subjects:
                 s.cutouts(max_side=max(self._side, 64))  # fail now on a missing mask, not at step 300
+        self.buckets = [tuple(b) for b in buckets] if buckets else None
+        self.photo_bucket: dict[tuple[int, int], tuple[int, int]] = {}  # (subject, photo) -> its bucket (h, w)
+        self.bucket_members: dict[tuple[int, int], list[tuple[int, int]]] = {}
+        if self.buckets:  # mudi.training.buckets: each photo at the bucket nearest its aspect
+            for si, s in enumerate(self.subjects):
+                for ii in range(len(s.images)):
+                    b = nearest_bucket(s.load(ii)[0].shape[:2], self.buckets)
+                    self.photo_bucket[(si, ii)] = b
+                    self.bucket_members.setdefault(b, []).append((si, ii))
 
     # ---------------------------------------------------------------------------------------------- photos
-    def _load_resized(self, si: int, ii: int) -> tuple[Image.Image, Image.Image | None]:
-        key = (si, ii)
+    def _load_resized(self, si: int, ii: int, size_hw: tuple[int, int] | None = None,
+                      ) -> tuple[Image.Image, Image.Image | None]:
+        key = (si, ii) if size_hw is None else (si, ii, size_hw)
         if key not in self._resized:
             rgb, mask = self.subjects[si].load(ii)
-            img = resize_short_side(rgb, self.resolution)
+            img = resize_short_side(rgb, self.resolution) if size_hw is None else resize_to_cover(rgb, size_hw)
             m = None
             if self.loss_mask == "all" and mask is not None:
                 m = Image.fromarray(mask.astype(np.uint8) * 255).resize(img.size, Image.BILINEAR)
             self._resized[key] = (img, m)
         return self._resized[key]
 
-    def is_fixed(self, si: int, ii: int) -> bool:
+    def is_fixed(self, si: int, ii: int, size_hw: tuple[int, int] | None = None) -> bool:
         """Whether photo ``ii`` of subject ``si`` gives the same pixels at every draw (centre crop, or a photo
-        that is square at the resolution, and no flip): then its latents can be cached exactly."""
+        that is the training size once resized, and no flip): then its latents can be cached exactly."""
         if self.random_flip:
             return False
-        img, _ = self._load_resized(si, ii)
-        return self.center_crop or img.size == (self.resolution, self.resolution)
+        img, _ = self._load_resized(si, ii, size_hw)
+        h, w = size_hw or (self.resolution, self.resolution)
+        return self.center_crop or img.size == (w, h)
+
+    def _cache_key(self, si: int, ii: int, size_hw: tuple[int, int] | None) -> tuple | None:
+        if not self.is_fixed(si, ii, size_hw):
+            return None
+        return (self.is_prior, si, ii) if size_hw is None else (self.is_prior, si, ii, size_hw)
 
     def fixed_photos(self) -> list[tuple[tuple, np.ndarray]]:
         """``(cache key, image)`` of every photo :meth:`is_fixed` (what a latent cache encodes at start-up)."""
@@ -134,23 +168,25 @@ class SampleSource:
         rng = np.random.default_rng(0)  # unused by fixed photos
         for si, s in enumerate(self.subjects):
             for ii in range(len(s.images)):
-                if self.is_fixed(si, ii):
-                    out.append(((self.is_prior, si, ii), self._photo(si, ii, rng)[0]))
+                hw = self.photo_bucket.get((si, ii))
+                if self.is_fixed(si, ii, hw):
+                    out.append((self._cache_key(si, ii, hw), self._photo(si, ii, rng, hw)[0]))
         return out
 
-    def _photo(self, si: int, ii: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray | None]:
-        """One reference photo at the resolution: short side resized, cropped (random or centre), maybe flipped;
-        with its subject mask cropped alike when the loss needs it."""
-        img, m = self._load_resized(si, ii)
-        R = self.resolution
+    def _photo(self, si: int, ii: int, rng: np.random.Generator, size_hw: tuple[int, int] | None = None,
+               ) -> tuple[np.ndarray, np.ndarray | None]:
+        """One reference photo at the resolution (or at bucket ``size_hw``): resized to cover it, cropped (random
+        or centre), maybe flipped; with its subject mask cropped alike when the loss needs it."""
+        img, m = self._load_resized(si, ii, size_hw)
+        RH, RW = size_hw or (self.resolution, self.resolution)
         W, H = img.size
         if self.center_crop:
-            x0, y0 = (W - R) // 2, (H - R) // 2
+            x0, y0 = (W - RW) // 2, (H - RH) // 2
         else:
-            x0, y0 = int(rng.integers(0, W - R + 1)), int(rng.integers(0, H - R + 1))
+            x0, y0 = int(rng.integers(0, W - RW + 1)), int(rng.integers(0, H - RH + 1))
         flip = self.random_flip and rng.random() < 0.5
-        out = np.asarray(img.crop((x0, y0, x0 + R, y0 + R)))
-        mask_out = np.asarray(m.crop((x0, y0, x0 + R, y0 + R))) >= 128 if m is not None else None
+        out = np.asarray(img.crop((x0, y0, x0 + RW, y0 + RH)))
+        mask_out = np.asarray(m.crop((x0, y0, x0 + RW, y0 + RH))) >= 128 if m is not None else None
         if flip:
             out = out[:, ::-1]
             mask_out = mask_out[:, ::-1] if mask_out is not None else None
@@ -174,12 +210,19 @@ class SampleSource:
         compose = allow_compose and self.composition_prob > 0 and rng.random() < self.composition_prob
         return self.compose(rng, si) if compose else self.single(rng, si)
 
-    def single(self, rng: np.random.Generator, si: int) -> Sample:
-        """One photo of subject ``si`` with its caption."""
-        ii = int(rng.integers(len(self.subjects[si].images)))
-        image, mask = self._photo(si, ii, rng)
-        key = (self.is_prior, si, ii) if self.is_fixed(si, ii) else None
-        return Sample(image, self._caption(self.subjects[si], ii), 1, si, mask, cache_key=key)
+    def single(self, rng: np.random.Generator, si: int, size_hw: tuple[int, int] | None = None,
+               ii: int | None = None) -> Sample:
+        """One photo of subject ``si`` (photo ``ii``, default: drawn) with its caption; with buckets, at
+        ``size_hw`` (default: the photo's own bucket)."""
+        if ii is None:
+            ii = int(rng.integers(len(self.subjects[si].images)))
+        if self.buckets and size_hw is None:
+            size_hw = self.photo_bucket[(si, ii)]
+        if size_hw is not None and not self.buckets:
+            raise MudiError("a training size per sample needs aspect buckets (SampleSource(buckets=...))")
+        image, mask = self._photo(si, ii, rng, size_hw)
+        return Sample(image, self._caption(self.subjects[si], ii), 1, si, mask,
+                      cache_key=self._cache_key(si, ii, size_hw))
 
     def compose(self, rng: np.random.Generator, si: int, other: int | None = None) -> Sample:
         """Subject ``si`` (first in the caption) composed with random others (``other``: that one)."""
@@ -210,8 +253,8 @@ class SampleSource:
         names = [s.class_name.lower() for s in self.subjects]
         ci = names.index(instance_class.lower()) if instance_class.lower() in names else \
             int(rng.integers(len(self.subjects)))
-        if instance.num_subjects == 1 or self.mode == "none":
-            return self.single(rng, ci)
+        if instance.num_subjects == 1 or self.mode == "none":  # with buckets: at the instance sample's size
+            return self.single(rng, ci, tuple(instance.image.shape[:2]) if self.buckets else None)
         others = [i for i in range(len(self.subjects)) if i != ci]
         other = int(rng.choice(others)) if others else ci
         return self.compose(rng, ci, other)

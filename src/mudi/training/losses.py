@@ -44,8 +44,8 @@ def mask_weights(masks: list[np.ndarray | None], resolution: int, latent_hw: tup
     the latent grid; samples without a mask get ones. None when ``soft_alpha`` is 1 (no weighting)."""
     if soft_alpha >= 1:
         return None
-    R = resolution
-    stacked = np.stack([m if m is not None else np.ones((R, R), bool) for m in masks])
+    hw = next((m.shape for m in masks if m is not None), (resolution, resolution))  # a bucket's size, or R×R
+    stacked = np.stack([m if m is not None else np.ones(hw, bool) for m in masks])
     m = torch.from_numpy(stacked.astype(np.float32))[:, None]
     m = F.interpolate(m, size=latent_hw, mode="bilinear", align_corners=False)
     return (m * (1 - soft_alpha) + soft_alpha).to(device)

@@ -38,6 +38,7 @@ from mudi.io import atomic_dir, save_image_atomic, write_text_atomic
 from mudi.sampling.images import generate_images
 from mudi.sampling.loras import check_lora_family
 from mudi.training.batches import BatchDataset, draw_micro_batch
+from mudi.training.buckets import training_buckets
 from mudi.training.checkpoint import load_checkpoint, resolve_checkpoint, save_checkpoint
 from mudi.training.config import TrainConfig
 from mudi.training.data import Sample, SampleSource, to_pixels
@@ -129,7 +130,8 @@ class LoraTrainer:
         self.segmix_params = c.segmix.resolve(self.backbone.segmix_preset)
         src_kw = dict(resolution=self.resolution, mode=c.composition, composition_prob=c.composition_prob,
                       max_composed_subjects=c.max_composed_subjects, segmix=self.segmix_params,
-                      center_crop=c.center_crop, random_flip=c.random_flip, loss_mask=c.loss_mask)
+                      center_crop=c.center_crop, random_flip=c.random_flip, loss_mask=c.loss_mask,
+                      buckets=training_buckets(c, self.backbone.pixel_multiple, self.resolution))
         rel = list(c.relative_sizes) or ([s.relative_size or 1.0 for s in self.subjects]
                                          if any(s.relative_size for s in self.subjects) else None)
         self.instances = SampleSource(self.subjects, relative_sizes=rel, **src_kw)
