@@ -1,7 +1,8 @@
 """What ``mudi describe`` writes into a subject folder, and how it tells its own values from hand-written ones:
 ``subject.yaml``'s descriptive class and captions (hand-written values kept unless asked), ``subject.yaml.bak``,
-and one line per write in ``describe_history.jsonl``. The subject folder format itself is
-:mod:`mudi.data.subjects`."""
+and one line per write in ``describe_history.jsonl``; and the record of one ``mudi run`` describe stage
+(``describe/describe_report.json``: every value's status, for the run's report). The subject folder format itself
+is :mod:`mudi.data.subjects`."""
 
 from __future__ import annotations
 
@@ -12,9 +13,28 @@ import yaml
 
 from mudi.data.subjects import SUBJECT_FILE, Subject, captions_field, text_field
 from mudi.errors import MudiError
-from mudi.io import write_bytes_atomic, write_text_atomic
+from mudi.io import write_bytes_atomic, write_json_atomic, write_text_atomic
 
 DESCRIBE_HISTORY = "describe_history.jsonl"  # in the subject folder: one line per `mudi describe` write
+DESCRIBE_REPORT = "describe_report.json"  # in a run's describe/ folder: what the describe stage did
+
+
+def write_describe_report(folder: str | Path, report: dict) -> Path:
+    """``folder/describe_report.json``: ``{"provider", "model", "attempts", "errors", "counts", "items": [{"subject",
+    "field", "value", "status", "note"}, …]}`` (``field``: ``descriptive_class`` or a photo's file name)."""
+    path = Path(folder) / DESCRIBE_REPORT
+    write_json_atomic(path, report)
+    return path
+
+
+def read_describe_report(folder: str | Path) -> dict | None:
+    """What :func:`write_describe_report` wrote into ``folder``, or None (not described, or unreadable)."""
+    path = Path(folder) / DESCRIBE_REPORT
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) and isinstance(data.get("items"), list) else None
 
 
 def described_values(subject: Subject) -> dict:

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
@@ -65,6 +65,16 @@ class DescribeResult:
         for i in self.items:
             out[i.status] = out.get(i.status, 0) + 1
         return out
+
+    def to_dict(self) -> dict:
+        """JSON-able: ``attempts``, ``errors``, ``counts`` and ``items`` (:func:`mudi.data.descriptions.write_describe_report`)."""
+        return {"attempts": self.attempts, "errors": list(self.errors), "counts": self.counts(),
+                "items": [asdict(i) for i in self.items]}
+
+
+def describer_model(config: DescribeConfig) -> str | None:
+    """The model a describe config asks (the endpoint's model name, or the local checkpoint)."""
+    return config.model if config.provider == "openai" else config.pretrained_model_name_or_path
 
 
 def build_describer(config: DescribeConfig) -> Describer:
@@ -136,8 +146,7 @@ def describe_subjects(config: DescribeConfig, describer: Describer | None = None
     keep = {i: h[CLASS] for i, h in hand.items() if h[CLASS]}
     photos = photos_of(subjects, config.max_side)
     review, attempts, errors = ask(describer or build_describer(config), photos, keep, config.max_retries)
-    model = config.model if config.provider == "openai" else config.pretrained_model_name_or_path
-    note = {"provider": config.provider, "model": model, "attempts": attempts,
+    note = {"provider": config.provider, "model": describer_model(config), "attempts": attempts,
             "time": datetime.now(timezone.utc).isoformat(timespec="seconds"), "config": to_dict(config)}
     items: list[Item] = []
     for s in subjects:
