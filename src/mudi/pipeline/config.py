@@ -1,7 +1,8 @@
-"""``RunConfig``: the whole pipeline — segment → (prior) → train → generate → evaluate → report — in one file.
+"""``RunConfig``: the whole pipeline — (describe) → segment → (prior) → train → generate → evaluate → report — in one
+file.
 
-Each stage's own options go in a block of that stage's config keys (``segment:``, ``prior:``, ``train:``,
-``generate:``, ``evaluate:``), checked against the stage's dataclass when the run is loaded; the keys the run sets
+Each stage's own options go in a block of that stage's config keys (``describe:``, ``segment:``, ``prior:``,
+``train:``, ``generate:``, ``evaluate:``), checked against the stage's dataclass when the run is loaded; the keys the run sets
 itself (subjects, folders, backbone, seeds) are refused there. Relative paths in a run file are relative to the
 file, so a run folder with its config is reproducible from anywhere.
 """
@@ -15,6 +16,7 @@ from typing import Any, Literal
 from mudi.adapters import registry
 from mudi.config import from_dict
 from mudi.core.methods import METHODS
+from mudi.describing.config import DescribeConfig
 from mudi.devices import check_dtype_name
 from mudi.errors import MudiError, unknown_name_error
 from mudi.sampling.config import GenerateConfig
@@ -28,8 +30,8 @@ from mudi.training.config import TrainConfig
 class Stage:
     """One stage of a run: its name (``--from`` / ``--only``, the run file's block), the config dataclass its
     block fills, the keys the run sets itself (refused in the block), the block's keys that are paths (relative to
-    the run file), whether it places itself (training: accelerate) rather than on the run's device, and whether it
-    takes the run's dtype."""
+    the run file), whether it places itself (training: accelerate) rather than on the run's device, whether it
+    takes the run's dtype, and the run's switch that turns it on (``use_prior``; none: it always runs)."""
 
     name: str
     config: type | None = None
@@ -37,11 +39,15 @@ class Stage:
     path_keys: tuple[str, ...] = ()
     places_itself: bool = False
     takes_run_dtype: bool = True  # evaluate: float32 unless evaluate.dtype (issue 23)
+    switch: str = ""
 
 
 RUN_STAGES = (
+    Stage("describe", DescribeConfig, ("subjects", "dry_run"), ("pretrained_model_name_or_path",),
+          switch="use_describe"),
     Stage("segment", SegmentConfig, ("subjects",), ("detector_model", "segmenter_model")),
-    Stage("prior", PriorConfig, ("output_dir", "subjects", "backbone", "pretrained_model_name_or_path")),
+    Stage("prior", PriorConfig, ("output_dir", "subjects", "backbone", "pretrained_model_name_or_path"),
+          switch="use_prior"),
     Stage("train", TrainConfig, ("subjects", "output_dir", "backbone", "pretrained_model_name_or_path",
                                  "class_data_dir", "resume_from_checkpoint", "overwrite", "composition"),
           ("base_lora", "vae"), places_itself=True),
@@ -54,6 +60,11 @@ RUN_STAGES = (
 STAGES = tuple(s.name for s in RUN_STAGES)
 BLOCKS = {s.name: s for s in RUN_STAGES if s.config is not None}  # the stages with a block in the run file
 STAGE_CHOICES = ("", *STAGES)
+
+
+def switched_on(config: RunConfig) -> list[Stage]:
+    """The stages with a block that this run runs, in order (a stage with a switch only when it is on)."""
+    return [s for s in RUN_STAGES if s.config is not None and (not s.switch or getattr(config, s.switch))]
 
 
 @dataclass
@@ -73,6 +84,9 @@ class RunConfig:
     scorers: list[str] = field(default_factory=lambda: ["dnc"], metadata={
         "help": f"how generated images are judged: {', '.join(registry.names('scorer'))} (dnc: Detect-and-Compare + "
                 "CLIP, the evaluate block; toyworld: the toy world's checker, toy subjects only)"})
+    use_describe: bool = field(default=False, metadata={
+        "help": "ask a vision-language model (the describe block, as mudi describe) for the subjects' descriptive "
+                "classes and captions, written into the run's copies before segmenting (hand-written values kept)"})
     use_prior: bool = field(default=False, metadata={
         "help": "make a prior set of the subjects' classes (mudi prior) and train with prior preservation"})
     segmix_preview: int = field(default=8, metadata={"help": "Seg-Mix compositions shown in the report"})
@@ -82,6 +96,9 @@ class RunConfig:
     train_launch: str = field(default="", metadata={
         "help": "run each training as `<this> -m mudi.cli train` in its own process, e.g. 'accelerate launch "
                 "--multi_gpu --num_processes 4' for several GPUs (default: in this process)"})
+    describe: dict[str, Any] = field(default_factory=dict, metadata={
+        "help": "DescribeConfig keys (with use_describe), e.g. {provider: openai, url: http://127.0.0.1:8000/v1, "
+                "model: Qwen/Qwen2.5-VL-7B-Instruct}"})
     segment: dict[str, Any] = field(default_factory=dict, metadata={"help": "SegmentConfig keys, e.g. {backend: grabcut}"})
     prior: dict[str, Any] = field(default_factory=dict, metadata={"help": "PriorConfig keys, e.g. {num_images: 50}"})
     train: dict[str, Any] = field(default_factory=dict, metadata={"help": "TrainConfig keys, e.g. {max_train_steps: 1400}"})
@@ -116,6 +133,11 @@ class RunConfig:
             raise MudiError("a run needs at least one prompt and num_images >= 1")
         if self.from_stage and self.only:
             raise MudiError("give --from or --only, not both")
+        asked = BLOCKS.get(self.from_stage or self.only)
+        if asked is not None and asked.switch and not getattr(self, asked.switch):
+            flag = "--from" if self.from_stage else "--only"
+            raise MudiError(f"{flag} {asked.name}: this run has no {asked.name} stage ({asked.switch} is false); "
+                            f"set {asked.switch}=true to add it")
         check_dtype_name(self.dtype)
         for stage, spec in BLOCKS.items():
             owned = [k for k in getattr(self, stage) if k in spec.owned]

@@ -1,7 +1,7 @@
 """The one self-contained HTML report of a ``mudi run`` (every picture inlined, so the file can be mailed).
 
-Sections, in order: the notice, the stages (done / skipped / resumed, seconds), the subjects' masks with their
-status, Seg-Mix compositions, training (loss curve, validation images, snapshots), the generated images beside
+Sections, in order: the notice, the stages (done / skipped / resumed, seconds), what the describe stage wrote
+(descriptive classes and captions: written / kept / rejected), the subjects' masks with their status, Seg-Mix compositions, training (loss curve, validation images, snapshots), the generated images beside
 their init compositions, the D&C / CLIP table with the best and worst images, the resolved config and versions.
 """
 
@@ -17,6 +17,7 @@ import yaml
 from PIL import Image
 
 from mudi.core.methods import METHODS
+from mudi.data.descriptions import read_describe_report
 from mudi.data.images import read_image
 from mudi.environment import collect
 from mudi.io import write_bytes_atomic
@@ -26,9 +27,9 @@ from mudi.toyworld.evaluate import read_result
 from mudi.training.loop import read_metrics
 from mudi.visualize import loss_curve_svg, overlay_mask
 
-SECTIONS = ("notice", "stages", "masks", "segmix", "training", "generated", "scores", "config")
+SECTIONS = ("notice", "stages", "descriptions", "masks", "segmix", "training", "generated", "scores", "config")
 STATUS_COLORS = {"ok": "#1a7f37", "kept_user_mask": "#1a7f37", "multiple_detections": "#9a6700",
-                 "no_detection": "#cf222e", "tiny_mask": "#cf222e", "error": "#cf222e"}
+                 "no_detection": "#cf222e", "tiny_mask": "#cf222e", "error": "#cf222e", "rejected": "#cf222e"}
 CSS = """body{font-family:system-ui,sans-serif;margin:24px;max-width:1300px;color:#1f2328}
 h1{margin-bottom:4px}h2{border-bottom:1px solid #d0d7de;padding-bottom:4px;margin-top:32px}
 .notice{background:#fff8c5;border:1px solid #d4a72c;padding:12px 16px;border-radius:6px}
@@ -56,7 +57,7 @@ def _figure(inner: str, caption: str) -> str:
 
 def _stages(st: RunState) -> str:
     rows = []
-    order = {"segment": 0, "prior": 1, "segmix": 2, "train": 3, "generate": 4, "evaluate": 5}
+    order = {"describe": -1, "segment": 0, "prior": 1, "segmix": 2, "train": 3, "generate": 4, "evaluate": 5}
     markers = sorted(st.out.rglob(MARKER), key=lambda m: (order.get(m.relative_to(st.out).parts[0], 9), str(m)))
     for marker in markers:
         data = json.loads(marker.read_text(encoding="utf-8"))
@@ -65,6 +66,31 @@ def _stages(st: RunState) -> str:
         rows.append(f"<tr><td>{html.escape(unit)}</td><td>{data.get('status')}</td><td>{did}</td>"
                     f"<td>{data.get('seconds', '')}</td></tr>")
     return ("<table><tr><th>unit</th><th>status</th><th>this time</th><th>seconds</th></tr>"
+            + "".join(rows) + "</table>")
+
+
+def _descriptions(st: RunState) -> str:
+    """What the describe stage did: per subject its descriptive class and each photo's caption, with the status
+    (``written``, ``unchanged``, ``kept`` — hand-written —, ``rejected`` with the reason)."""
+    if not st.config.use_describe:
+        return "<p>not described by this run (use_describe: false): the subjects' own classes and captions</p>"
+    data = read_describe_report(st.out / "describe")
+    if data is None:
+        return "<p>not described yet</p>"
+    counts = ", ".join(f"{k} {v}" for k, v in sorted(data.get("counts", {}).items()))
+    rows = []
+    for i in data["items"]:
+        status = str(i.get("status"))
+        text = i.get("note") if status == "rejected" else i.get("value")
+        rows.append(f"<tr><td>{html.escape(str(i.get('subject')))}</td><td>{html.escape(str(i.get('field')))}</td>"
+                    f"<td style='color:{STATUS_COLORS.get(status, '#1f2328')}'>{html.escape(status)}</td>"
+                    f"<td>{html.escape(str(text or ''))}</td></tr>")
+    errors = "".join(f"<li>{html.escape(str(e))}</li>" for e in data.get("errors", []))
+    model = f" ({html.escape(str(data['model']))})" if data.get("model") else ""
+    return (f"<p>{html.escape(str(data.get('provider')))}{model}, {data.get('attempts')} attempt(s): {html.escape(counts)}. <i>kept</i>: hand-written, left as it was; "
+            "<i>rejected</i>: not written (the subject keeps what its subject.yaml says).</p>"
+            + (f"<ul class='bad'>{errors}</ul>" if errors else "")
+            + "<table><tr><th>subject</th><th>value</th><th>status</th><th>text, or why it was rejected</th></tr>"
             + "".join(rows) + "</table>")
 
 
@@ -205,6 +231,7 @@ def render(st: RunState) -> str:
     sections = {
         "notice": notice,
         "stages": "<h2>Stages</h2>" + _stages(st),
+        "descriptions": "<h2>Descriptive classes and captions</h2>" + _descriptions(st),
         "masks": "<h2>Subjects and masks</h2>" + _masks(st),
         "segmix": "<h2>Seg-Mix compositions</h2>" + _segmix(st),
         "training": "<h2>Training</h2>" + _training(st),

@@ -1,6 +1,7 @@
-"""``mudi run``: segment → (prior) → train → generate → evaluate → report, skipped when done, resumed when partial.
+"""``mudi run``: (describe) → segment → (prior) → train → generate → evaluate → report, skipped when done, resumed
+when partial.
 
-Every unit of work (segmenting, the prior set, one LoRA per composition mode, one image folder per method and
+Every unit of work (describing, segmenting, the prior set, one LoRA per composition mode, one image folder per method and
 prompt, one evaluation per method) has a marker ``stage.json`` (:mod:`mudi.data.manifests`) with the
 fingerprint of its settings *and of the outputs it reads*, so changing a setting redoes that unit and every unit
 after it, and nothing else. A unit whose marker says ``running`` with the same fingerprint is resumed: training
@@ -10,6 +11,7 @@ Run folder::
 
     run.yaml                 the resolved run config          report.html   the report (rewritten at the end)
     subjects/<name>/         copies of the subjects, segmented in place (the originals are never written)
+    describe/                describe_report.json, subjects/<name>/ (with use_describe: the copies, described)
     segment/                 segment_report.json, segment_preview.png
     prior/                   the prior set (with use_prior)
     segmix/                  Seg-Mix compositions of the subjects, as training draws them
@@ -34,14 +36,16 @@ from mudi.adapters import registry
 from mudi.compositions import SegmixConfig, write_compositions
 from mudi.config import save_config, to_dict
 from mudi.core.methods import METHODS
+from mudi.data.descriptions import DESCRIBE_HISTORY, DESCRIBE_REPORT, write_describe_report
 from mudi.data.manifests import LORA_FILE, fingerprint
 from mudi.data.run_folder import claim_run_folder
 from mudi.data.subjects import find_subjects, load_subjects
 from mudi.data.units import Unit, files_fingerprint, subjects_fingerprint
+from mudi.describing.describe import build_describer, describe_subjects, describer_model
 from mudi.devices import describe, resolve_device, resolve_dtype
 from mudi.errors import MudiError
 from mudi.io import OutputLock, prepare_output_dir
-from mudi.pipeline.config import BLOCKS, RUN_STAGES, RunConfig
+from mudi.pipeline.config import RUN_STAGES, RunConfig, switched_on
 from mudi.pipeline.report import write_report
 from mudi.pipeline.state import RUN_ENTRIES, RUN_FILE, RunState
 from mudi.sampling.folder import generate_to_folder
@@ -83,7 +87,8 @@ def copy_subjects(paths: list[str], target: Path) -> None:
 
 
 def copy_native_subject(s: Any, dest: Path) -> None:
-    """``s``'s subject.yaml, photos and masks into ``dest`` (file contents: links are followed, never copied)."""
+    """``s``'s subject.yaml, photos and masks into ``dest`` (file contents: links are followed, never copied), and
+    its ``describe_history.jsonl`` when it has one (how ``mudi describe`` tells its own values from yours)."""
     from mudi.data.subjects import MASK_DIR, SUBJECT_FILE
     from mudi.io import write_bytes_atomic
 
@@ -92,16 +97,59 @@ def copy_native_subject(s: Any, dest: Path) -> None:
         if im.mask_path is not None:
             write_bytes_atomic(dest / MASK_DIR / im.mask_path.name, im.mask_path.read_bytes())
     write_bytes_atomic(dest / SUBJECT_FILE, (Path(s.root) / SUBJECT_FILE).read_bytes())
+    history = Path(s.root) / DESCRIBE_HISTORY
+    if history.is_file():
+        write_bytes_atomic(dest / DESCRIBE_HISTORY, history.read_bytes())
+
+
+def stage_describe(st: RunState) -> None:
+    """Copy the subjects into ``describe/subjects/`` and describe the copies together (``mudi describe``'s rules:
+    hand-written values kept); segmentation copies them on. Rejected values are reported, not fatal; a describer
+    that accepted nothing at all (an endpoint down, a wrong model) stops the run."""
+    c = st.config
+    src_fp, subjects = source_fingerprint(c.subjects)
+    cfg = c.stage_config("describe", subjects=st.described_paths())
+    histories = [Path(s.root) / DESCRIBE_HISTORY for s in subjects if s.root is not None]
+    fp = fingerprint({"sources": src_fp, "histories": files_fingerprint(h for h in histories if h.is_file()),
+                      "describe": {k: v for k, v in to_dict(cfg).items() if k not in ("subjects", "device")}})
+    st.fps["describe"] = fp
+    unit = Unit(st.out / "describe", fp, name="describe",
+                outputs=(DESCRIBE_REPORT, *(f"subjects/{n}/subject.yaml" for n in st.names)))
+    if not st.begin("describe", unit):
+        return
+    t0 = time.perf_counter()
+    if st.described_dir.exists():
+        shutil.rmtree(st.described_dir)
+    copy_subjects(c.subjects, st.described_dir)
+    st.say(f"  describing {len(subjects)} subjects with {cfg.provider}")
+    try:
+        result = describe_subjects(cfg, st.models.get("describer", lambda: build_describer(cfg)))
+    finally:
+        st.models.release("describer")
+    write_describe_report(unit.folder, {"provider": cfg.provider, "model": describer_model(cfg), **result.to_dict()})
+    counts = result.counts()
+    st.say("  " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
+    answered = [i for i in result.items if i.status in ("written", "unchanged")]  # the describer's, accepted
+    if result.rejected and not answered:
+        why = result.errors[-1] if result.errors else result.rejected[0].note
+        raise MudiError(f"describe: the {cfg.provider} describer gave nothing usable ({why}); fix the describe "
+                        "block (describe/describe_report.json has every reason) and rerun")
+    if result.rejected:
+        st.say(f"  {len(result.rejected)} value(s) rejected (the report lists why): those keep what subject.yaml "
+               "says; `--from describe` asks again")
+    st.end(unit, t0, counts=counts)
 
 
 def stage_segment(st: RunState) -> None:
     c = st.config
-    src_fp, subjects = source_fingerprint(c.subjects)
+    sources = st.described_paths() if c.use_describe else c.subjects  # described: the describe stage's copies
+    src_fp, subjects = source_fingerprint(sources)
     if len(subjects) < 2:
         raise MudiError(f"a run needs at least two subjects; {', '.join(s.name for s in subjects)} given")
     seg = c.stage_config("segment", subjects=["check"])
     fp = fingerprint({"sources": src_fp, "segment": {k: v for k, v in to_dict(seg).items()
-                                                     if k not in ("subjects", "device", "batch_size")}})
+                                                     if k not in ("subjects", "device", "batch_size")},
+                      **({"describe": st.fps["describe"]} if c.use_describe else {})})
     st.fps["segment"] = fp
     unit = Unit(st.out / "segment", fp, name="segment")
     folder = unit.folder
@@ -110,7 +158,7 @@ def stage_segment(st: RunState) -> None:
     t0 = time.perf_counter()
     if st.subjects_dir.exists():
         shutil.rmtree(st.subjects_dir)
-    copy_subjects(c.subjects, st.subjects_dir)
+    copy_subjects(sources, st.subjects_dir)
     st.say(f"  segmenting {len(subjects)} subjects with {seg.backend}")
     result = segment_subjects(c.stage_config("segment", subjects=st.subject_paths()))
     for p in result.report_paths + result.preview_paths:  # one report of the whole run, beside the subjects
@@ -258,7 +306,8 @@ def stage_evaluate(st: RunState) -> None:
 
 
 #: what each stage of :data:`mudi.pipeline.config.RUN_STAGES` does (the report: :func:`write_report`)
-WORK: dict[str, Callable[[RunState], None]] = {"segment": stage_segment, "prior": stage_prior, "train": stage_train,
+WORK: dict[str, Callable[[RunState], None]] = {"describe": stage_describe, "segment": stage_segment,
+                                              "prior": stage_prior, "train": stage_train,
                                               "generate": stage_generate, "evaluate": stage_evaluate}
 
 
@@ -295,8 +344,8 @@ def run_pipeline(config: RunConfig, say: Callable[[str], None] = print) -> Path:
         claim_run_folder(out, RUN_ENTRIES, run_inputs(config), force=config.force)
         save_config(config, out / RUN_FILE)
         st = RunState(config, out, say, names=[s.name for s in subjects])
-        steps = [(name, WORK[name]) for name in BLOCKS if name != "prior" or config.use_prior]
-        st.fps["prior"] = ""
+        steps = [(stage.name, WORK[stage.name]) for stage in switched_on(config)]
+        st.fps["prior"] = st.fps["describe"] = ""
         for n, (name, fn) in enumerate(steps, 1):
             say(f"[{n}/{len(steps) + 1}] {name}")
             fn(st)

@@ -17,7 +17,7 @@ from mudi.pipeline.config import STAGES, RunConfig
 MARKER = "stage.json"
 RUN_FILE = "run.yaml"
 REPORT_FILE = "report.html"
-RUN_ENTRIES = (RUN_FILE, REPORT_FILE, "subjects", "segment", "prior", "segmix", "train", "generate", "evaluate")
+RUN_ENTRIES = (RUN_FILE, REPORT_FILE, "subjects", "describe", "segment", "prior", "segmix", "train", "generate", "evaluate")
 
 
 @dataclass
@@ -37,10 +37,18 @@ class RunState:
     def subjects_dir(self) -> Path:
         return self.out / "subjects"
 
+    @property
+    def described_dir(self) -> Path:
+        """The describe stage's copies of the subjects (described; segmentation copies them into subjects/)."""
+        return self.out / "describe" / "subjects"
+
     names: list[str] = field(default_factory=list)  # the subjects' names in [V1], [V2]... order
 
     def subject_paths(self) -> list[str]:
         return [str(self.subjects_dir / n) for n in self.names]
+
+    def described_paths(self) -> list[str]:
+        return [str(self.described_dir / n) for n in self.names]
 
     def begin(self, stage: str, unit: Unit) -> bool:
         """Whether ``unit`` (of ``stage``) must run now; clears its folder when its settings or inputs changed or
@@ -48,7 +56,8 @@ class RunState:
         c, rel = self.config, unit.folder.relative_to(self.out).as_posix()
         if c.only and stage != c.only:
             if not unit.is_done():
-                raise MudiError(f"--only {c.only}: the earlier stage {stage} ({unit.name}) is not done with these "
+                where = "earlier" if STAGES.index(stage) < STAGES.index(c.only) else "later"
+                raise MudiError(f"--only {c.only}: the {where} stage {stage} ({unit.name}) is not done with these "
                                 f"settings; run without --only (or with --from {stage})")
             return False
         forced = (bool(c.from_stage) and STAGES.index(stage) >= STAGES.index(c.from_stage)) or c.only == stage
