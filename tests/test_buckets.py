@@ -186,3 +186,10 @@ def test_square_photos_at_batch_1_train_exactly_as_without_buckets(tmp_path):
     train(TrainConfig(output_dir=str(tmp_path / "off"), **cfg))
     train(TrainConfig(output_dir=str(tmp_path / "on"), aspect_buckets=True, **cfg))
     assert _same(_lora(tmp_path / "on"), _lora(tmp_path / "off"))
+
+
+def test_resume_refuses_switching_buckets(varied, tmp_path):
+    cfg = dict(KW, subjects=varied, max_train_steps=2, checkpointing_steps=1)
+    train(TrainConfig(output_dir=str(tmp_path), aspect_buckets=True, **cfg))
+    with pytest.raises(MudiError, match="aspect_buckets: True → False"):
+        train(TrainConfig(output_dir=str(tmp_path), resume_from_checkpoint="latest", **{**cfg, "max_train_steps": 3}))
