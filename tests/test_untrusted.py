@@ -170,7 +170,7 @@ def test_billion_laughs_captions_are_a_one_line_error(tmp_path):
 
 RUN_KEYS = ["output_dir", "subjects", "backbone", "methods", "prompts", "num_images", "seed", "scorers",
             "use_prior", "segmix_preview", "device", "dtype", "train_launch", "segment", "prior", "train",
-            "generate", "evaluate", "notice", "from_stage", "only", "force"]
+            "generate", "evaluate", "notice", "from_stage", "only", "force", "use_describe", "describe"]
 
 
 @pytest.mark.parametrize("key", RUN_KEYS)

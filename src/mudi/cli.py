@@ -27,7 +27,7 @@ COMMANDS: dict[str, str] = {verb: f"mudi.commands.{verb}" for verb in (
     "evaluate", "benchmark", "push", "env", "ui")}
 # One-line help per verb, so `mudi --help` imports no workflow module.
 SUMMARIES: dict[str, str] = {
-    "run": "the whole pipeline from a run file: segment, prior, train, generate, evaluate, one HTML report",
+    "run": "the whole pipeline from a run file: (describe), segment, (prior), train, generate, evaluate, report",
     "demo": "`mudi run` on the shipped demo config: bundled samples, tiny offline model, GrabCut",
     "segmix": "compose subjects into Seg-Mix (or Cut-Mix) images and write a contact sheet",
     "convert": "convert a MuDI benchmark pair folder into native subject folders",

@@ -1,10 +1,11 @@
-"""``mudi run RUN.yaml``: segment → (prior) → train → generate → evaluate → report, resumable — :mod:`mudi.pipeline`."""
+"""``mudi run RUN.yaml``: (describe) → segment → (prior) → train → generate → evaluate → report, resumable —
+:mod:`mudi.pipeline`."""
 
 from __future__ import annotations
 
 from mudi.pipeline import RunConfig, run_pipeline
 
-HELP = ("the whole pipeline from a run file: segment, (prior), train, generate, evaluate and one HTML report; "
+HELP = ("the whole pipeline from a run file: (describe), segment, (prior), train, generate, evaluate and one HTML report; "
         "done stages are skipped, partial ones resumed (--from STAGE / --only STAGE redo parts)")
 CONFIG = RunConfig
 CONFIG_FILE_POSITIONAL = True
