@@ -24,7 +24,8 @@ from typing import Any
 import torch
 
 from mudi.adapters.sd import SDXL_SCHEDULE, scheduler_first_step_signal
-from mudi.adapters.weights import DenoiserPlacement
+from mudi.adapters.weights import DenoiserPlacement, load_pipeline, missing_weights_error, quantization_config
+from mudi.devices import parse_dtype
 from mudi.errors import MudiError
 
 WEIGHTING_SCHEMES = ("none", "logit_normal", "mode")
@@ -82,6 +83,56 @@ class FlowMatchingMembers(DenoiserPlacement):
         type(self.pipeline).save_lora_weights(output_dir, transformer_lora_layers=lora_state_dict,
                                               transformer_lora_adapter_metadata=lora_metadata,
                                               safe_serialization=True)
+
+
+def load_family_pipeline(cls: Any, pipeline_class: Any, pretrained_model_name_or_path: str | None,
+                         device: str | torch.device, dtype: Any, quantization: str | None) -> Any:
+    """The diffusers pipeline of an adapter ``cls`` (its ``default_checkpoint`` when no path is given), checked
+    to be of the family's pipeline class, its transformer quantized (int8, nf4) on request, on ``device`` (a
+    quantized one stays where bitsandbytes put it); a one-line error when the weights are missing."""
+    from mudi.adapters.registry import check_pipeline_class
+
+    path = pretrained_model_name_or_path or cls.default_checkpoint
+    check_pipeline_class(path, cls.family, cls.pipeline_class_name)
+    extra = {"quantization_config": quantization_config(quantization, "transformer", dtype)} if quantization else {}
+    try:
+        pipe = load_pipeline(pipeline_class, path, parse_dtype(dtype), **extra)
+    except (OSError, ValueError) as e:
+        raise missing_weights_error(cls.family, path, e, "--pretrained_model_name_or_path") from None
+    pipe.set_progress_bar_config(disable=True)
+    return pipe if quantization else pipe.to(device)
+
+
+class ShiftScaleVae:
+    """The VAE members of the families whose latents are ``(z - shift_factor) * scaling_factor`` of a 2-D
+    ``AutoencoderKL`` posterior (FLUX.1, SD3.5, Z-Image)."""
+
+    pipeline: Any
+
+    def encode_images(self, pixels: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """``(B, 3, H, W)`` in [-1, 1] → ``(B, C, H/8, W/8)``: ``(z - shift_factor) * scaling_factor``."""
+        return self.latents_from_distribution(self.encode_distribution(pixels), generator)
+
+    def encode_distribution(self, pixels: torch.Tensor) -> torch.Tensor:
+        """The VAE posterior's parameters ``(B, 2C, h, w)`` (mean and log-variance)."""
+        vae = self.pipeline.vae
+        w = next(vae.parameters())  # cheaper than vae.device / vae.dtype
+        return vae.encode(pixels.to(device=w.device, dtype=w.dtype)).latent_dist.parameters
+
+    def latents_from_distribution(self, parameters: torch.Tensor, generator: torch.Generator | None = None
+                                  ) -> torch.Tensor:
+        from diffusers.models.autoencoders.vae import DiagonalGaussianDistribution
+
+        dist = DiagonalGaussianDistribution(parameters)
+        z = dist.mean if generator is None else dist.sample(generator=generator)
+        cfg = self.pipeline.vae.config
+        return (z - cfg.shift_factor) * cfg.scaling_factor
+
+    def decode_latents(self, latents: torch.Tensor) -> torch.Tensor:
+        vae = self.pipeline.vae
+        w = next(vae.parameters())
+        z = latents.to(device=w.device, dtype=w.dtype) / vae.config.scaling_factor + vae.config.shift_factor
+        return vae.decode(z).sample.clamp(-1, 1)
 
 
 def to_comfy_keys(lora_state_dict: dict[str, torch.Tensor], prefix: str, rename: Any = None

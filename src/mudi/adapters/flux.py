@@ -20,13 +20,10 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
-from diffusers.models.autoencoders.vae import DiagonalGaussianDistribution
 
-from mudi.adapters.flow import to_comfy_keys
-from mudi.adapters.registry import check_pipeline_class
+from mudi.adapters.flow import ShiftScaleVae, load_family_pipeline, to_comfy_keys
 from mudi.adapters.sd import SDXL_SCHEDULE, lora_preset, scheduler_first_step_signal
-from mudi.adapters.weights import DenoiserPlacement, load_pipeline, missing_weights_error, quantization_config
-from mudi.devices import parse_dtype
+from mudi.adapters.weights import DenoiserPlacement
 
 #: The authors' FLUX script trains the attention projections only; diffusers' example adds the text stream's.
 FLUX_LORA_PRESETS = {"attention": ["to_k", "to_q", "to_v", "to_out.0"],
@@ -35,7 +32,7 @@ FLUX_LORA_PRESETS = {"attention": ["to_k", "to_q", "to_v", "to_out.0"],
 
 
 
-class FluxBackbone(DenoiserPlacement):
+class FluxBackbone(ShiftScaleVae, DenoiserPlacement):
     """A ``FluxPipeline`` wrapped for MuDI (``family == "flux"``)."""
 
     family = "flux"
@@ -76,15 +73,7 @@ class FluxBackbone(DenoiserPlacement):
         """Load a FLUX checkpoint; ``quantization`` (int8, nf4) loads the transformer quantized (bitsandbytes)."""
         from diffusers import FluxPipeline
 
-        path = pretrained_model_name_or_path or cls.default_checkpoint
-        check_pipeline_class(path, cls.family, cls.pipeline_class_name)
-        extra = {"quantization_config": quantization_config(quantization, "transformer", dtype)} if quantization else {}
-        try:
-            pipe = load_pipeline(FluxPipeline, path, parse_dtype(dtype), **extra)
-        except (OSError, ValueError) as e:
-            raise missing_weights_error(cls.family, path, e, "--pretrained_model_name_or_path") from None
-        pipe.set_progress_bar_config(disable=True)
-        return cls(pipe if quantization else pipe.to(device))
+        return cls(load_family_pipeline(cls, FluxPipeline, pretrained_model_name_or_path, device, dtype, quantization))
 
     # ----------------------------------------------------------------------------------------- protocol
     @property
@@ -101,29 +90,6 @@ class FluxBackbone(DenoiserPlacement):
         its fused layers; ComfyUI also reads the diffusers file as it is)."""
 
         return to_comfy_keys(lora_state_dict, "lora_transformer_")
-
-    def encode_images(self, pixels: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        """``(B, 3, H, W)`` in [-1, 1] → ``(B, C, H/8, W/8)``: ``(z - shift_factor) * scaling_factor``."""
-        return self.latents_from_distribution(self.encode_distribution(pixels), generator)
-
-    def encode_distribution(self, pixels: torch.Tensor) -> torch.Tensor:
-        """The VAE posterior's parameters ``(B, 2C, h, w)`` (mean and log-variance)."""
-        vae = self.pipeline.vae
-        w = next(vae.parameters())  # cheaper than vae.device / vae.dtype
-        return vae.encode(pixels.to(device=w.device, dtype=w.dtype)).latent_dist.parameters
-
-    def latents_from_distribution(self, parameters: torch.Tensor, generator: torch.Generator | None = None
-                                  ) -> torch.Tensor:
-        dist = DiagonalGaussianDistribution(parameters)
-        z = dist.mean if generator is None else dist.sample(generator=generator)
-        vae = self.pipeline.vae
-        return (z - vae.config.shift_factor) * vae.config.scaling_factor
-
-    def decode_latents(self, latents: torch.Tensor) -> torch.Tensor:
-        vae = self.pipeline.vae
-        w = next(vae.parameters())
-        z = latents.to(device=w.device, dtype=w.dtype) / vae.config.scaling_factor + vae.config.shift_factor
-        return vae.decode(z).sample.clamp(-1, 1)
 
     def encode_prompts(self, prompts: Sequence[str]) -> dict[str, torch.Tensor]:
         """``{"prompt_embeds": (B, L, D) T5, "pooled_prompt_embeds": (B, P) CLIP}`` (``L = max_sequence_length``)."""

@@ -28,11 +28,8 @@ from typing import Any
 import torch
 from diffusers.models.autoencoders.vae import DiagonalGaussianDistribution
 
-from mudi.adapters.flow import FlowMatchingMembers, to_comfy_keys
-from mudi.adapters.registry import check_pipeline_class
+from mudi.adapters.flow import FlowMatchingMembers, load_family_pipeline, to_comfy_keys
 from mudi.adapters.sd import lora_preset
-from mudi.adapters.weights import load_pipeline, missing_weights_error, quantization_config
-from mudi.devices import parse_dtype
 
 _ATTN = ["to_q", "to_k", "to_v", "to_out.0"]
 #: ``diffusers``/``attention``: train_dreambooth_lora_qwen_image.py's default; ``joint`` adds the text stream.
@@ -74,15 +71,7 @@ class QwenImageBackbone(FlowMatchingMembers):
         """Load a Qwen-Image checkpoint; ``quantization`` (int8, nf4) loads the transformer quantized."""
         from diffusers import QwenImagePipeline
 
-        path = pretrained_model_name_or_path or cls.default_checkpoint
-        check_pipeline_class(path, cls.family, cls.pipeline_class_name)
-        extra = {"quantization_config": quantization_config(quantization, "transformer", dtype)} if quantization else {}
-        try:
-            pipe = load_pipeline(QwenImagePipeline, path, parse_dtype(dtype), **extra)
-        except (OSError, ValueError) as e:
-            raise missing_weights_error(cls.family, path, e, "--pretrained_model_name_or_path") from None
-        pipe.set_progress_bar_config(disable=True)
-        return cls(pipe if quantization else pipe.to(device))
+        return cls(load_family_pipeline(cls, QwenImagePipeline, pretrained_model_name_or_path, device, dtype, quantization))
 
     # ----------------------------------------------------------------------------------------- LoRA
     def lora_target_modules(self, preset: str | None = None) -> list[str]:

@@ -23,13 +23,9 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
-from diffusers.models.autoencoders.vae import DiagonalGaussianDistribution
 
-from mudi.adapters.flow import FlowMatchingMembers, to_comfy_keys
-from mudi.adapters.registry import check_pipeline_class
+from mudi.adapters.flow import FlowMatchingMembers, ShiftScaleVae, load_family_pipeline, to_comfy_keys
 from mudi.adapters.sd import lora_preset
-from mudi.adapters.weights import load_pipeline, missing_weights_error, quantization_config
-from mudi.devices import parse_dtype
 
 _ATTN = ["attn.to_q", "attn.to_k", "attn.to_v", "attn.to_out.0"]
 #: ``diffusers``: train_dreambooth_lora_sd3.py's default; ``attention``: the image stream only (the authors' FLUX set).
@@ -37,7 +33,7 @@ SD3_LORA_PRESETS = {"diffusers": _ATTN + ["attn.add_q_proj", "attn.add_k_proj", 
                     "attention": _ATTN}
 
 
-class StableDiffusion3Backbone(FlowMatchingMembers):
+class StableDiffusion3Backbone(ShiftScaleVae, FlowMatchingMembers):
     """A ``StableDiffusion3Pipeline`` wrapped for MuDI (``family == "sd3"``)."""
 
     family = "sd3"
@@ -73,15 +69,7 @@ class StableDiffusion3Backbone(FlowMatchingMembers):
         (int8, nf4) loads the transformer quantized (bitsandbytes)."""
         from diffusers import StableDiffusion3Pipeline
 
-        path = pretrained_model_name_or_path or cls.default_checkpoint
-        check_pipeline_class(path, cls.family, cls.pipeline_class_name)
-        extra = {"quantization_config": quantization_config(quantization, "transformer", dtype)} if quantization else {}
-        try:
-            pipe = load_pipeline(StableDiffusion3Pipeline, path, parse_dtype(dtype), **extra)
-        except (OSError, ValueError) as e:
-            raise missing_weights_error(cls.family, path, e, "--pretrained_model_name_or_path") from None
-        pipe.set_progress_bar_config(disable=True)
-        return cls(pipe if quantization else pipe.to(device))
+        return cls(load_family_pipeline(cls, StableDiffusion3Pipeline, pretrained_model_name_or_path, device, dtype, quantization))
 
     # ----------------------------------------------------------------------------------------- LoRA
     def lora_target_modules(self, preset: str | None = None) -> list[str]:
@@ -93,28 +81,6 @@ class StableDiffusion3Backbone(FlowMatchingMembers):
         return to_comfy_keys(lora_state_dict, "lora_transformer_")
 
     # ----------------------------------------------------------------------------------------- encoding
-    def encode_images(self, pixels: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        """``(B, 3, H, W)`` in [-1, 1] → ``(B, 16, H/8, W/8)``: ``(z - shift_factor) * scaling_factor``."""
-        return self.latents_from_distribution(self.encode_distribution(pixels), generator)
-
-    def encode_distribution(self, pixels: torch.Tensor) -> torch.Tensor:
-        vae = self.pipeline.vae
-        w = next(vae.parameters())
-        return vae.encode(pixels.to(device=w.device, dtype=w.dtype)).latent_dist.parameters
-
-    def latents_from_distribution(self, parameters: torch.Tensor, generator: torch.Generator | None = None
-                                  ) -> torch.Tensor:
-        dist = DiagonalGaussianDistribution(parameters)
-        z = dist.mean if generator is None else dist.sample(generator=generator)
-        cfg = self.pipeline.vae.config
-        return (z - cfg.shift_factor) * cfg.scaling_factor
-
-    def decode_latents(self, latents: torch.Tensor) -> torch.Tensor:
-        vae = self.pipeline.vae
-        w = next(vae.parameters())
-        z = latents.to(device=w.device, dtype=w.dtype) / vae.config.scaling_factor + vae.config.shift_factor
-        return vae.decode(z).sample.clamp(-1, 1)
-
     def encode_prompts(self, prompts: Sequence[str]) -> dict[str, torch.Tensor]:
         """``{"prompt_embeds": (B, 77 + L, D) CLIP-L|G ++ T5, "pooled_prompt_embeds": (B, P_L + P_G)}``."""
         with torch.no_grad():

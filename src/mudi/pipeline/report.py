@@ -22,6 +22,7 @@ from mudi.data.images import read_image
 from mudi.environment import collect
 from mudi.io import write_bytes_atomic
 from mudi.pipeline.state import MARKER, REPORT_FILE, RUN_FILE, RunState
+from mudi.sampling.init import resolve_init
 from mudi.scoring.report import thumbnail_data_uri
 from mudi.toyworld.evaluate import read_result
 from mudi.training.loop import read_metrics
@@ -177,8 +178,9 @@ def _scores(st: RunState) -> tuple[str, str]:
                 figs.append(_figure(inner, caption))
                 if vals:
                     cards.append((vals, method, meta, gdir, caption))
+            init = resolve_init(METHODS[method].init, backbone_name=st.config.backbone)  # auto: the family's
             gen.append(f"<h3>{html.escape(METHODS[method].label)} — {html.escape(prompt)}</h3>"
-                       f"<p>init: {METHODS[method].init}{' (left: the init composition)' if METHODS[method].init != 'none' else ''}"
+                       f"<p>init: {init}{' (left: the init composition)' if init != 'none' else ''}"
                        f"</p><div class='row'>{''.join(figs) or 'no images yet'}</div>")
             if summary:
                 fails = summary.get("failure_counts", {})
