@@ -21,6 +21,7 @@ from mudi.devices import check_dtype_name
 from mudi.errors import MudiError, unknown_name_error
 from mudi.sampling.config import GenerateConfig
 from mudi.scoring.config import EvaluateConfig
+from mudi.scoring.step_selection import StepSelectionConfig
 from mudi.segmentation.config import SegmentConfig
 from mudi.segmentation.prior import PriorConfig
 from mudi.training.config import TrainConfig
@@ -106,6 +107,9 @@ class RunConfig:
         "help": "GenerateConfig keys, e.g. {gamma: 2, num_inference_steps: 30}"})
     evaluate: dict[str, Any] = field(default_factory=dict, metadata={
         "help": "EvaluateConfig keys, e.g. {embedders: [dreamsim, dinov2]}"})
+    step_selection: StepSelectionConfig = field(default_factory=StepSelectionConfig, metadata={
+        "help": "choose each LoRA's training step by score: snapshots (train.save_steps) rendered on validation "
+                "prompts and seeds (apart from the evaluation seeds), judged by a scorer; the report shows the curve"})
     notice: str = field(default="", metadata={"help": "a paragraph shown at the top of the report"})
     from_stage: Literal[STAGE_CHOICES] = field(  # type: ignore[valid-type]
         default="", metadata={"help": "redo this stage and every later one", "flags": ["--from"]})
@@ -139,6 +143,10 @@ class RunConfig:
             raise MudiError(f"{flag} {asked.name}: this run has no {asked.name} stage ({asked.switch} is false); "
                             f"set {asked.switch}=true to add it")
         check_dtype_name(self.dtype)
+        if self.step_selection.use:
+            from mudi.scoring.step_selection import check_disjoint_seeds
+
+            check_disjoint_seeds(self.step_selection.seeds, [self.seed + i for i in range(self.num_images)])
         for stage, spec in BLOCKS.items():
             owned = [k for k in getattr(self, stage) if k in spec.owned]
             if owned:

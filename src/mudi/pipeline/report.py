@@ -21,9 +21,11 @@ from mudi.data.descriptions import read_describe_report
 from mudi.data.images import read_image
 from mudi.environment import collect
 from mudi.io import write_bytes_atomic
+from mudi.pipeline.selection import SELECTION_DIR
 from mudi.pipeline.state import MARKER, REPORT_FILE, RUN_FILE, RunState
 from mudi.sampling.init import resolve_init
 from mudi.scoring.report import thumbnail_data_uri
+from mudi.scoring.step_selection import CURVE_FILE
 from mudi.toyworld.evaluate import read_result
 from mudi.training.loop import read_metrics
 from mudi.visualize import loss_curve_svg, overlay_mask
@@ -129,7 +131,8 @@ def _segmix(st: RunState) -> str:
 
 def _training(st: RunState) -> str:
     parts = []
-    for comp, folder in st.train_dirs.items():
+    for comp in st.train_dirs:
+        folder = st.out / "train" / comp  # the training folder (train_dirs may point at a chosen snapshot)
         rows = read_metrics(folder)
         marker = json.loads((folder / MARKER).read_text()) if (folder / MARKER).is_file() else {}
         val = sorted((folder / "validation").glob("step-*.png")) if (folder / "validation").is_dir() else []
@@ -144,7 +147,19 @@ def _training(st: RunState) -> str:
                 _figure(_img(p, 160), p.stem) for p in val) + "</div>")
         if snaps:
             parts.append("<p>Loadable snapshots: " + ", ".join(snaps) + "</p>")
+        if comp in st.selections:
+            parts.append(_selection(st.selections[comp], folder / SELECTION_DIR / CURVE_FILE))
     return "".join(parts) or "<p>not trained yet</p>"
+
+
+def _selection(record: dict, curve: Path) -> str:
+    """The step selection's score-vs-step curve and table (step_selection)."""
+    cells = "".join(f"<tr><td>{s}</td><td>{'-' if v is None else f'{v:.4f}'}</td></tr>"
+                    for s, v in zip(record["steps"], record["scores"]))
+    img = _figure(_img(curve, 420), "validation score by step") if curve.is_file() else ""
+    return (f"<div class='step-selection'><p>Step selection by {html.escape(record['scorer'])} on seeds "
+            f"{record['seeds']}: <b>step {record['best_step']}</b> is used for generation.</p>{img}"
+            f"<table><tr><th>step</th><th>{html.escape(record['scorer'])}</th></tr>{cells}</table></div>")
 
 
 def _scores(st: RunState) -> tuple[str, str]:

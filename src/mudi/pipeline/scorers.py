@@ -2,14 +2,20 @@
 :mod:`mudi.adapters.registry` (``dnc``: Detect-and-Compare and CLIP, the run's ``evaluate`` block; ``toyworld``:
 the toy world's checker). Each is ``score(st, cfg, images, folder, label)``: ``cfg`` is the unit's
 :class:`~mudi.scoring.config.EvaluateConfig`, ``images`` the generated folder, ``folder`` the unit's output
-folder, ``label`` how messages name the unit."""
+folder, ``label`` how messages name the unit. It returns the folder's score, higher is better (``dnc``: the first embedder's mean D&C score,
+``toyworld``: the share of correct images for ``toyworld``): step selection (:mod:`mudi.scoring.step_selection`) keeps the
+snapshot that scores best. ``st`` is anything with ``models`` (a :class:`~mudi.adapters.pool.ModelPool`),
+``names`` (the subjects) and ``say`` (the run's :class:`RunState`, or :class:`ScoringContext`)."""
 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from mudi.adapters.pool import ModelPool
 from mudi.devices import dtype_name
 from mudi.pipeline.state import RunState
 from mudi.scoring.folder import evaluate_folder
@@ -23,15 +29,29 @@ def evaluation_models(cfg: Any) -> tuple[Any, Any, Any]:
     return build_detector(cfg), build_embedders(cfg), build_text_scorers(cfg)
 
 
-def score_dnc(st: RunState, cfg: Any, images: Path, folder: Path, label: str) -> None:
-    """D&C and CLIP scores of the folder (``mudi evaluate``), the models kept in the run's pool."""
-    evaluate_folder(cfg, *st.models.get("evaluation", lambda: evaluation_models(cfg)))
+@dataclass
+class ScoringContext:
+    """What a scorer reads of its caller outside ``mudi run`` (the benchmark's step selection)."""
+
+    models: ModelPool
+    names: list[str]
+    say: Callable[[str], None] = print
 
 
-def score_toyworld(st: RunState, cfg: Any, images: Path, folder: Path, label: str) -> None:
+def score_dnc(st: RunState, cfg: Any, images: Path, folder: Path, label: str) -> float | None:
+    """D&C and CLIP scores of the folder (``mudi evaluate``), the models kept in the run's pool; returns the
+    mean D&C score of the first embedder (D&C-DS with dreamsim, D&C-DINO with dinov2)."""
+    summary = evaluate_folder(cfg, *st.models.get("evaluation", lambda: evaluation_models(cfg)))
+    means = summary.get("means", {})
+    first = next((m for m in cfg.embedders if m in means), None)
+    return means[first] if first else None
+
+
+def score_toyworld(st: RunState, cfg: Any, images: Path, folder: Path, label: str) -> float:
     """The toy world's checker: which images show both toy subjects right (toy subjects only)."""
     from mudi.toyworld.evaluate import check_folder
 
     result = check_folder(images, st.names, folder)
     st.say(f"  {label}: toy-world checker {result['successes']}/{result['n']} correct "
            f"({', '.join(f'{v} {n}' for v, n in result['verdicts'].items())})")
+    return result["successes"] / max(result["n"], 1)

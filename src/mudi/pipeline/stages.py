@@ -47,6 +47,7 @@ from mudi.errors import MudiError
 from mudi.io import OutputLock, prepare_output_dir
 from mudi.pipeline.config import RUN_STAGES, RunConfig, switched_on
 from mudi.pipeline.report import write_report
+from mudi.pipeline.selection import choose_training_step
 from mudi.pipeline.state import RUN_ENTRIES, RUN_FILE, RunState
 from mudi.sampling.folder import generate_to_folder
 from mudi.segmentation.folder import segment_subjects
@@ -217,15 +218,16 @@ def stage_train(st: RunState) -> None:
         st.fps[f"train/{comp}"] = fp
         st.train_dirs[comp] = out_dir
         unit = Unit(out_dir, fp, name=f"train {comp}", outputs=(LORA_FILE,))
-        if not st.begin("train", unit):
-            continue
-        t0 = time.perf_counter()
-        st.say(f"  training the {comp} LoRA on {cfg.backbone}, {cfg.max_train_steps} steps → {out_dir}")
-        if c.train_launch:
-            launch_training(c.train_launch, cfg, out_dir)
-        else:
-            train(cfg)
-        st.end(unit, t0, steps=cfg.max_train_steps)
+        if st.begin("train", unit):
+            t0 = time.perf_counter()
+            st.say(f"  training the {comp} LoRA on {cfg.backbone}, {cfg.max_train_steps} steps → {out_dir}")
+            if c.train_launch:
+                launch_training(c.train_launch, cfg, out_dir)
+            else:
+                train(cfg)
+            st.end(unit, t0, steps=cfg.max_train_steps)
+        if c.step_selection.use:
+            choose_training_step(st, comp, out_dir, cfg.max_train_steps, lambda: generation_backbone(st))
 
 
 def launch_training(launcher: str, cfg: Any, out_dir: Path) -> None:

@@ -30,6 +30,7 @@ class RunState:
     fps: dict[str, str] = field(default_factory=dict)
     did: dict[str, str] = field(default_factory=dict)  # folder (relative) -> "done" | "skipped" | "resumed" ...
     train_dirs: dict[str, Path] = field(default_factory=dict)  # composition -> LoRA folder
+    selections: dict[str, dict] = field(default_factory=dict)  # composition -> its step selection (step_selection)
     seconds: dict[str, float] = field(default_factory=dict)
     models: ModelPool = field(default_factory=ModelPool)  # the generation backbone, the evaluation models
 
