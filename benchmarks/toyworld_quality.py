@@ -92,7 +92,7 @@ def run_cell(args, out: Path, backbone, lora: Path, subjects: list, prompt: str,
     finally:
         backbone.pipeline.delete_adapters(names)
     images = [r.image for r in results]
-    verdicts = judge_images(images, [s.name for s in subjects])
+    verdicts = judge_images(images, DEMO_SUBJECTS)  # copies made before the toyworld key lack it
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps({"prompt": prompt, "init": init, "gamma": gamma, "verdicts": verdicts}))
     sheet = np.concatenate([np.concatenate(images[r * 8:(r + 1) * 8], 1) for r in range(min(2, len(images) // 8))], 0) \

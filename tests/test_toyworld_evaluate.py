@@ -5,11 +5,11 @@ import pytest
 from PIL import Image
 
 from mudi.errors import MudiError
+from mudi.toyworld import SUBJECTS_DIR
 from mudi.toyworld.evaluate import (
     check_folder,
     judge_images,
     summarize_verdicts,
-    toy_subject,
     wilson_interval,
 )
 from mudi.toyworld.world import DEMO_SUBJECTS, Scene, place_objects, render_scene
@@ -35,6 +35,7 @@ def test_ground_truth_renders_of_both_subjects_succeed_and_one_subject_is_missin
     both = [(s.shape, s.top, s.bottom) for s in DEMO_SUBJECTS]
     names = [s.name for s in DEMO_SUBJECTS]
     images = [_renders(k, both) for k in range(6)]
+    assert judge_images(images, DEMO_SUBJECTS) == judge_images(images, [SUBJECTS_DIR / n for n in names])
     assert judge_images(images, names).count("correct") >= 5  # the checker's calibration: ≈ 0.98 on pairs
     one = [_renders(k, both[:1]) for k in range(3)]
     assert judge_images(one, names) == ["missing"] * 3
@@ -44,7 +45,8 @@ def test_ground_truth_renders_of_both_subjects_succeed_and_one_subject_is_missin
         Image.fromarray(im).save(tmp_path / f"{k:04d}_seed{k}.png")
     (tmp_path / "init").mkdir()
     Image.fromarray(images[0]).save(tmp_path / "init" / "0000_seed0.png")  # never judged
-    result = check_folder(tmp_path, names, tmp_path / "eval")
+    result = check_folder(tmp_path, names, tmp_path / "eval")  # names: the shipped subjects of those names
     assert result["n"] == 3 and result["images"]["0002_seed2.png"] == "missing"
-    with pytest.raises(MudiError, match="not a toy-world subject"):
-        toy_subject("dog6")
+    assert result["identities"] == {"red_yellow_square": "red yellow square", "blue_yellow_square": "blue yellow square"}
+    with pytest.raises(MudiError, match="no subject folder found"):
+        check_folder(tmp_path, ["dog6", names[0]], tmp_path / "eval")

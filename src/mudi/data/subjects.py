@@ -40,6 +40,7 @@ from mudi.core.geometry import make_cutout
 from mudi.core.prompts import subject_phrase
 from mudi.core.types import Cutout
 from mudi.data.images import IMAGE_SUFFIXES, list_images, read_image, read_mask
+from mudi.data.toyworld_identity import TOYWORLD_KEY, toyworld_field
 from mudi.errors import MudiError
 from mudi.io import write_bytes_atomic, write_jsonl_atomic, write_text_atomic
 
@@ -130,6 +131,7 @@ class Subject:
     detect_as_text: str | None = None  # subject.yaml's detect_as
     relative_size: float | None = None  # subject.yaml's relative_size (fixed relative size in Seg-Mix, C.1)
     source: str = "native"  # "native" | "benchmark" | "prior"
+    toyworld: dict | None = None  # subject.yaml's toyworld: the toy-world identity (data/toyworld_identity.py)
     _cutouts: dict = field(default_factory=dict, repr=False, compare=False)
 
     @property
@@ -204,6 +206,8 @@ class Subject:
             meta["detect_as"] = self.detect_as_text
         if self.relative_size is not None:
             meta["relative_size"] = self.relative_size
+        if self.toyworld is not None:
+            meta[TOYWORLD_KEY] = dict(self.toyworld)
         caps = {im.path.name: im.caption for im in self.images if im.caption}
         if caps:
             meta["captions"] = caps
@@ -220,7 +224,8 @@ def _load_native(folder: Path) -> Subject:
         raise MudiError(f"{meta_path}: not a UTF-8 YAML text; save it as UTF-8") from None
     if not isinstance(meta, dict):
         raise MudiError(f"{meta_path}: expected a mapping with name, identifier and class_noun")
-    known = {"name", "identifier", "class_noun", "descriptive_class", "captions", "detect_as", "relative_size"}
+    known = {"name", "identifier", "class_noun", "descriptive_class", "captions", "detect_as", "relative_size",
+             TOYWORLD_KEY}
     unknown = {str(k) for k in meta} - known
     if unknown:
         raise MudiError(f"{meta_path}: unknown key(s) {sorted(unknown)[:5]}; allowed: {sorted(known)}")
@@ -242,7 +247,8 @@ def _load_native(folder: Path) -> Subject:
         raise MudiError(f"{folder}: no reference images (.jpg, .png, .webp) found; add 3-5 photos of the subject")
     return Subject(name=name, identifier=identifier, class_noun=class_noun, descriptive_class=descriptive_class,
                    images=images, root=folder, source="native", detect_as_text=detect_as,
-                   relative_size=_relative_size(meta.get("relative_size"), meta_path))
+                   relative_size=_relative_size(meta.get("relative_size"), meta_path),
+                   toyworld=toyworld_field(meta.get(TOYWORLD_KEY), meta_path))
 
 
 def _relative_size(value: object, where: Path) -> float | None:

@@ -39,6 +39,18 @@ MIN_GAP = 2  # pixels between the bounding boxes of two objects
 IDENTIFIERS = ("olis", "hta", "zwx", "sks", "vrs", "bnha", "qpt", "mek")
 
 
+def check_identity(shape: str, top: str, bottom: str | None) -> None:
+    """A one-line :class:`MudiError` unless ``shape`` is in :data:`SHAPES`, ``top`` and ``bottom`` (None = one
+    colour) in :data:`PALETTE` and distinct."""
+    if shape not in SHAPES:
+        raise MudiError(f"shape {shape!r} is not one of {SHAPES}")
+    for c in (top, bottom):
+        if c is not None and c not in PALETTE:
+            raise MudiError(f"colour {c!r} is not one of {COLOURS}")
+    if bottom == top:
+        raise MudiError(f"object with top and bottom both {top!r}: give no bottom for one colour")
+
+
 class Identity:
     """What an object *is* (its ``shape``, ``top`` and ``bottom`` colour; not where or how large), in words:
     shared by the world's objects, the checker's detections and the personalization subjects."""
@@ -71,13 +83,7 @@ class ObjectSpec(Identity):
     cy: float = 16.0
 
     def __post_init__(self) -> None:
-        if self.shape not in SHAPES:
-            raise MudiError(f"shape {self.shape!r} is not one of {SHAPES}")
-        for c in (self.top, self.bottom):
-            if c is not None and c not in PALETTE:
-                raise MudiError(f"colour {c!r} is not one of {COLOURS}")
-        if self.bottom == self.top:
-            raise MudiError(f"object with top and bottom both {self.top!r}: give bottom=None for one colour")
+        check_identity(self.shape, self.top, self.bottom)
         if self.size <= 1:
             raise MudiError(f"object size {self.size} must be > 1 pixel")
 
@@ -261,6 +267,14 @@ class ToySubject(Identity):
     top: str
     bottom: str | None = None
 
+    def __post_init__(self) -> None:
+        check_identity(self.shape, self.top, self.bottom)
+
+    @property
+    def identity(self) -> dict[str, str]:
+        """The ``toyworld`` key of its subject.yaml (:mod:`mudi.data.toyworld_identity`)."""
+        return {"shape": self.shape, "top": self.top, **({"bottom": self.bottom} if self.bottom else {})}
+
     def spec(self, size: float = 12.0, cx: float = 16.0, cy: float = 16.0) -> ObjectSpec:
         return ObjectSpec(self.shape, self.top, self.bottom, size, cx, cy)
 
@@ -289,8 +303,8 @@ def render_subject(subject: ToySubject, num_images: int, rng: np.random.Generato
 
 def write_subject_folder(subject: ToySubject, folder: str | Path, num_images: int = 4, seed: int = 0,
                          class_noun: str | None = None, descriptive_class: str | None = None) -> Path:
-    """Write a native mudi subject folder: ``subject.yaml``, ``00.png …`` and ``masks/00.png …``
-    (white = subject).
+    """Write a native mudi subject folder: ``subject.yaml`` (with the identity under its ``toyworld`` key, what
+    the checker reads), ``00.png …`` and ``masks/00.png …`` (white = subject).
 
     ``class_noun`` defaults to the shape ("square"); ``descriptive_class`` to the subject's colours and shape
     ("red yellow square", the paper's recipe: descriptive classes for similar subjects).
@@ -301,7 +315,7 @@ def write_subject_folder(subject: ToySubject, folder: str | Path, num_images: in
     (folder / "masks").mkdir(parents=True, exist_ok=True)
     class_noun = class_noun or subject.shape
     meta = {"name": subject.name, "identifier": subject.identifier, "class_noun": class_noun,
-            "descriptive_class": descriptive_class or subject.descriptive_class}
+            "descriptive_class": descriptive_class or subject.descriptive_class, "toyworld": subject.identity}
     (folder / "subject.yaml").write_text(yaml.safe_dump(meta, sort_keys=False))
     for i, (image, mask) in enumerate(render_subject(subject, num_images, np.random.default_rng(seed))):
         Image.fromarray(image).save(folder / f"{i:02d}.png")
