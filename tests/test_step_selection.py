@@ -25,6 +25,7 @@ from mudi.scoring.step_selection import (
     read_selection,
     select_step,
 )
+from tests.test_benchmark import PAIR, TINY, _config, bench  # noqa: F401 (bench: the fixture)
 
 PREFERRED = {4: 0.2, 8: 0.9, 12: 0.5}  # the scripted scorer likes step 8 best
 SEEN: list[tuple[int, list[str]]] = []
@@ -116,3 +117,23 @@ def test_mudi_run_generates_with_the_chosen_snapshot_and_reports_the_curve(tmp_p
     assert "class='step-selection'" in text and "<b>step 8</b>" in text
     assert (run / "train" / "segmix" / "step-selection" / CURVE_FILE).is_file()
     assert json.loads((run / "train" / "segmix" / "step-selection" / SELECTION_FILE).read_text())["status"] == "done"
+
+
+def test_the_benchmark_chooses_the_step_per_cell_and_shows_the_curve(bench, tmp_path, test_scorer):  # noqa: F811
+    from mudi.benchmark.runner import run_benchmark
+
+    train = {**TINY["train"], "max_train_steps": 12, "save_steps": 4, "checkpointing_steps": 12, "resolution": 32}
+    cfg = _config(bench, tmp_path / "b", methods=["mudi"], num_seeds=1, height=32, width=32, train=train,
+                  evaluate={**TINY["evaluate"], "embedders": ["tiny-dinov2"]},
+                  step_selection=StepSelectionConfig(use=True, scorer=test_scorer, prompts=["[V1] and [V2]."],
+                                                     num_seeds=1, seed=77))
+    tables = run_benchmark(cfg)
+    assert tables["step_selection"][f"{PAIR}/mudi"]["best_step"] == 8
+    assert all(names == ["0077_seed77.png"] for _, names in SEEN)  # validation seed only, never seed 0
+    cell = tmp_path / "b" / PAIR / "mudi"
+    meta = json.loads(next((cell / "meta").glob("*.json")).read_text())
+    assert meta["lora"].endswith("snapshot-8")  # the cell's images come from the chosen snapshot
+    md = (tmp_path / "b" / "results" / "per_pair.md").read_text()
+    assert "## Step selection" in md and "**0.900**" in md and (cell / "step-selection" / CURVE_FILE).is_file()
+    with pytest.raises(MudiError, match="meet the evaluation seeds"):
+        _config(bench, tmp_path / "c", num_seeds=10, step_selection=StepSelectionConfig(use=True, seed=5))

@@ -10,6 +10,7 @@ from mudi.core.methods import METHODS
 from mudi.core.prompts import DEFAULT_NEGATIVE_PROMPT
 from mudi.errors import MudiError, unknown_name_error
 from mudi.scoring.config import EvaluateConfig
+from mudi.scoring.step_selection import StepSelectionConfig, check_disjoint_seeds
 from mudi.training.config import TrainConfig
 
 CONFIG_FILE = "benchmark_config.yaml"
@@ -115,6 +116,10 @@ class BenchmarkConfig:
         "help": "descriptive class -> plain class for mudi-no-desc, over the built-in table"})
     study: StudySettings = field(default_factory=StudySettings, metadata={
         "help": "instead of the pair comparison, a study: num_subjects = success rate by number of subjects (B.9)"})
+    step_selection: StepSelectionConfig = field(default_factory=StepSelectionConfig, metadata={
+        "help": "choose each cell's training step by score (off: the last step, as the paper's fixed step): the "
+                "snapshots (train.save_steps) rendered on validation prompts and seeds apart from the evaluation "
+                "seeds, judged by a scorer; per_pair.md shows the curves"})
     redo: list[str] = field(default_factory=list, metadata={
         "help": "stages to redo even when finished: train, generate, evaluate"})
     progress: bool = field(default=True, metadata={"help": "show progress bars"})
@@ -151,6 +156,8 @@ class BenchmarkConfig:
         if owned:
             raise MudiError(f"evaluate.{owned[0]} is set by the benchmark for each cell; remove it")
         self.evaluate_config("check", [], "")  # validates keys and model names
+        if self.step_selection.use:
+            check_disjoint_seeds(self.step_selection.seeds, [self.seed + i for i in range(self.num_seeds)])
 
     def sampler_steps(self) -> int:
         """``num_inference_steps``, or the backbone's default (SD/SDXL 50, FLUX 28)."""

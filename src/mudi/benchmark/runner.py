@@ -34,6 +34,7 @@ from mudi.benchmark.cells import evaluate_cell, generate_cell, train_cell
 from mudi.benchmark.config import CONFIG_FILE, BenchmarkConfig
 from mudi.benchmark.context import BenchmarkRunner
 from mudi.benchmark.methods import select_pairs
+from mudi.benchmark.selection import select_cell_step
 from mudi.benchmark.study import run_study
 from mudi.benchmark.tables import build_tables, write_tables
 from mudi.config import save_config
@@ -76,8 +77,14 @@ def _run_cells(runner: BenchmarkRunner, config: BenchmarkConfig, pairs: list, ou
             i += 1
             tag = f"[{i}/{n_cells}] {pair} · {method}:"
             train_cfg, train_fp = train_cell(runner, pair, pair_dir, method, tag)
+            selection = None
+            if config.step_selection.use:
+                train_cfg, train_fp, selection = select_cell_step(runner, pair, pair_dir, method, train_cfg, train_fp,
+                                                                  tag)
             gen_fp, cell = generate_cell(runner, pair, method, train_cfg, train_fp, prompts, tag)
             cells[(pair, method)] = evaluate_cell(runner, pair, pair_dir, method, gen_fp, cell, prompts, tag)
+            if selection is not None:
+                cells[(pair, method)] = {**cells[(pair, method)], "step_selection": selection}
     tables = build_tables(config, cells)
     if runner.state.is_main_process:
         path = write_tables(config, tables)

@@ -13,6 +13,7 @@ from mudi.config import to_dict
 from mudi.core.methods import METHODS
 from mudi.io import save_image_atomic, write_json_atomic, write_text_atomic
 from mudi.scoring.models import metric_name
+from mudi.scoring.step_selection import CURVE_FILE, SELECTION_DIR
 from mudi.visualize import line_chart
 
 
@@ -59,7 +60,26 @@ def build_tables(config: BenchmarkConfig, cells: dict[tuple[str, str], dict]) ->
                     if (p, m) in cells} for p in pairs}
     return {"columns": [{"metric": m, "title": t} for m, t in TABLE_COLUMNS] + [{"metric": m, "title": m}
                                                                                    for m in extra],
-            "methods": overall, "pairs": per_pair, "notes": notes}
+            "methods": overall, "pairs": per_pair, "notes": notes,
+            "step_selection": {f"{p}/{m}": {k: r["step_selection"][k] for k in ("steps", "scores", "best_step", "scorer")}
+                               for (p, m), r in cells.items() if "step_selection" in r}}
+
+
+def _step_selection_md(selections: dict[str, dict]) -> str:
+    """per_pair.md's section: each cell's validation score by step, the chosen step and its curve."""
+    if not selections:
+        return ""
+    lines = ["## Step selection\n", "Validation score of each snapshot (seeds apart from the evaluation seeds); the "
+             "**bold** step generated the cell's images.\n"]
+    for cell, r in selections.items():
+        pair, method = cell.split("/", 1)
+        row = " | ".join((f"**{v:.3f}**" if s == r["best_step"] else f"{v:.3f}") if v is not None else "-"
+                         for s, v in zip(r["steps"], r["scores"]))
+        lines += [f"### {cell} ({r['scorer']}): step {r['best_step']}\n",
+                  "| step | " + " | ".join(str(s) for s in r["steps"]) + " |",
+                  "|---|" + "---|" * len(r["steps"]), f"| score | {row} |\n",
+                  f"![score by step](../{pair}/{method}/{SELECTION_DIR}/{CURVE_FILE})\n"]
+    return "\n".join(lines)
 
 
 def _markdown_table(rows: dict[str, dict], columns: list[dict], notes: dict[str, str], marks: dict[str, str]) -> str:
@@ -93,6 +113,7 @@ def write_tables(config: BenchmarkConfig, tables: dict[str, Any]) -> Path:
     parts = ["# Per-pair breakdown\n"]
     for pair, rows in tables["pairs"].items():
         parts.append(f"## {pair}\n\n" + _markdown_table(rows, columns, notes, marks) + "\n")
+    parts.append(_step_selection_md(tables.get("step_selection", {})))
     write_text_atomic(out / "per_pair.md", "\n".join(parts) + ("\n" + foot + "\n" if foot else ""))
 
     metric_keys = [c["metric"] for c in columns]

@@ -21,11 +21,10 @@ from mudi.data.descriptions import read_describe_report
 from mudi.data.images import read_image
 from mudi.environment import collect
 from mudi.io import write_bytes_atomic
-from mudi.pipeline.selection import SELECTION_DIR
 from mudi.pipeline.state import MARKER, REPORT_FILE, RUN_FILE, RunState
 from mudi.sampling.init import resolve_init
 from mudi.scoring.report import thumbnail_data_uri
-from mudi.scoring.step_selection import CURVE_FILE
+from mudi.scoring.step_selection import CURVE_FILE, SELECTION_DIR
 from mudi.toyworld.evaluate import read_result
 from mudi.training.loop import read_metrics
 from mudi.visualize import loss_curve_svg, overlay_mask

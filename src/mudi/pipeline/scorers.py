@@ -2,20 +2,18 @@
 :mod:`mudi.adapters.registry` (``dnc``: Detect-and-Compare and CLIP, the run's ``evaluate`` block; ``toyworld``:
 the toy world's checker). Each is ``score(st, cfg, images, folder, label)``: ``cfg`` is the unit's
 :class:`~mudi.scoring.config.EvaluateConfig`, ``images`` the generated folder, ``folder`` the unit's output
-folder, ``label`` how messages name the unit. It returns the folder's score, higher is better (``dnc``: the first embedder's mean D&C score,
-``toyworld``: the share of correct images for ``toyworld``): step selection (:mod:`mudi.scoring.step_selection`) keeps the
-snapshot that scores best. ``st`` is anything with ``models`` (a :class:`~mudi.adapters.pool.ModelPool`),
-``names`` (the subjects) and ``say`` (the run's :class:`RunState`, or :class:`ScoringContext`)."""
+folder, ``label`` how messages name the unit. It returns the folder's score, higher is better (``dnc``: the first
+embedder's mean D&C score; ``toyworld``: the share of correct images): step selection
+(:mod:`mudi.scoring.step_selection`) keeps the snapshot that scores best. ``st`` is anything with ``models``
+(a :class:`~mudi.adapters.pool.ModelPool`), ``names`` (the subjects) and ``say``: the run's :class:`RunState`,
+or :class:`mudi.scoring.step_selection.ScoringContext`."""
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mudi.adapters.pool import ModelPool
 from mudi.devices import dtype_name
 from mudi.pipeline.state import RunState
 from mudi.scoring.folder import evaluate_folder
@@ -27,15 +25,6 @@ def evaluation_models(cfg: Any) -> tuple[Any, Any, Any]:
     device, dtype = placement(cfg)
     cfg = dataclasses.replace(cfg, device=str(device), dtype=dtype_name(dtype))
     return build_detector(cfg), build_embedders(cfg), build_text_scorers(cfg)
-
-
-@dataclass
-class ScoringContext:
-    """What a scorer reads of its caller outside ``mudi run`` (the benchmark's step selection)."""
-
-    models: ModelPool
-    names: list[str]
-    say: Callable[[str], None] = print
 
 
 def score_dnc(st: RunState, cfg: Any, images: Path, folder: Path, label: str) -> float | None:

@@ -16,9 +16,7 @@ from mudi.core.methods import METHODS
 from mudi.data.manifests import fingerprint
 from mudi.pipeline.state import RunState
 from mudi.sampling.folder import generate_to_folder
-from mudi.scoring.step_selection import select_step
-
-SELECTION_DIR = "step-selection"
+from mudi.scoring.step_selection import SELECTION_DIR, select_step
 
 
 def choose_training_step(st: RunState, comp: str, out_dir: Path, final_step: int,

@@ -24,10 +24,12 @@ from pathlib import Path
 from typing import Any
 
 from mudi.adapters import registry
+from mudi.adapters.pool import ModelPool
 from mudi.data.manifests import LORA_FILE
 from mudi.data.units import DONE, Unit, files_fingerprint
 from mudi.errors import MudiError
 
+SELECTION_DIR = "step-selection"  # its folder in a training folder (mudi run) or a cell (the benchmark)
 SELECTION_FILE = "selection.json"
 CURVE_FILE = "curve.png"
 DEFAULT_VALIDATION_PROMPTS = ["[V1] and [V2] sitting side by side on a wooden table.",
@@ -58,6 +60,16 @@ class StepSelectionConfig:
     @property
     def seeds(self) -> list[int]:
         return [self.seed + i for i in range(self.num_seeds)]
+
+
+@dataclass
+class ScoringContext:
+    """What a registered scorer reads of its caller (``st``) outside ``mudi run``, whose ``RunState`` has the
+    same members: the models kept between calls, the subjects' names, where messages go."""
+
+    models: ModelPool
+    names: list[str]
+    say: Callable[[str], None] = print
 
 
 def check_disjoint_seeds(validation: Sequence[int], evaluation: Sequence[int]) -> None:
