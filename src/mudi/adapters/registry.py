@@ -46,6 +46,7 @@ REGISTRY: dict[str, dict[str, str | Callable[..., Any]]] = {
     "detector": {
         "owlv2": "mudi.adapters.owlv2:Owlv2Detector.from_pretrained",
         "tiny-owlv2": "mudi.adapters.owlv2:Owlv2Detector.build_tiny",
+        "toyworld": "mudi.toyworld.dnc:ToyworldDetector.build",  # the toy checker's objects (docs/toyworld.md)
     },
     "segmenter": {
         "sam": "mudi.adapters.sam:SamSegmenter.from_pretrained",
@@ -58,6 +59,7 @@ REGISTRY: dict[str, dict[str, str | Callable[..., Any]]] = {
         "clip": "mudi.adapters.clip:ClipEmbedder.from_pretrained",
         "tiny-dinov2": "mudi.adapters.dinov2:Dinov2Embedder.build_tiny",
         "tiny-clip": "mudi.adapters.clip:ClipEmbedder.build_tiny",
+        "toyworld": "mudi.toyworld.dnc:ToyworldEmbedder.build",  # colour and shape features of a toy crop
     },
     "text_scorer": {
         "clip": "mudi.adapters.clip:ClipScorer.from_pretrained",

@@ -104,16 +104,23 @@ def classify_shape(mask: np.ndarray) -> str:
     """The shape in :data:`~mudi.toyworld.world.SHAPES` whose template best overlaps (IoU) a component's
     ``(h, w)`` bool mask cropped to its box; templates are the world's own shapes, centred in the box, side
     ``max(h, w)`` ± 0.5 px. Rounded corners of a blurred square still read as a square, not a circle."""
+    ious = shape_ious(mask)
+    return max(SHAPES, key=lambda shape: ious[shape])  # ties: the first of SHAPES
+
+
+def shape_ious(mask: np.ndarray) -> dict[str, float]:
+    """Per shape of :data:`~mudi.toyworld.world.SHAPES`, the best IoU of its template (centred in the box, side
+    ``max(h, w)`` ± 0.5 px) with the ``(h, w)`` bool mask cropped to its box."""
     h, w = mask.shape
     side = max(h, w)
-    best, best_iou = SHAPES[0], -1.0
+    out = {}
     for shape in SHAPES:
+        best = -1.0
         for ds in (-0.5, 0.0, 0.5):
             template = shape_mask(ObjectSpec(shape, COLOURS[0], None, side + ds, w / 2, h / 2), (h, w))
-            iou = (template & mask).sum() / max(1, (template | mask).sum())
-            if iou > best_iou:
-                best, best_iou = shape, iou
-    return best
+            best = max(best, float((template & mask).sum() / max(1, (template | mask).sum())))
+        out[shape] = best
+    return out
 
 
 def _vote(labels: np.ndarray, confident: np.ndarray) -> tuple[str | None, Counter]:

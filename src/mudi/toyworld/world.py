@@ -48,7 +48,7 @@ def check_identity(shape: str, top: str, bottom: str | None) -> None:
         if c is not None and c not in PALETTE:
             raise MudiError(f"colour {c!r} is not one of {COLOURS}")
     if bottom == top:
-        raise MudiError(f"object with top and bottom both {top!r}: give no bottom for one colour")
+        raise MudiError(f"object with top and bottom both {top!r}: give bottom=None for one colour")
 
 
 class Identity:
