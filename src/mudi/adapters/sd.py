@@ -22,8 +22,9 @@ from mudi.devices import parse_dtype
 from mudi.errors import unknown_name_error
 
 SD_LORA_TARGETS = ["to_k", "to_q", "to_v", "to_out.0"]
-#: LoRA target presets of the UNet families: the attention projections (the paper's and diffusers' default).
-SD_LORA_PRESETS = {"attention": SD_LORA_TARGETS}
+#: LoRA target presets of the UNet families: the attention projections (the paper's and diffusers' default);
+#: custom-diffusion: the cross-attention K/V projections only (Custom Diffusion as the paper's Appendix B.1 ran it).
+SD_LORA_PRESETS = {"attention": SD_LORA_TARGETS, "custom-diffusion": ["attn2.to_k", "attn2.to_v"]}
 
 
 class StableDiffusionBackbone(DenoiserPlacement):
@@ -41,6 +42,8 @@ class StableDiffusionBackbone(DenoiserPlacement):
     default_resolution = 512
     supports_negative_prompt = True
     frozen_components: tuple[str, ...] = ("vae", "text_encoder", "unet")
+    #: (key in a textual-inversion file, tokenizer, text encoder): where modifier tokens live (Custom Diffusion)
+    token_embedding_encoders: tuple[tuple[str, str, str], ...] = (("clip_l", "tokenizer", "text_encoder"),)
     # diffusers' StableDiffusion(XL)Pipeline default, which the authors' inference (utils/pipe.py) calls with
     default_num_inference_steps = 50
     default_guidance_scale: float | None = None
@@ -139,9 +142,10 @@ class StableDiffusionBackbone(DenoiserPlacement):
         z = latents.to(device=w.device, dtype=w.dtype) / vae.config.scaling_factor + shift
         return vae.decode(z).sample.clamp(-1, 1)
 
-    def encode_prompts(self, prompts: Sequence[str]) -> dict[str, torch.Tensor]:
-        """``{"prompt_embeds": (B, 77, D)}`` from the pipeline's own ``encode_prompt``."""
-        with torch.no_grad():
+    def encode_prompts(self, prompts: Sequence[str], grad: bool = False) -> dict[str, torch.Tensor]:
+        """``{"prompt_embeds": (B, 77, D)}`` from the pipeline's own ``encode_prompt`` (``grad``: with gradients,
+        for trained token embeddings)."""
+        with torch.enable_grad() if grad else torch.no_grad():
             embeds, _ = self.pipeline.encode_prompt(list(prompts), device=self.device, num_images_per_prompt=1,
                                                     do_classifier_free_guidance=False)
         return {"prompt_embeds": embeds}

@@ -25,11 +25,12 @@ class StableDiffusionXLBackbone(StableDiffusionBackbone):
     default_resolution = 1024
     pipeline_kwargs: dict = {}
     frozen_components = ("vae", "text_encoder", "text_encoder_2", "unet")
+    token_embedding_encoders = (("clip_l", "tokenizer", "text_encoder"), ("clip_g", "tokenizer_2", "text_encoder_2"))
     train_vae_in_float32 = True  # as diffusers' SDXL scripts: the fp16 SDXL VAE gives NaN latents
 
-    def encode_prompts(self, prompts: Sequence[str]) -> dict[str, torch.Tensor]:
-        """``{"prompt_embeds": (B, 77, D1+D2), "pooled_prompt_embeds": (B, P)}``."""
-        with torch.no_grad():
+    def encode_prompts(self, prompts: Sequence[str], grad: bool = False) -> dict[str, torch.Tensor]:
+        """``{"prompt_embeds": (B, 77, D1+D2), "pooled_prompt_embeds": (B, P)}`` (``grad``: with gradients)."""
+        with torch.enable_grad() if grad else torch.no_grad():
             embeds, _, pooled, _ = self.pipeline.encode_prompt(list(prompts), device=self.device,
                                                                num_images_per_prompt=1,
                                                                do_classifier_free_guidance=False)

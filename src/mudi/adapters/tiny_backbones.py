@@ -110,9 +110,9 @@ def build_tiny_sdxl_pipeline(device: str | torch.device = "cpu", dtype: torch.dt
     scheduler = EulerDiscreteScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
                                        num_train_timesteps=1000, steps_offset=1, timestep_spacing="leading",
                                        prediction_type="epsilon")
-    tok = build_tiny_clip_tokenizer()
     pipe = StableDiffusionXLPipeline(vae=vae, text_encoder=text_encoder, text_encoder_2=text_encoder_2,
-                                     tokenizer=tok, tokenizer_2=tok, unet=unet, scheduler=scheduler,
+                                     tokenizer=build_tiny_clip_tokenizer(), tokenizer_2=build_tiny_clip_tokenizer(),
+                                     unet=unet, scheduler=scheduler,
                                      image_encoder=None, feature_extractor=None, force_zeros_for_empty_prompt=True)
     return _finish(pipe, device, dtype)
 

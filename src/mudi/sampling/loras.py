@@ -19,6 +19,7 @@ from safetensors import safe_open
 from mudi.adapters import registry
 from mudi.data.manifests import LORA_FILE, read_manifest
 from mudi.errors import MudiError
+from mudi.sampling.modifier_tokens import load_modifier_tokens, unload_modifier_tokens
 
 if TYPE_CHECKING:
     from mudi.adapters.base import Backbone
@@ -176,8 +177,13 @@ def loras_applied(backbone: Backbone, paths: Sequence[str], weights: Sequence[fl
     """``with loras_applied(backbone, paths) as names:`` the LoRAs are active inside the block; every adapter the
     block added is removed after it, also when it fails (the backbone is left as it came)."""
     before = set(adapter_names(backbone)) if paths else set()
+    tokens: list[str] = []  # Custom Diffusion LoRAs: their modifier tokens, loaded with them
     try:
-        yield apply_loras(backbone, paths, weights)
+        names = apply_loras(backbone, paths, weights)
+        for p in paths:
+            tokens += load_modifier_tokens(backbone, lora_file(Path(p))[0])
+        yield names
     finally:
         if paths:
+            unload_modifier_tokens(backbone, tokens)
             remove_loras(backbone, [a for a in adapter_names(backbone) if a not in before])

@@ -92,6 +92,12 @@ class TrainConfig:
         "help": "modules the LoRA trains: empty = the backbone's default (the attention projections to_q, to_k, "
                 "to_v, to_out.0, as the authors), a preset name (flux: diffusers = also the added projections), or "
                 "module names"})
+    train_modifier_tokens: bool = field(default=False, metadata={
+        "help": "Custom Diffusion's modifier tokens: a new token <identifier> per subject whose input embedding "
+                "trains with the LoRA (everything else in the text encoders frozen); prompts keep the identifier, "
+                "written as the token; saved as modifier_token_<identifier>.safetensors (diffusers' "
+                "load_textual_inversion). With lora_target_modules: [custom-diffusion] (cross-attention K/V): Custom "
+                "Diffusion as the paper's Appendix B.1 (SD and SDXL families)"})
     lora_alpha: int | None = field(default=None, metadata={"help": "LoRA alpha (default: = rank)"})
     lora_dropout: float = field(default=0.0, metadata={"help": "LoRA dropout"})
     use_8bit_adam: bool = field(default=False, metadata={"help": "bitsandbytes 8-bit AdamW (pip install mudi[bnb])"})

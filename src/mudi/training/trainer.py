@@ -45,6 +45,7 @@ from mudi.training.data import Sample, SampleSource, to_pixels
 from mudi.training.lora_io import export_kohya, save_diffusers_lora
 from mudi.training.lora_setup import fuse_base_loras, lora_targets
 from mudi.training.losses import mask_weights, training_loss
+from mudi.training.modifier_tokens import ModifierTokens
 from mudi.training.outputs import model_card
 from mudi.training.runs import check_resume, saved_config, write_run_config
 from mudi.training.speed import apply_speed_options
@@ -160,8 +161,10 @@ class LoraTrainer:
         if c.gradient_checkpointing:
             denoiser.enable_gradient_checkpointing()
         apply_speed_options(bb, c)
-        self.params = [p for p in denoiser.parameters() if p.requires_grad]
-        self.trainable = {n: p for n, p in denoiser.named_parameters() if p.requires_grad}
+        self.tokens = ModifierTokens(bb, self.subjects) if c.train_modifier_tokens else None  # Custom Diffusion
+        extra = self.tokens.trainable() if self.tokens is not None else {}
+        self.params = [p for p in denoiser.parameters() if p.requires_grad] + list(extra.values())
+        self.trainable = {**{n: p for n, p in denoiser.named_parameters() if p.requires_grad}, **extra}
 
     def _build_optimizer(self) -> None:
         """AdamW (or 8-bit AdamW) on the LoRA weights, the learning-rate schedule, both prepared by accelerate."""
@@ -188,7 +191,10 @@ class LoraTrainer:
     # --------------------------------------------------------------------------------------------- pieces
     def encode_text(self, prompts: list[str]) -> dict[str, Any]:
         """Cached text-encoder outputs for ``prompts`` (each distinct prompt encoded once, alone, so results
-        never depend on which prompts were batched together)."""
+        never depend on which prompts were batched together); trained modifier tokens: encoded every step."""
+        if self.tokens is not None:
+            encoded = [self.tokens.encode(p, self.accelerator.autocast) for p in prompts]
+            return {k: cat_text([e[k].to(self.weight_dtype) for e in encoded]) for k in encoded[0]}
         for p in prompts:
             if p not in self._text_cache:
                 self._text_cache[p] = {k: v.to(self.weight_dtype) for k, v in self.backbone.encode_prompts([p]).items()}
@@ -261,6 +267,8 @@ class LoraTrainer:
         if c.max_grad_norm > 0:
             acc.clip_grad_norm_(self.params, c.max_grad_norm)
         self.optimizer.step()
+        if self.tokens is not None:
+            self.tokens.restore_frozen_rows()
         self.lr_scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
         totals["lr"] = float(self.lr_scheduler.get_last_lr()[0])
@@ -321,6 +329,8 @@ class LoraTrainer:
         model = self.accelerator.unwrap_model(self.model)
         with atomic_dir(folder) as tmp:
             save_diffusers_lora(self.backbone, model, tmp)
+            if self.tokens is not None:
+                self.tokens.save(tmp)
             write_subjects_manifest(tmp, self.subjects, backbone=self.config.backbone, family=self.backbone.family,
                                     pretrained_model_name_or_path=self.config.pretrained_model_name_or_path,
                                     step=self.global_step)
@@ -358,6 +368,8 @@ class LoraTrainer:
         out = self.output_dir
         model = self.accelerator.unwrap_model(self.model)
         path = save_diffusers_lora(self.backbone, model, out)
+        if self.tokens is not None:
+            self.tokens.save(out)
         if self.config.export == "kohya":
             export_kohya(out, self.backbone)
         write_run_config(out, self.config)
