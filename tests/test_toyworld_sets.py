@@ -1,6 +1,8 @@
 """Toy subjects beyond the demo pair (issue 24, item 2): the identity in subject.yaml's ``toyworld`` key, the
 shipped sets (pairs spanning similarity, 3 and 4 subjects), and the checker's verdicts on scenes of them."""
 
+import json
+
 import numpy as np
 import pytest
 import yaml
@@ -150,3 +152,30 @@ def test_an_identity_outside_the_world_or_none_is_named_with_its_file(tmp_path):
     _subject_yaml(folder, None)
     with pytest.raises(MudiError, match="is not a toy-world subject .* add e.g. 'toyworld: "):
         toy_subject(folder)
+
+
+def test_mudi_run_judges_toy_subjects_of_no_shipped_set(tmp_path):
+    """The issue's symptom: ``mudi run`` with ``scorers: [toyworld]`` on other toy subjects stopped with "is not a
+    toy-world subject". Now the identity travels with the run's copies of the subjects, and D&C with the toy
+    detector and embedder runs beside the checker (here on a tiny random model's noise: only the plumbing)."""
+    from mudi.cli import main
+    from mudi.toyworld.evaluate import read_result
+    from tests.test_run import RUN, _write_run
+
+    mine = [ToySubject("cyan_purple_circle", "mek", "circle", "cyan", "purple"),
+            ToySubject("yellow_square", "qpt", "square", "yellow")]
+    folders = [str(write_subject_folder(s, tmp_path / "mine" / s.name, num_images=2, seed=k))
+               for k, s in enumerate(mine)]
+    cfg = _write_run(tmp_path, subjects=folders, scorers=["toyworld", "dnc"], num_images=2, segmix_preview=1,
+                     train={**RUN["train"], "max_train_steps": 2, "resolution": 32},
+                     generate={**RUN["generate"], "height": 32, "width": 32},
+                     evaluate={"detector": "toyworld", "embedders": ["toyworld"], "text_scorers": []})
+    assert main(["run", str(cfg)]) == 0
+    run = tmp_path / "run"
+    assert yaml.safe_load((run / "subjects" / "yellow_square" / "subject.yaml").read_text())["toyworld"] == {
+        "shape": "square", "top": "yellow"}
+    result = read_result(run / "evaluate" / "mudi" / "p00")
+    assert result["n"] == 2 and result["identities"] == {"cyan_purple_circle": "cyan purple circle",
+                                                         "yellow_square": "yellow square"}
+    summary = json.loads((run / "evaluate" / "mudi" / "p00" / "summary.json").read_text())
+    assert "dnc_toyworld" in summary["means"]  # D&C through the toy detector and embedder
