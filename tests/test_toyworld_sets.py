@@ -50,6 +50,9 @@ def test_every_set_spans_the_similarity_it_names_and_loads_with_its_identity():
     assert shared["shared_colour"] == (1, {"yellow"}) and shared["same_colours"] == (2, {"green", "purple"})
     assert shared["same_shape"] == (1, set()) and shared["dissimilar"] == (2, set())
     assert [len(sets["three"]), len(sets["four"])] == [3, 4]
+    assert set(toy_subjects([SUBJECTS_DIR / "four"])) == set(SUBJECT_SETS["four"])  # a set folder: all (by name)
+    with pytest.raises(MudiError, match="holds 4 subjects; give one subject folder"):
+        toy_subject(SUBJECTS_DIR / "four")
 
 
 def _scene(identities, seed):

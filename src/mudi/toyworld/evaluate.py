@@ -31,7 +31,10 @@ def toy_subject(subject: ToySubject | Subject | str | Path) -> ToySubject:
     if isinstance(subject, ToySubject):
         return subject
     if not isinstance(subject, Subject):
-        (subject,) = find_subjects(subject)
+        found = find_subjects(subject)
+        if len(found) != 1:
+            raise MudiError(f"{subject}: holds {len(found)} subjects; give one subject folder (or use toy_subjects)")
+        subject = found[0]
     where = f"{Path(subject.root) / SUBJECT_FILE}" if subject.root is not None else repr(subject.name)
     if subject.toyworld is None:
         raise MudiError(f"{where}: subject {subject.name!r} is not a toy-world subject (its subject.yaml has no "
@@ -74,8 +77,14 @@ def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, flo
 
 def toy_subjects(subjects: Sequence[ToySubject | Subject | str | Path], near: str | Path | None = None
                  ) -> list[ToySubject]:
-    """:func:`toy_subject` of each; a name (a ``str`` that is no folder) is looked up by :func:`find_subject_folder`."""
-    return [toy_subject(find_subject_folder(s, near) if isinstance(s, str) else s) for s in subjects]
+    """:func:`toy_subject` of each; a folder of subject folders (a set) gives all of them, a name (a ``str`` that is
+    no folder) is looked up by :func:`find_subject_folder`."""
+    out = []
+    for s in subjects:
+        if isinstance(s, str):
+            s = find_subject_folder(s, near)
+        out += [toy_subject(t) for t in (find_subjects(s) if isinstance(s, Path) else [s])]
+    return out
 
 
 def judge_images(images: list, subjects: Sequence[ToySubject | Subject | str | Path]) -> list[str]:

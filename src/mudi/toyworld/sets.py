@@ -47,7 +47,7 @@ def set_folder(root: str | Path, set_name: str) -> Path:
 
 
 def subject_folders(root: str | Path, set_name: str) -> list[Path]:
-    """The subject folders of one set, in [V1], [V2]... order."""
+    """The subject folders of one set, in the order of :data:`SUBJECT_SETS`."""
     if set_name not in SUBJECT_SETS:
         raise KeyError(f"no toy subject set {set_name!r}; the sets are {', '.join(SUBJECT_SETS)}")
     return [set_folder(root, set_name) / s.name for s in SUBJECT_SETS[set_name]]
