@@ -86,18 +86,19 @@ def test_every_method_end_to_end_then_a_rerun_does_nothing(bench, tmp_path, monk
     calls = _count_calls(monkeypatch)
     tables = run(_config(bench, out))
 
-    # 6 methods, 4 distinct training recipes: mudi/mudi-no-init and dreambooth/mudi-no-segmix share a LoRA
-    assert calls["train"] == 4
+    # 7 methods, 5 distinct training recipes: mudi/mudi-no-init and dreambooth/mudi-no-segmix share a LoRA
+    assert calls["train"] == 5
     loras = sorted(p.parent.name for p in (out / PAIR / "train").glob("*/pytorch_lora_weights.safetensors"))
-    assert [n.rsplit("-", 1)[0] for n in loras] == ["cutmix", "none", "segmix", "segmix-nodesc"]
-    assert tables["counts"] == {"train": 4, "generate": 6, "evaluate": 6, "skipped": 2}
+    assert [n.rsplit("-", 1)[0] for n in loras] == ["cutmix", "none", "none", "segmix", "segmix-nodesc"]
+    assert tables["counts"] == {"train": 5, "generate": 7, "evaluate": 7, "skipped": 2}
+    assert len(list((out / PAIR / "train").glob("none-*/modifier_token_*.safetensors"))) == 2  # custom-diffusion
     for m in METHODS:
         images = sorted((out / PAIR / m / "images").rglob("*.png"))
         assert [p.name for p in images] == ["p00_seed0.png", "p00_seed1.png"]  # num_prompts=1, num_seeds=2
         assert _png(images[0]).shape == (64, 64, 3)
         meta = json.loads((out / PAIR / m / "meta" / "p00_seed0.json").read_text())
         assert meta["init"] == resolve_init(METHODS[m].init, backbone_name="tiny-sd")  # auto: mean_shifted
-        assert (meta["negative_prompt"] is None) == (m in ("dreambooth", "cutmix"))
+        assert (meta["negative_prompt"] is None) == (m in ("dreambooth", "cutmix", "custom-diffusion"))
         phrases = ("olis dog", "ult cat") if m == "mudi-no-desc" else ("olis corgi", "ult russian blue")
         assert meta["prompt"] == f"{phrases[0]} and {phrases[1]} in a garden."
     # each cell samples with its own LoRA: same seeds, no init, no negative prompt, different weights
@@ -139,7 +140,7 @@ def test_every_method_end_to_end_then_a_rerun_does_nothing(bench, tmp_path, monk
     calls.update(train=0, generate=0)
     again = run(_config(bench, out))
     assert calls == {"train": 0, "generate": 0}
-    assert again["counts"] == {"train": 0, "generate": 0, "evaluate": 0, "skipped": 18}
+    assert again["counts"] == {"train": 0, "generate": 0, "evaluate": 0, "skipped": 21}
     assert again["methods"] == tables["methods"]
     assert {p: p.stat().st_mtime_ns for p in (out / PAIR).rglob("*.png")} == first
 

@@ -80,3 +80,17 @@ def test_custom_diffusion_trains_only_kv_and_the_tokens_and_reloads_in_diffusers
                              32, 32)[0]
     np.testing.assert_allclose(got, trained, atol=1e-6)
     assert len(token_encoders(other)[0][1]) == vocab["clip_l"]  # unloaded again after the block
+
+
+def test_custom_diffusion_is_a_benchmark_method_that_mudi_run_refuses():
+    from mudi.core.methods import METHODS
+    from mudi.errors import MudiError
+    from mudi.pipeline import RunConfig
+
+    spec = METHODS["custom-diffusion"]
+    assert spec.label == "Custom Diffusion" and spec.train == {"lora_target_modules": ["custom-diffusion"],
+                                                               "train_modifier_tokens": True}
+    with pytest.raises(MudiError, match="mudi benchmark"):
+        RunConfig(methods=["custom-diffusion"])
+    with pytest.raises(MudiError, match="CLIP text encoders"):
+        token_encoders(type("Flowish", (), {"family": "tiny-flux", "pipeline": None})())

@@ -30,7 +30,7 @@ log = logging.getLogger(__name__)
 def cell_train_config(runner: BenchmarkRunner, pair: str, pair_dir: Path, method: str) -> tuple[Any, str]:
     """The resolved TrainConfig of (pair, method) and its recipe fingerprint."""
     c, spec = runner.config, METHODS[method]
-    values = {**c.train, **c.pair_train.get(pair, {}), **c.method_train.get(method, {})}
+    values = {**c.train, **spec.train, **c.pair_train.get(pair, {}), **c.method_train.get(method, {})}
     prior = Path(c.priors_dir or Path(c.benchmark_dir) / "priors") / pair
     prior_dir = str(prior) if c.use_priors and prior.is_dir() else None
     recipe = {"pair": pair, "descriptive_class": spec.descriptive_class, "composition": spec.composition,

@@ -38,6 +38,8 @@ from mudi.benchmark.selection import select_cell_step
 from mudi.benchmark.study import run_study
 from mudi.benchmark.tables import build_tables, write_tables
 from mudi.config import save_config
+from mudi.core.methods import METHODS
+from mudi.errors import MudiError
 from mudi.io import OutputLock, prepare_output_dir
 
 log = logging.getLogger(__name__)
@@ -67,6 +69,10 @@ def run_benchmark(config: BenchmarkConfig, detector: Any = None, embedders: dict
 
 
 def _run_cells(runner: BenchmarkRunner, config: BenchmarkConfig, pairs: list, out: Path) -> dict[str, Any]:
+    one_process = [m for m in config.methods if METHODS[m].train.get("train_modifier_tokens")]
+    if one_process and runner.state.num_processes > 1:
+        raise MudiError(f"method {one_process[0]} trains modifier tokens in one process: leave it out of methods "
+                        "under accelerate launch, or run the benchmark in one process")
     n_cells = len(pairs) * len(config.methods)
     runner.say(f"{len(pairs)} pair(s) × {len(config.methods)} method(s) = {n_cells} cells on {config.backbone}, "
                f"{config.num_seeds} seed(s) per prompt → {out}")

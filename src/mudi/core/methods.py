@@ -4,7 +4,8 @@ classes of the "w/o descriptive class" ablation (Sec. 4.1)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -16,6 +17,7 @@ class Method:
     init: str  # generate init: auto (the backbone's: mean_shifted, FLUX none) | mean_shifted | none
     descriptive_class: bool = True
     use_negative_prompt: bool = True  # Appendix A.1: "sticker, collage." for MuDI, none for Cut-Mix/DB
+    train: dict[str, Any] = field(default_factory=dict)  # TrainConfig values of the method's own recipe
 
 
 METHODS: dict[str, Method] = {
@@ -25,6 +27,9 @@ METHODS: dict[str, Method] = {
     "mudi-no-segmix": Method("w/o Seg-Mix", "none", "mean_shifted"),
     "mudi-no-init": Method("w/o Initialization", "segmix", "none"),
     "mudi-no-desc": Method("w/o Desc. Class", "segmix", "auto", descriptive_class=False),
+    # Appendix B.1: Custom Diffusion on SDXL as LoRA on the cross-attention K/V plus a modifier token per subject
+    "custom-diffusion": Method("Custom Diffusion", "none", "none", use_negative_prompt=False,
+                               train={"lora_target_modules": ["custom-diffusion"], "train_modifier_tokens": True}),
 }
 
 

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from mudi.errors import MudiError
 from mudi.sampling.modifier_tokens import (
     modifier_token,
     save_modifier_tokens,
@@ -27,7 +28,10 @@ class ModifierTokens:
     """The trained token rows of one run: ``trainable()`` for the optimizer and checkpoints, ``encode`` for the
     loss, ``restore_frozen_rows`` after each step, ``save`` next to the LoRA."""
 
-    def __init__(self, backbone: Backbone, subjects: list[Any]) -> None:
+    def __init__(self, backbone: Backbone, subjects: list[Any], num_processes: int = 1) -> None:
+        if num_processes > 1:
+            raise MudiError("train_modifier_tokens trains in one process (the token rows are not synchronised "
+                            "between processes yet); run it without accelerate launch --num_processes N")
         self.backbone = backbone
         self.identifiers = [s.identifier for s in subjects]
         self.rows: list[tuple[str, torch.nn.Parameter, torch.Tensor, torch.Tensor, list[int]]] = []

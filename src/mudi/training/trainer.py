@@ -161,7 +161,8 @@ class LoraTrainer:
         if c.gradient_checkpointing:
             denoiser.enable_gradient_checkpointing()
         apply_speed_options(bb, c)
-        self.tokens = ModifierTokens(bb, self.subjects) if c.train_modifier_tokens else None  # Custom Diffusion
+        self.tokens = (ModifierTokens(bb, self.subjects, self.accelerator.num_processes)  # Custom Diffusion
+                       if c.train_modifier_tokens else None)
         extra = self.tokens.trainable() if self.tokens is not None else {}
         self.params = [p for p in denoiser.parameters() if p.requires_grad] + list(extra.values())
         self.trainable = {**{n: p for n, p in denoiser.named_parameters() if p.requires_grad}, **extra}
