@@ -137,3 +137,38 @@ def test_the_benchmark_chooses_the_step_per_cell_and_shows_the_curve(bench, tmp_
     assert "## Step selection" in md and "**0.900**" in md and (cell / "step-selection" / CURVE_FILE).is_file()
     with pytest.raises(MudiError, match="meet the evaluation seeds"):
         _config(bench, tmp_path / "c", num_seeds=10, step_selection=StepSelectionConfig(use=True, seed=5))
+
+
+def test_dnc_scores_the_snapshots_in_the_benchmark(bench, tmp_path):  # noqa: F811
+    """The registered D&C scorer returns the first embedder's mean D&C score, with the benchmark's models."""
+    from mudi.benchmark.runner import run_benchmark
+
+    train = {**TINY["train"], "max_train_steps": 4, "save_steps": 2, "checkpointing_steps": 4, "resolution": 32}
+    cfg = _config(bench, tmp_path / "b", methods=["dreambooth"], num_seeds=1, height=32, width=32, train=train,
+                  evaluate={**TINY["evaluate"], "embedders": ["tiny-dinov2"], "threshold": 0.0},
+                  step_selection=StepSelectionConfig(use=True, scorer="dnc", prompts=["[V1] and [V2]."],
+                                                     num_seeds=1, seed=77))
+    sel = run_benchmark(cfg)["step_selection"][f"{PAIR}/dreambooth"]
+    assert sel["steps"] == [2, 4] and all(isinstance(v, float) for v in sel["scores"])
+    summary = json.loads((tmp_path / "b" / PAIR / "dreambooth" / "step-selection" / "step-2" / "eval" / "p00"
+                          / "summary.json").read_text())
+    assert sel["scores"][0] == pytest.approx(summary["means"]["dnc_dino"])
+
+
+def test_mudi_run_selects_with_the_toy_checker(tmp_path):
+    """``step_selection.scorer: toyworld``: the toy world's checker scores each snapshot (its success rate)."""
+    from mudi.toyworld import SUBJECTS_DIR
+
+    run_file = tmp_path / "run.in.yaml"
+    run_file.write_text(yaml.safe_dump({
+        "subjects": [str(SUBJECTS_DIR / "red_yellow_square"), str(SUBJECTS_DIR / "blue_yellow_square")],
+        "output_dir": str(tmp_path / "run"), "backbone": "tiny-sd", "methods": ["mudi"], "scorers": ["toyworld"],
+        "prompts": ["[V1] and [V2]."], "num_images": 1, "device": "cpu", "segmix_preview": 1,
+        "segment": {"backend": "grabcut"},
+        "train": {"max_train_steps": 2, "save_steps": 1, "rank": 4, "train_batch_size": 1, "resolution": 32,
+                  "report_to": "none", "progress": False},
+        "generate": {"num_inference_steps": 2, "height": 32, "width": 32},
+        "step_selection": {"use": True, "scorer": "toyworld", "prompts": ["[V1] and [V2]."], "num_seeds": 1}}))
+    assert main(["run", str(run_file)]) == 0
+    sel = read_selection(tmp_path / "run" / "train" / "segmix" / "step-selection")
+    assert sel["steps"] == [1, 2] and all(0.0 <= v <= 1.0 for v in sel["scores"]) and sel["scorer"] == "toyworld"

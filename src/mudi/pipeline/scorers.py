@@ -17,7 +17,7 @@ from typing import Any
 from mudi.devices import dtype_name
 from mudi.pipeline.state import RunState
 from mudi.scoring.folder import evaluate_folder
-from mudi.scoring.models import build_detector, build_embedders, build_text_scorers, placement
+from mudi.scoring.models import build_detector, build_embedders, build_text_scorers, metric_name, placement
 
 
 def evaluation_models(cfg: Any) -> tuple[Any, Any, Any]:
@@ -32,7 +32,7 @@ def score_dnc(st: RunState, cfg: Any, images: Path, folder: Path, label: str) ->
     mean D&C score of the first embedder (D&C-DS with dreamsim, D&C-DINO with dinov2)."""
     summary = evaluate_folder(cfg, *st.models.get("evaluation", lambda: evaluation_models(cfg)))
     means = summary.get("means", {})
-    first = next((m for m in cfg.embedders if m in means), None)
+    first = next((metric_name("embedder", e) for e in cfg.embedders if metric_name("embedder", e) in means), None)
     return means[first] if first else None
 
 
