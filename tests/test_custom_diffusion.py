@@ -94,3 +94,37 @@ def test_custom_diffusion_is_a_benchmark_method_that_mudi_run_refuses():
         RunConfig(methods=["custom-diffusion"])
     with pytest.raises(MudiError, match="CLIP text encoders"):
         token_encoders(type("Flowish", (), {"family": "tiny-flux", "pipeline": None})())
+
+
+def test_a_resumed_custom_diffusion_run_equals_an_uninterrupted_one(tmp_path):
+    """The token rows are checkpointed with the LoRA: 1 step + resume to 2 equals 2 steps, bit for bit."""
+    kw = dict(backbone="tiny-sd", subjects=[str(SAMPLES_DIR / "dog6"), str(SAMPLES_DIR / "dog2")],
+              lora_target_modules=["custom-diffusion"], train_modifier_tokens=True, rank=4, learning_rate=1e-2,
+              train_batch_size=1, resolution=32, report_to="none", progress=False, device="cpu",
+              checkpointing_steps=1)
+    train(TrainConfig(output_dir=str(tmp_path / "a"), max_train_steps=2, **kw))
+    train(TrainConfig(output_dir=str(tmp_path / "b"), max_train_steps=1, **kw))
+    train(TrainConfig(output_dir=str(tmp_path / "b"), max_train_steps=2, resume_from_checkpoint="latest", **kw))
+    for name in ("pytorch_lora_weights.safetensors", "modifier_token_olis.safetensors"):
+        a, b = load_file(str(tmp_path / "a" / name)), load_file(str(tmp_path / "b" / name))
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_modifier_tokens_train_under_mixed_precision(tmp_path):
+    """bf16 weights: the token rows train in float32 and the text encoder still sees its own dtype."""
+    from accelerate.state import AcceleratorState
+
+    AcceleratorState._reset_state(reset_partial_state=True)  # this process's other tests set up float32
+    try:
+        trainer = _train_bf16(tmp_path)
+    finally:
+        AcceleratorState._reset_state(reset_partial_state=True)
+    assert all(w.dtype == torch.float32 for w in trainer.tokens.trainable().values())
+    assert len(token_files(tmp_path)) == 2
+
+
+def _train_bf16(tmp_path):
+    return train(TrainConfig(backbone="tiny-sdxl", subjects=[str(SAMPLES_DIR / "dog6"), str(SAMPLES_DIR / "dog2")],
+                             output_dir=str(tmp_path), lora_target_modules=["custom-diffusion"],
+                             train_modifier_tokens=True, max_train_steps=1, rank=4, train_batch_size=1,
+                             resolution=32, report_to="none", progress=False, device="cpu", mixed_precision="bf16"))

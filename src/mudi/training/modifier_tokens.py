@@ -45,7 +45,9 @@ class ModifierTokens:
                 for s, row in zip(subjects, ids):  # start from the class noun (Textual Inversion's initializer)
                     noun = tokenizer(s.class_noun, add_special_tokens=False).input_ids
                     weight[row] = weight[noun].mean(0) if noun else weight[:row].mean(0)
+            dtype = weight.dtype  # the row trains in float32; the encoder still sees its own dtype
             weight.data = weight.data.float()
+            encoder.get_input_embeddings().register_forward_hook(lambda m, i, out, dt=dtype: out.to(dt))
             weight.requires_grad_(True)
             frozen = torch.ones(weight.shape[0], dtype=torch.bool, device=weight.device)
             frozen[ids] = False
@@ -55,10 +57,9 @@ class ModifierTokens:
         """``{"modifier_tokens.clip_l": embedding matrix, …}`` (checkpointed whole; only the new rows change)."""
         return {f"modifier_tokens.{key}": w for key, w, *_ in self.rows}
 
-    def encode(self, prompt: str, autocast: Any) -> dict[str, torch.Tensor]:
+    def encode(self, prompt: str) -> dict[str, torch.Tensor]:
         """The prompt (identifiers written as tokens) through the text encoders, with gradients."""
-        with autocast():
-            return self.backbone.encode_prompts([with_modifier_tokens(prompt, self.identifiers)], grad=True)
+        return self.backbone.encode_prompts([with_modifier_tokens(prompt, self.identifiers)], grad=True)
 
     @torch.no_grad()
     def restore_frozen_rows(self) -> None:

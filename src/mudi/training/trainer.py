@@ -194,7 +194,7 @@ class LoraTrainer:
         """Cached text-encoder outputs for ``prompts`` (each distinct prompt encoded once, alone, so results
         never depend on which prompts were batched together); trained modifier tokens: encoded every step."""
         if self.tokens is not None:
-            encoded = [self.tokens.encode(p, self.accelerator.autocast) for p in prompts]
+            encoded = [self.tokens.encode(p) for p in prompts]
             return {k: cat_text([e[k].to(self.weight_dtype) for e in encoded]) for k in encoded[0]}
         for p in prompts:
             if p not in self._text_cache:
