@@ -23,14 +23,15 @@ class EvaluateConfig:
                                                   "flags": ["-o"]})
     prompt: str = field(default="", metadata={
         "help": "prompt for images without a <stem>.json sidecar; [V1], [V2]... stand for the subjects"})
-    detector: str = field(default="owlv2", metadata={"help": "detector: owlv2 | tiny-owlv2"})
+    detector: str = field(default="owlv2", metadata={"help": f"detector: {' | '.join(registry.names('detector'))}"})
     detector_path: str = field(default="", metadata={"help": "hub id or local folder overriding the detector's default"})
     threshold: float = field(default=0.4, metadata={"help": "detection score threshold (the authors use 0.4)"})
     nms_iou: float | None = field(default=None, metadata={
         "help": "merge overlapping boxes above this IoU (mudi's option); default none: every box above the threshold "
                 "counts, each with its best-scoring query (the authors' D&C)"})
     embedders: list[str] = field(default_factory=lambda: ["dinov2"], metadata={
-        "help": "subject-fidelity embedders: dinov2 (D&C-DINO), dreamsim (D&C-DS), clip, tiny-dinov2, tiny-clip"})
+        "help": "subject-fidelity embedders (dinov2: D&C-DINO, dreamsim: D&C-DS): "
+                + ", ".join(registry.names("embedder"))})
     text_scorers: list[str] = field(default_factory=lambda: ["clip"], metadata={
         "help": "text-fidelity scorers: clip (CLIP score), image_reward, tiny-clip; empty for none"})
     norm: Literal["spectral", "frobenius"] = field(default="spectral", metadata={
