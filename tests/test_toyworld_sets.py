@@ -182,3 +182,18 @@ def test_mudi_run_judges_toy_subjects_of_no_shipped_set(tmp_path):
                                                          "yellow_square": "yellow square"}
     summary = json.loads((run / "evaluate" / "mudi" / "p00" / "summary.json").read_text())
     assert "dnc_toyworld" in summary["means"]  # D&C through the toy detector and embedder
+
+
+def test_mudi_run_refuses_a_toy_identity_outside_the_world_before_writing(tmp_path):
+    """A wrong colour word in a toy subject's identity is one line when the run starts (the checker's hook),
+    not after training; nothing is written."""
+    from mudi.cli import main
+
+    a = write_subject_folder(ToySubject("a", "olis", "square", "red"), tmp_path / "a", num_images=1)
+    b = write_subject_folder(ToySubject("b", "hta", "square", "blue"), tmp_path / "b", num_images=1)
+    _subject_yaml(b, {"shape": "square", "top": "orange"})
+    run = tmp_path / "run.yaml"
+    run.write_text(yaml.safe_dump({"subjects": [str(a), str(b)], "output_dir": str(tmp_path / "out"),
+                                   "backbone": "tiny-sd", "scorers": ["toyworld"]}))
+    assert main(["run", str(run)]) == 2
+    assert not (tmp_path / "out").exists()

@@ -44,3 +44,15 @@ def score_toyworld(st: RunState, cfg: Any, images: Path, folder: Path, label: st
     st.say(f"  {label}: toy-world checker {result['successes']}/{result['n']} correct "
            f"({', '.join(f'{v} {n}' for v, n in result['verdicts'].items())})")
     return result["successes"] / max(result["n"], 1)
+
+
+def check_toyworld_subjects(subjects: list) -> None:
+    """Before anything is written: every subject of a run judged by the toy checker has a valid toy identity
+    (a wrong colour word used to surface only after training)."""
+    from mudi.toyworld.evaluate import toy_subject
+
+    for s in subjects:
+        toy_subject(s)
+
+
+score_toyworld.check_subjects = check_toyworld_subjects  # type: ignore[attr-defined]

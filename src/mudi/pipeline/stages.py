@@ -313,6 +313,17 @@ WORK: dict[str, Callable[[RunState], None]] = {"describe": stage_describe, "segm
                                               "generate": stage_generate, "evaluate": stage_evaluate}
 
 
+def check_scorers(config: RunConfig, subjects: list[Any]) -> None:
+    """A scorer that can tell before the run whether it can judge these subjects says so now (its optional
+    ``check_subjects`` hook), not after training."""
+    from mudi.adapters import registry
+
+    for name in config.scorers:
+        check = getattr(registry.resolve("scorer", name), "check_subjects", None)
+        if check is not None:
+            check(subjects)
+
+
 def check_layout(config: RunConfig, subjects: list[Any]) -> None:
     """A layout file of the generate block is read and checked now, not after training."""
     from mudi.data.layouts import load_layout
@@ -340,6 +351,7 @@ def run_pipeline(config: RunConfig, say: Callable[[str], None] = print) -> Path:
                         "train_launch='accelerate launch --multi_gpu --num_processes N' (docs/run.md)")
     _, subjects = source_fingerprint(config.subjects)  # every subject readable before anything is written
     check_layout(config, subjects)
+    check_scorers(config, subjects)
     claim_run_folder(Path(config.output_dir), RUN_ENTRIES, run_inputs(config), config.force, write=False)
     out = prepare_output_dir(config.output_dir, "run folder")
     with OutputLock(out, "run"):
