@@ -14,6 +14,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from mudi.adapters.weights import is_hub_id
 from mudi.data.manifests import KOHYA_FILE, LORA_FILE, SUBJECTS_FILE, entry_paths, read_lora_subjects
 from mudi.errors import MudiError
 from mudi.sampling.layout_llm import check_key_transport
@@ -40,8 +41,7 @@ class PushConfig:
     def __post_init__(self) -> None:
         if len(self.lora) != 1:
             raise MudiError(f"give exactly one LoRA folder to push, got {len(self.lora)}: mudi push RUN --repo_id ID")
-        parts = self.repo_id.split("/")
-        if len(parts) != 2 or not all(parts) or any(p in (".", "..") for p in parts):
+        if not is_hub_id(self.repo_id):
             raise MudiError(f"--repo_id {self.repo_id!r}: give NAMESPACE/NAME, e.g. me/olis-corgi-lora")
 
 
@@ -60,6 +60,7 @@ def files_to_push(folder: Path, include_photos: bool) -> dict[str, Path]:
 
 
 def _add_photos(found: dict[str, Path], row: dict) -> None:
+    from mudi.data.convert import subject_files
     from mudi.data.subjects import find_subjects
 
     for path in entry_paths(row):
@@ -67,12 +68,7 @@ def _add_photos(found: dict[str, Path], row: dict) -> None:
             raise MudiError(f"{path}: the subject folder this LoRA was trained on is gone; push without "
                             "--include_photos or restore it")
         for s in find_subjects(path):
-            for im in s.images:
-                found[f"subjects/{s.name}/{im.path.name}"] = im.path
-                if im.mask_path is not None:
-                    found[f"subjects/{s.name}/masks/{im.mask_path.name}"] = im.mask_path
-            if s.source == "native":
-                found[f"subjects/{s.name}/subject.yaml"] = Path(s.root) / "subject.yaml"
+            found.update({f"subjects/{s.name}/{rel}": src for rel, src in subject_files(s).items()})
 
 
 def push_lora(config: PushConfig, api: object = None) -> str:

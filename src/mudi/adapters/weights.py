@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
+import re
 import warnings
 from pathlib import Path
 from typing import Any
 
 from mudi.devices import parse_dtype
 from mudi.errors import MudiError
+
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
+
+def is_hub_id(value: str) -> bool:
+    """Whether ``value`` reads as a Hugging Face repository id ``NAMESPACE/NAME`` (letters, digits, ``-_.``; neither
+    part ``.`` or ``..``), the one rule for the model keys a page may send, a model card's ``base_model`` and
+    ``mudi push --repo_id``."""
+    return bool(_HUB_ID.match(value)) and not any(p in (".", "..") for p in value.split("/"))
 
 
 def place_model(model: Any, device: Any, dtype: Any) -> tuple[Any, Any, Any]:

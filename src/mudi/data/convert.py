@@ -12,9 +12,23 @@ from pathlib import Path
 import yaml
 
 from mudi.data.images import read_image, read_mask
-from mudi.data.subjects import MASK_DIR, SUBJECT_FILE, find_subjects
+from mudi.data.subjects import MASK_DIR, SUBJECT_FILE, Subject, find_subjects
 from mudi.errors import MudiError
 from mudi.io import prepare_output_dir, save_image_atomic, write_bytes_atomic, write_text_atomic
+
+
+def subject_files(subject: Subject) -> dict[str, Path]:
+    """The files mudi reads of ``subject``, by their path in a native subject folder: each photo, its mask under
+    ``masks/`` (as it is), and ``subject.yaml`` for a native subject (what ``mudi run`` copies, ``mudi push``
+    uploads)."""
+    out = {}
+    for im in subject.images:
+        out[im.path.name] = im.path
+        if im.mask_path is not None:
+            out[f"{MASK_DIR}/{im.mask_path.name}"] = im.mask_path
+    if subject.source == "native" and subject.root is not None:
+        out[SUBJECT_FILE] = Path(subject.root) / SUBJECT_FILE
+    return out
 
 
 def convert(pair_dir: str | Path, out_dir: str | Path, overwrite: bool = False) -> list[Path]:

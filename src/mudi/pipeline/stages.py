@@ -90,14 +90,11 @@ def copy_subjects(paths: list[str], target: Path) -> None:
 def copy_native_subject(s: Any, dest: Path) -> None:
     """``s``'s subject.yaml, photos and masks into ``dest`` (file contents: links are followed, never copied), and
     its ``describe_history.jsonl`` when it has one (how ``mudi describe`` tells its own values from yours)."""
-    from mudi.data.subjects import MASK_DIR, SUBJECT_FILE
+    from mudi.data.convert import subject_files
     from mudi.io import write_bytes_atomic
 
-    for im in s.images:
-        write_bytes_atomic(dest / im.path.name, im.path.read_bytes())
-        if im.mask_path is not None:
-            write_bytes_atomic(dest / MASK_DIR / im.mask_path.name, im.mask_path.read_bytes())
-    write_bytes_atomic(dest / SUBJECT_FILE, (Path(s.root) / SUBJECT_FILE).read_bytes())
+    for rel, src in subject_files(s).items():
+        write_bytes_atomic(dest / rel, src.read_bytes())
     history = Path(s.root) / DESCRIBE_HISTORY
     if history.is_file():
         write_bytes_atomic(dest / DESCRIBE_HISTORY, history.read_bytes())

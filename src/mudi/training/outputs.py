@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 from mudi.adapters import registry
+from mudi.adapters.weights import is_hub_id
 from mudi.core.init_latents import default_gamma
 from mudi.core.prompts import DEFAULT_NEGATIVE_PROMPT, segmix_prompt
 from mudi.data.manifests import KOHYA_FILE, LORA_FILE, SUBJECTS_FILE
@@ -33,7 +34,6 @@ LICENCES = {
     "black-forest-labs/FLUX.1-dev": ("other", "flux-1-dev-non-commercial-license"),
     "black-forest-labs/FLUX.1-schnell": ("apache-2.0", None),
 }
-_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 _CACHE = re.compile(r"models--([^/]+)--([^/]+)/snapshots/[^/]+/?$")
 VALIDATION_DIR = "validation"
 
@@ -47,7 +47,7 @@ def base_model_id(config: TrainConfig, backbone: Backbone) -> str | None:
     if path.exists():
         found = _CACHE.search(path.resolve().as_posix())
         return f"{found.group(1)}/{found.group(2)}" if found else None
-    return value if _HUB_ID.match(value) and ".." not in value.split("/") else None
+    return value if is_hub_id(value) else None
 
 
 def last_validation_images(output_dir: str | Path) -> list[str]:

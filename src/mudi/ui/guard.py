@@ -13,7 +13,8 @@ from __future__ import annotations
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
-LOOPBACK_NAMES = ("127.0.0.1", "localhost", "::1")
+from mudi.ui.config import LOOPBACK_HOSTS
+
 SERVED_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".gif", ".bmp", ".tif", ".tiff", ".svg")
 FILE_ROUTES = ("/gradio_api/file=", "/file=")
 
@@ -29,7 +30,7 @@ def host_name(value: str) -> str:
 class RequestGuard:
     """ASGI middleware: ``RequestGuard(app, allowed_hosts=(...), workspace=Path)``."""
 
-    def __init__(self, app, allowed_hosts: tuple[str, ...] = LOOPBACK_NAMES, workspace: str | Path | None = None):
+    def __init__(self, app, allowed_hosts: tuple[str, ...] = LOOPBACK_HOSTS, workspace: str | Path | None = None):
         self.app = app
         self.allowed = {h.lower().strip("[]") for h in allowed_hosts}
         self.workspace = Path(workspace).resolve() if workspace else None

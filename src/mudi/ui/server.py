@@ -54,15 +54,15 @@ def serve(config: UiConfig) -> None:
 def access(config: UiConfig) -> tuple[tuple[str, ...], tuple[str, str] | None]:
     """The host names the page may be reached by, and gradio's ``auth`` (None on loopback): serving beyond this
     machine needs the access token (``--token``, ``$MUDI_UI_TOKEN`` or a random one)."""
-    from mudi.ui.guard import LOOPBACK_NAMES
+    from mudi.ui.config import LOOPBACK_HOSTS
 
     if config.is_local:
-        return LOOPBACK_NAMES, None
+        return LOOPBACK_HOSTS, None
     import secrets
 
     token = config.token or os.environ.get("MUDI_UI_TOKEN", "") or secrets.token_urlsafe(16)
     named = [] if config.host in ("0.0.0.0", "::") else [config.host]
-    hosts = (*LOOPBACK_NAMES, *named, *config.allowed_hosts)
+    hosts = (*LOOPBACK_HOSTS, *named, *config.allowed_hosts)
     if config.share or config.host in ("0.0.0.0", "::") and not config.allowed_hosts:
         hosts = ("*",)  # reached by names this process cannot know: the token is the guard
     return hosts, ("mudi", token)

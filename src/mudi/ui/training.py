@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from mudi.adapters import registry
+from mudi.adapters.weights import is_hub_id
 from mudi.config import load_config, parse_overrides, to_dict
 from mudi.data.subjects import load_subjects
 from mudi.errors import MudiError
@@ -41,12 +42,6 @@ UI_PATH_KEYS = ("class_data_dir", "base_lora", "vae", "pretrained_model_name_or_
 HUB_ID_KEYS = ("vae", "pretrained_model_name_or_path")
 
 
-def _is_hub_id(value: str) -> bool:
-    parts = value.split("/")
-    return (len(parts) == 2 and all(parts) and not any(p in (".", "..") for p in parts)
-            and all(c.isalnum() or c in "-_." for p in parts for c in p))
-
-
 def check_paths(request: dict, ws: Workspace | None) -> None:
     """Every path a page sends stays inside the workspace (model keys may also name a hub id)."""
     for key in UI_PATH_KEYS:
@@ -54,7 +49,7 @@ def check_paths(request: dict, ws: Workspace | None) -> None:
         values = value if isinstance(value, list) else [value] if value else []
         for v in values:
             v = str(v)
-            if key in HUB_ID_KEYS and _is_hub_id(v) and not Path(v).exists():
+            if key in HUB_ID_KEYS and is_hub_id(v) and not Path(v).exists():
                 continue
             if ws is None:
                 raise MudiError(f"{key}: a path from the page needs a workspace to stay in")
