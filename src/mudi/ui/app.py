@@ -5,7 +5,7 @@ from __future__ import annotations
 import gradio as gr
 
 from mudi.adapters import registry
-from mudi.ui.config import UiConfig
+from mudi.ui.config import TOY_CHOICE, UiConfig
 from mudi.ui.context import UiContext
 from mudi.ui.state import Workspace
 from mudi.ui.tabs_describe import build_describe_section
@@ -17,6 +17,7 @@ from mudi.ui.tabs_subjects import (
     picker_update,
     subject_choices,
 )
+from mudi.ui.toy import TOY_NOTE
 
 # System fonts only: the page loads nothing from outside this machine.
 THEME = gr.themes.Default(font=["ui-sans-serif", "system-ui", "sans-serif"],
@@ -29,6 +30,8 @@ def header(ctx: UiContext) -> str:
             "generations are ordinary mudi folders; the CLI reads and resumes them.")
     if registry.is_tiny(ctx.config.backbone):
         text += "\n\n" + TINY_NOTE.format(backbone=ctx.config.backbone)
+    elif ctx.config.backbone == TOY_CHOICE:
+        text += "\n\n" + TOY_NOTE
     return text
 
 

@@ -10,6 +10,8 @@ from mudi.errors import MudiError
 from mudi.segmentation.config import parse_backend
 
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
+#: The model choice of mudi's toy model (no registered backbone: sd15 from the shipped folder; ui/toy.py).
+TOY_CHOICE = "toyworld"
 
 
 @dataclass
@@ -23,8 +25,9 @@ class UiConfig:
     share: bool = field(default=False, metadata={
         "help": "also open a public gradio.live link (needs the internet; anyone with the link can use the UI)"})
     backbone: str = field(default="sdxl", metadata={
-        "help": f"default model family of new training runs: {', '.join(registry.names('backbone'))} (tiny-*: "
-                "offline, random weights: the images are noise)"})
+        "help": f"default model family of new training runs: {TOY_CHOICE} (mudi's toy model: offline, CPU, judged "
+                f"by the toy world's checker), {', '.join(registry.names('backbone'))} (tiny-*: offline, random "
+                "weights: the images are noise)"})
     backend: str = field(default="owlv2+sam", metadata={
         "help": "default segmentation backend: owlv2+sam (paper), owlv2+grabcut, grabcut (offline, no weights)"})
     allowed_hosts: list[str] = field(default_factory=list, metadata={
@@ -49,7 +52,8 @@ class UiConfig:
         if self.allowed_hosts and self.is_local:
             raise MudiError("--allowed_hosts only applies when serving beyond this machine (--host 0.0.0.0 or "
                             "--share); on 127.0.0.1 only loopback names can reach the UI")
-        registry.check("backbone", [self.backbone])
+        if self.backbone != TOY_CHOICE:
+            registry.check("backbone", [self.backbone])
         parse_backend(self.backend)
 
     @property

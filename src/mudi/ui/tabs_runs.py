@@ -13,10 +13,12 @@ from mudi.adapters import registry
 from mudi.core.init_latents import default_gamma
 from mudi.errors import MudiError
 from mudi.ui import generation as gen
+from mudi.ui.config import TOY_CHOICE
 from mudi.ui.context import UiContext, wait_for
 from mudi.ui.jobs import log_tail, resume_command
 from mudi.ui.layouts import CANVAS_SIDE, box_from_clicks, draw_layout, layout_data
-from mudi.ui.training import VALIDATION_PROMPT, build_request, form_defaults, new_run_dir
+from mudi.ui.toy import is_toy_model, read_verdicts, toy_recipe, toy_summary_table, verdict_counts_text
+from mudi.ui.training import build_request, form_defaults, new_run_dir, validation_prompt_for
 
 TINY_NOTE = ("*{backbone} is a tiny model with random weights, built in memory: the images are noise and the "
              "scores only show that everything runs. Real pictures need a real backbone (docs/install.md).*")
@@ -39,8 +41,8 @@ def _train_form(ctx: UiContext, d: dict) -> SimpleNamespace:
     gr.Markdown("**New run** on the ticked subjects: a `mudi train` process of its own. Closing the page "
                 "or the UI does not stop it; its folder is an ordinary run folder.")
     name = gr.Textbox(label="Run name (optional)", placeholder="olis-ult", elem_id="run-name")
-    backbone = gr.Dropdown(registry.names("backbone"), value=ctx.config.backbone, label="Backbone",
-                           elem_id="train-backbone")
+    choices = [(f"{TOY_CHOICE} (mudi's toy model: CPU, 32 px shapes)", TOY_CHOICE), *registry.names("backbone")]
+    backbone = gr.Dropdown(choices, value=ctx.config.backbone, label="Backbone", elem_id="train-backbone")
     with gr.Row():
         steps = gr.Number(label="Steps", value=d["max_train_steps"], precision=0, minimum=1,
                           elem_id="train-steps")
@@ -53,7 +55,7 @@ def _train_form(ctx: UiContext, d: dict) -> SimpleNamespace:
         snaps = gr.Number(label="Snapshot every (0 = off)", value=d["save_steps"], precision=0, minimum=0)
         val_steps = gr.Number(label="Validation every (0 = off)", value=d["validation_steps"], precision=0,
                               minimum=0, elem_id="val-steps")
-    val_prompt = gr.Textbox(label="Validation prompt", value=VALIDATION_PROMPT)
+    val_prompt = gr.Textbox(label="Validation prompt", value=validation_prompt_for(ctx.config.backbone))
     extra = gr.Textbox(label="More options (key=value, as `mudi train --set`)", lines=2,
                        placeholder="class_data_dir=priors/olis_ult\nwith_prior_preservation=true")
     start = gr.Button("Start training", variant="primary", elem_id="train-start")
@@ -137,13 +139,13 @@ def build_train_tab(ctx: UiContext, picker: gr.CheckboxGroup, tab: gr.Tab) -> No
     def on_backbone(bb):
         v = form_defaults(bb)
         return [v[k] for k in ("max_train_steps", "learning_rate", "rank", "checkpointing_steps", "save_steps",
-                               "validation_steps")]
+                               "validation_steps")] + [validation_prompt_for(bb)]
 
     form_inputs = [steps, lr, rank, composition, prob, ckpt, snaps, val_steps, val_prompt, extra]
     start.click(on_start, [picker, name, backbone, *form_inputs], [status, run])
     stop.click(on_stop, [run], [status])
     resume.click(on_resume, [run, until], [status])
-    backbone.change(on_backbone, [backbone], [steps, lr, rank, ckpt, snaps, val_steps])
+    backbone.change(on_backbone, [backbone], [steps, lr, rank, ckpt, snaps, val_steps, val_prompt])
     outs = [status, plot, val, logbox, seen]
     timer.tick(view, [run, seen], outs, show_progress="hidden")
     run.change(view, [run, gr.State(None)], outs, show_progress="hidden")
@@ -152,6 +154,54 @@ def build_train_tab(ctx: UiContext, picker: gr.CheckboxGroup, tab: gr.Tab) -> No
 
 
 # ------------------------------------------------------------------------------------------------ Generate
+DEFAULT_PROMPT = "A photo of [V1] and [V2]."
+
+
+def _is_toy_lora(folder: str | None) -> bool:
+    try:
+        return bool(folder) and is_toy_model(gen.lora_info(folder).pretrained_model_name_or_path)
+    except MudiError:
+        return False
+
+
+def _prompt_for(folder: str | None, current: str | None) -> str | None:
+    """The prompt for a newly picked LoRA: the toy model's words for a toy LoRA (if the prompt is still the
+    default), the default again when leaving one; None keeps the prompt as it is."""
+    toy = toy_recipe().prompt
+    if _is_toy_lora(folder):
+        return toy if (current or "").strip() in ("", DEFAULT_PROMPT) else None
+    return DEFAULT_PROMPT if current == toy else None
+
+
+def _toy_table(ctx: UiContext, **kwargs) -> gr.Dataframe:
+    """The toy world's checker per toy generation (hidden until there is one): the methods side by side."""
+    headers, rows = toy_summary_table(ctx.ws)
+    return gr.Dataframe(pd.DataFrame(rows, columns=headers), visible=bool(rows), **kwargs)
+
+
+def _generated_text(out, task, backbone: str) -> str:
+    """The status line after a generation: where it is, how long it took, and what the toy checker says."""
+    note = "\n\n" + TINY_NOTE.format(backbone=backbone) if gen.is_tiny(backbone) else ""
+    verdicts = read_verdicts(out / gen.EVALUATION_DIR)
+    if verdicts:
+        note = f"\n\n**Toy-world checker: {verdict_counts_text(verdicts)}** (the verdict is under each image)" + note
+    return (f"{len(gen.generated_rows(out))} image(s) in `{out}` in {task.elapsed():.0f} s "
+            f"(report: `{out / gen.EVALUATION_DIR / 'report.html'}`){note}")
+
+
+def _results_panel(ctx: UiContext) -> SimpleNamespace:
+    """Below the Generate form: the status, the images, their scores, the toy summary and earlier generations."""
+    status = gr.Markdown(elem_id="generate-status")
+    gallery = gr.Gallery(label="Images (seed and scores under each; the toy checker's verdict first)", columns=4,
+                         height=380, elem_id="generated-gallery", fit_columns=False)
+    table = gr.Dataframe(label="Scores per image", interactive=False, elem_id="scores")
+    toy = _toy_table(ctx, label="Toy-world checker per generation (method: the run's composition and the γ used)",
+                     interactive=False, elem_id="toy-summary")
+    earlier = gr.Dropdown([p.name for p in ctx.ws.generation_dirs()], value=None, label="Earlier generations",
+                          elem_id="earlier")
+    return SimpleNamespace(status=status, gallery=gallery, table=table, toy=toy, earlier=earlier)
+
+
 def _labels(folder: str | None) -> list[str]:
     try:
         return gen.lora_info(folder).labels if folder else []
@@ -163,7 +213,7 @@ def _generate_form(loras: list, first: str | None) -> SimpleNamespace:
     """The left column of the Generate tab: the LoRA, prompt, γ, seeds, steps, layout mode and the button."""
     lora = gr.Dropdown(loras, value=first, elem_id="lora-select",
                        label="LoRA (a finished run, or one of its snapshots)")
-    prompt = gr.Textbox(label="Prompt ([V1], [V2] = the subjects)", value="A photo of [V1] and [V2].",
+    prompt = gr.Textbox(label="Prompt ([V1], [V2] = the subjects)", value=_prompt_for(first, DEFAULT_PROMPT),
                         elem_id="prompt")
     gamma = gr.Slider(0, 5, value=default_gamma(2), step=0.25,
                       label="γ — init strength (0 = the plain pipeline; the paper: 1 for two subjects)",
@@ -230,12 +280,8 @@ def build_generate_tab(ctx: UiContext, tab: gr.Tab) -> None:
     lora, prompt, gamma, seed, num, steps, mode, sizes, score, go = (f.lora, f.prompt, f.gamma, f.seed, f.num, f.steps,
                                                                      f.mode, f.sizes, f.score, f.go)
     labels, target, canvas, clear, layout_json = lay.labels, lay.target, lay.canvas, lay.clear, lay.layout_json
-    status = gr.Markdown(elem_id="generate-status")
-    gallery = gr.Gallery(label="Images (seed and scores under each)", columns=4, height=380,
-                         elem_id="generated-gallery", fit_columns=False)
-    table = gr.Dataframe(label="Scores per image", interactive=False, elem_id="scores")
-    earlier = gr.Dropdown([p.name for p in ctx.ws.generation_dirs()], value=None, label="Earlier generations",
-                          elem_id="earlier")
+    res = _results_panel(ctx)
+    status, gallery, table, toy_table, earlier = res.status, res.gallery, res.table, res.toy, res.earlier
     boxes = gr.State([None] * len(labels))
     pending = gr.State(None)
     labels_of = _labels
@@ -267,28 +313,26 @@ def build_generate_tab(ctx: UiContext, tab: gr.Tab) -> None:
                 raise MudiError("no LoRA yet: train a run first (Train tab), then pick it here")
             sizes_list = [float(v) for v in rel.replace(",", " ").split()] if m == "relative sizes" else None
         except (MudiError, ValueError) as e:
-            yield f"**Error:** {e}", gr.skip(), gr.skip(), gr.skip()
+            yield f"**Error:** {e}", gr.skip(), gr.skip(), gr.skip(), gr.skip()
             return
         task = ctx.worker.submit("generation", gen.generate_and_score, ctx.ws, folder, text, float(g), int(s or 0),
                                  int(n or 1), int(k) if k else None, bx if m == "boxes" else None, sizes_list,
                                  bool(do_score), ctx.config.device)
-        yield from wait_for(task, 4)
+        yield from wait_for(task, 5)
         if task.state == "failed":
-            yield f"**Error:** {task.error}", gr.skip(), gr.skip(), gr.skip()
+            yield f"**Error:** {task.error}", gr.skip(), gr.skip(), gr.skip(), gr.skip()
             return
         out = task.result
-        backbone = gen.lora_info(folder).backbone
-        note = "\n\n" + TINY_NOTE.format(backbone=backbone) if gen.is_tiny(backbone) else ""
-        shown = show(out.name)
-        yield (f"{len(shown[0])} image(s) in `{out}` in {task.elapsed():.0f} s "
-               f"(report: `{out / gen.EVALUATION_DIR / 'report.html'}`){note}", *shown,
+        yield (_generated_text(out, task, gen.lora_info(folder).backbone), *show(out.name), _toy_table(ctx),
                gr.Dropdown(choices=[p.name for p in ctx.ws.generation_dirs()], value=out.name))
 
     lora.change(_reset_boxes, [lora], [boxes, pending, canvas, target, layout_json])
     canvas.select(on_canvas, [lora, target, boxes, pending], [boxes, pending, canvas, target, layout_json, mode])
     clear.click(_reset_boxes, [lora], [boxes, pending, canvas, target, layout_json])
     go.click(on_generate, [lora, prompt, gamma, seed, num, steps, mode, sizes, boxes, score],
-             [status, gallery, table, earlier])
+             [status, gallery, table, toy_table, earlier])
+    lora.change(lambda f, p: (lambda v: gr.skip() if v is None else v)(_prompt_for(f, p)), [lora, prompt], [prompt])
     earlier.change(show, [earlier], [gallery, table])
 
-    tab.select(lambda current: _lora_dropdown(ctx, current), [lora], [lora], show_progress="hidden")
+    tab.select(lambda current: (_lora_dropdown(ctx, current), _toy_table(ctx)), [lora], [lora, toy_table],
+               show_progress="hidden")

@@ -12,6 +12,7 @@ from mudi.data.subjects import find_subjects
 from mudi.segmentation.folder import format_summary
 from mudi.ui import subjects as ops
 from mudi.ui.context import UiContext, wait_for
+from mudi.ui.toy import add_toy_subjects, toy_set_choices
 
 BACKENDS = ["grabcut", "owlv2+sam", "owlv2+grabcut", "tiny-owlv2+tiny-sam"]
 
@@ -50,6 +51,11 @@ def build_subjects_tab(ctx: UiContext, picker: gr.CheckboxGroup, tab: gr.Tab) ->
             with gr.Row():
                 create = gr.Button("Create subject", variant="primary", elem_id="create-subject")
                 samples = gr.Button("Add the bundled sample subjects", elem_id="add-samples")
+            with gr.Row():
+                sets = toy_set_choices()
+                toy_set = gr.Dropdown(sets, value=sets[0][1], label="Toy subjects (for the toyworld model)",
+                                      elem_id="toy-set", scale=3)
+                toys = gr.Button("Add and tick the toy subjects", elem_id="add-toy-subjects", scale=1)
             status = gr.Markdown(elem_id="subjects-status")
         with gr.Column(scale=1):
             gallery = gr.Gallery(label="Photos of the ticked subjects", columns=4, height=420,
@@ -71,8 +77,20 @@ def build_subjects_tab(ctx: UiContext, picker: gr.CheckboxGroup, tab: gr.Tab) ->
                else "the sample subjects are already in the workspace")
         return msg, picker_update(ctx, ticked), photos_gallery(ctx, ticked)
 
+    def on_toys(set_name, ticked):
+        try:
+            folders, added = add_toy_subjects(ctx.ws, set_name)
+        except Exception as e:  # a MudiError or a file problem: shown
+            return f"**Error:** {ctx.error_text(e)}", gr.skip(), gr.skip()
+        ticked = [p.name for p in folders]
+        msg = (f"added {', '.join(p.name for p in added)} (toy renders with exact masks)" if added
+               else "these toy subjects are already in the workspace")
+        return (f"{msg}; ticked {', '.join(ticked)}: train them with the backbone toyworld (Train tab).",
+                picker_update(ctx, ticked), photos_gallery(ctx, ticked))
+
     create.click(on_create, [photos, identifier, class_noun, descriptive, picker], [status, picker, photos, gallery])
     samples.click(on_samples, [picker], [status, picker, gallery])
+    toys.click(on_toys, [toy_set, picker], [status, picker, gallery])
     picker.change(lambda t: photos_gallery(ctx, t), [picker], [gallery], show_progress="hidden")
     tab.select(lambda t: photos_gallery(ctx, t), [picker], [gallery], show_progress="hidden")
 

@@ -15,7 +15,9 @@ from mudi.config import load_config, parse_overrides, to_dict
 from mudi.data.subjects import load_subjects
 from mudi.errors import MudiError
 from mudi.training.config import TrainConfig
+from mudi.ui.config import TOY_CHOICE
 from mudi.ui.state import Workspace, slugify, unique_name
+from mudi.ui.toy import toy_recipe
 
 #: The offline tiny run of configs/tiny.yaml (seconds on a CPU); the real families keep TrainConfig's defaults.
 TINY_DEFAULTS = {"max_train_steps": 30, "learning_rate": 1e-3, "rank": 4, "checkpointing_steps": 10,
@@ -31,8 +33,27 @@ def form_defaults(backbone: str) -> dict:
               "checkpointing_steps": base.checkpointing_steps, "save_steps": base.save_steps,
               "validation_steps": 0, "num_validation_inference_steps": base.num_validation_inference_steps,
               "composition": base.composition, "composition_prob": base.composition_prob}
-    values.update(TINY_DEFAULTS if registry.is_tiny(backbone) else REAL_DEFAULTS)
+    if backbone == TOY_CHOICE:  # the toy model: `mudi demo`'s recipe, read from its run file
+        values.update({k: v for k, v in toy_recipe().train.items() if k in values})
+    else:
+        values.update(TINY_DEFAULTS if registry.is_tiny(backbone) else REAL_DEFAULTS)
     return values
+
+
+def validation_prompt_for(backbone: str) -> str:
+    """The training form's validation prompt (the toy model knows only its world's words)."""
+    return toy_recipe().validation_prompt if backbone == TOY_CHOICE else VALIDATION_PROMPT
+
+
+def model_settings(backbone: str) -> tuple[dict, set[str]]:
+    """The TrainConfig keys a model choice sets before the form's (the toy model: the family that loads it, its
+    shipped folder and the rest of its recipe, e.g. the 32-px resolution), and the keys among them that name a
+    path the UI chose itself (checked against the workspace only when "more options" sets them instead)."""
+    if backbone != TOY_CHOICE:
+        return {"backbone": backbone}, set()
+    recipe = toy_recipe()
+    return ({**recipe.train, "backbone": recipe.backbone, "pretrained_model_name_or_path": recipe.model},
+            {"pretrained_model_name_or_path"})
 
 
 #: Keys the UI sets itself: "more options" may not change them.
@@ -78,7 +99,8 @@ def build_request(subject_dirs: list[Path], backbone: str, form: dict, extra: st
             if missing:
                 raise MudiError(f"Seg-Mix needs a mask of every photo; {len(missing)} have none ({', '.join(missing[:4])}"
                                 f"{' …' if len(missing) > 4 else ''}): segment them on the Masks page")
-    request = {"backbone": backbone, "subjects": [str(Path(p).resolve()) for p in subject_dirs],
+    preset, ui_paths = model_settings(backbone)
+    request = {**preset, "subjects": [str(Path(p).resolve()) for p in subject_dirs],
                **{k: v for k, v in form.items() if v is not None}, "report_to": "none", "progress": False,
                "device": device}
     steps = int(request.get("validation_steps") or 0)
@@ -95,9 +117,11 @@ def build_request(subject_dirs: list[Path], backbone: str, form: dict, extra: st
         raise MudiError(f"more options: {owned[0]} is set by the UI itself (tick subjects at the top; runs go in the "
                         "workspace); remove it")
     config = load_config(TrainConfig, values=request, overrides=items)  # the CLI's own checks
-    explicit = set(request) | {i.split("=", 1)[0].split(".", 1)[0] for i in items}
+    extra_keys = {i.split("=", 1)[0].split(".", 1)[0].strip() for i in items}
+    explicit = set(request) | extra_keys
     full = to_dict(config)
-    check_paths({k: full[k] for k in UI_PATH_KEYS if k in explicit}, ws)
+    from_page = explicit - (ui_paths - extra_keys)  # a path the UI chose (the toy model) is not the page's
+    check_paths({k: full[k] for k in UI_PATH_KEYS if k in from_page}, ws)
     return {k: full[k] for k in full if k in explicit}
 
 
