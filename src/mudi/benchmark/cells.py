@@ -15,7 +15,7 @@ from mudi.benchmark.methods import write_nodesc_subjects
 from mudi.config import from_dict, to_dict
 from mudi.core.init_latents import default_gamma
 from mudi.core.methods import METHODS
-from mudi.core.prompts import fill_placeholders, placeholder_count
+from mudi.core.prompts import DEFAULT_REGION_PROMPT, fill_placeholders, placeholder_count
 from mudi.data.manifests import LORA_FILE, fingerprint
 from mudi.data.subjects import load_subjects
 from mudi.data.units import DONE, PARTIAL, STALE, Unit
@@ -118,7 +118,8 @@ def generate_cell(runner: BenchmarkRunner, pair: str, method: str, train_cfg: An
     runner.say(f"{tag} generate {len(prompts)} prompt(s) × {len(seeds)} seed(s), init {spec.init} "
                f"({len(mine)} image(s) to make here, {runner.state.num_processes} process(es))")
     sampler = Sampler(init=spec.init, gamma=gamma, negative_prompt=negative, num_inference_steps=c.sampler_steps(),
-                      guidance_scale=c.guidance_scale, height=c.height, width=c.width, batch_size=c.batch_size)
+                      guidance_scale=c.guidance_scale, height=c.height, width=c.width, batch_size=c.batch_size,
+                      region_control=spec.region_control)
     run_jobs(runner.generation_backbone, mine, [train_cfg.output_dir], sampler, f"{pair}/{method} generate",
              progress=c.progress)
     finish_generation(runner, unit, settings, len(jobs))
@@ -130,7 +131,8 @@ def generation_settings(runner: BenchmarkRunner, method: str, train_fp: str, gam
     """What a cell's images depend on: its LoRA, its ``images`` (prompts and seeds) and the sampler settings
     (``gamma``: the init's γ, or ``None`` for a per-image rule)."""
     c, spec = runner.config, METHODS[method]
-    return {"train": train_fp, "init": spec.init, **images,
+    regions = {"region_control": True, "region_prompt": DEFAULT_REGION_PROMPT} if spec.region_control else {}
+    return {"train": train_fp, "init": spec.init, **regions, **images,
             "num_inference_steps": c.sampler_steps(), "guidance_scale": c.guidance_scale,
             "gamma": gamma if spec.init != "none" else 0.0, "height": c.height, "width": c.width,
             "negative_prompt": c.negative_prompt if spec.use_negative_prompt else None, "backbone": c.backbone,

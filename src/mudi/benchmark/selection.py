@@ -34,7 +34,8 @@ def select_cell_step(runner: BenchmarkRunner, pair: str, pair_dir: Path, method:
     gamma = c.gamma if c.gamma is not None else default_gamma(len(subjects))
     sampler = Sampler(init=spec.init, gamma=gamma, negative_prompt=c.negative_prompt if spec.use_negative_prompt
                       else "", num_inference_steps=c.sampler_steps(), guidance_scale=c.guidance_scale,
-                      height=c.height, width=c.width, batch_size=c.batch_size)
+                      height=c.height, width=c.width, batch_size=c.batch_size,
+                      region_control=spec.region_control)
 
     def render(lora: Path, prompt: str, seeds: list[int], folder: Path) -> None:
         text = fill_placeholders(prompt, [s.phrase for s in subjects])

@@ -175,7 +175,8 @@ def _generate(runner: BenchmarkRunner, method: str, train_cfg: Any, train_fp: st
     # the mean-shifted init composes the image's own subjects: one pipeline call per subject order
     gamma = c.gamma if c.gamma is not None else appendix_b9_gamma(n)
     sampler = Sampler(init=spec.init, gamma=gamma, negative_prompt=negative, num_inference_steps=c.sampler_steps(),
-                      guidance_scale=c.guidance_scale, height=c.height, width=c.width, batch_size=c.batch_size)
+                      guidance_scale=c.guidance_scale, height=c.height, width=c.width, batch_size=c.batch_size,
+                      region_control=spec.region_control)
     run_jobs(runner.generation_backbone, mine, [train_cfg.output_dir], sampler, f"{method} N={n}", progress=c.progress)
     finish_generation(runner, unit, settings, len(jobs))
     return unit.fp, cell

@@ -17,6 +17,7 @@ class Method:
     init: str  # generate init: auto (the backbone's: mean_shifted, FLUX none) | mean_shifted | none
     descriptive_class: bool = True
     use_negative_prompt: bool = True  # Appendix A.1: "sticker, collage." for MuDI, none for Cut-Mix/DB
+    region_control: bool = False  # Mix-of-Show's regional prompts in the layout's boxes at sampling (DB+Region)
     train: dict[str, Any] = field(default_factory=dict)  # TrainConfig values of the method's own recipe
 
 
@@ -24,12 +25,19 @@ METHODS: dict[str, Method] = {
     "mudi": Method("MuDI (Ours)", "segmix", "auto"),  # the authors' MuDI per family: no init on FLUX
     "dreambooth": Method("DB", "none", "none", use_negative_prompt=False),
     "cutmix": Method("Cut-Mix", "cutmix", "none", use_negative_prompt=False),
+    # Fig. 6: DreamBooth's LoRA sampled with Mix-of-Show's regionally controllable sampling (the paper's [14])
+    "db-region": Method("DB+Region", "none", "none", use_negative_prompt=False, region_control=True),
     "mudi-no-segmix": Method("w/o Seg-Mix", "none", "mean_shifted"),
     "mudi-no-init": Method("w/o Initialization", "segmix", "none"),
     "mudi-no-desc": Method("w/o Desc. Class", "segmix", "auto", descriptive_class=False),
     # Appendix B.1: Custom Diffusion on SDXL as LoRA on the cross-attention K/V plus a modifier token per subject
     "custom-diffusion": Method("Custom Diffusion", "none", "none", use_negative_prompt=False,
                                train={"lora_target_modules": ["custom-diffusion"], "train_modifier_tokens": True}),
+    # Fig. 6: Textual Inversion, a new token embedding per subject and no LoRA; diffusers' textual_inversion_sdxl
+    # recipe: learning rate 5e-4 scaled by the batch (--scale_lr; mudi's batch 2), weight decay 1e-2
+    "ti": Method("TI", "none", "none", use_negative_prompt=False,
+                 train={"train_modifier_tokens": True, "train_lora": False, "learning_rate": 1e-3,
+                        "adam_weight_decay": 1e-2}),
 }
 
 

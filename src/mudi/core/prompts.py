@@ -19,6 +19,8 @@ PRIOR_NEGATIVE_PROMPT = "anime, cartoon, graphic, text, painting, crayon, graphi
 #: The caption a training step sees with a single prior image (their dataset/reg/*/class_metadata.jsonl).
 PRIOR_CAPTION = "A photo of a {}"
 DEFAULT_NEGATIVE_PROMPT = "sticker, collage."
+#: Region control's regional prompt per subject ({subject}: its phrase); Mix-of-Show writes these by hand.
+DEFAULT_REGION_PROMPT = "a photo of {subject}"
 _PLACEHOLDER = re.compile(r"\[V(\d+)\]")
 
 

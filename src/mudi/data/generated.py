@@ -26,6 +26,8 @@ def sidecar(generated: Any, image: str, **fields: Any) -> dict:
     core = {"image": image, "prompt": generated.prompt, "seed": generated.seed, "init": generated.init,
             "gamma": generated.gamma, "layout": generated.layout, "boxes_normalized": generated.boxes_normalized,
             "source_images": list(generated.source_images)}
+    if getattr(generated, "region_control", False):  # Mix-of-Show's regional prompts in the layout's boxes
+        core["region_control"] = True
     return {**core, **fields}
 
 

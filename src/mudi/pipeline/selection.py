@@ -15,6 +15,7 @@ from mudi.config import to_dict
 from mudi.core.methods import METHODS
 from mudi.data.manifests import fingerprint
 from mudi.pipeline.state import RunState
+from mudi.sampling.config import REGION_KEYS
 from mudi.sampling.folder import generate_to_folder
 from mudi.scoring.step_selection import SELECTION_DIR, select_step
 
@@ -27,15 +28,18 @@ def choose_training_step(st: RunState, comp: str, out_dir: Path, final_step: int
     c, sel = st.config, st.config.step_selection
     method = next(m for m in c.methods if METHODS[m].composition == comp)
     init = METHODS[method].init
+    regions = {"region_control": True} if METHODS[method].region_control else {}
     probe = c.stage_config("generate", backbone=c.backbone, subjects=st.subject_paths(), prompt="[V1]", init=init,
-                           output_dir="check", num_images=sel.num_seeds, seed=sel.seed)
+                           output_dir="check", num_images=sel.num_seeds, seed=sel.seed, **regions)
     sampler = {k: v for k, v in to_dict(probe).items()
-               if k not in ("output_dir", "lora", "subjects", "skip_existing", "device", "batch_size", "prompt")}
+               if k not in ("output_dir", "lora", "subjects", "skip_existing", "device", "batch_size", "prompt")
+               and (probe.region_control or k not in REGION_KEYS)}
 
     def render(lora: Path, prompt: str, seeds: list[int], folder: Path) -> None:
         cfg = c.stage_config("generate", backbone=c.backbone, pretrained_model_name_or_path=c.pretrained_model_name_or_path,
                              lora=[str(lora)], subjects=st.subject_paths(), prompt=prompt, init=init,
-                             output_dir=str(folder), num_images=len(seeds), seed=seeds[0], skip_existing=True)
+                             output_dir=str(folder), num_images=len(seeds), seed=seeds[0], skip_existing=True,
+                             **regions)
         generate_to_folder(cfg, backbone=st.models.get("generation", load_backbone))
 
     def score(images: Path, folder: Path, label: str) -> float | None:

@@ -49,6 +49,7 @@ from mudi.pipeline.config import RUN_STAGES, RunConfig, switched_on
 from mudi.pipeline.report import write_report
 from mudi.pipeline.selection import choose_training_step
 from mudi.pipeline.state import RUN_ENTRIES, RUN_FILE, RunState
+from mudi.sampling.config import REGION_KEYS
 from mudi.sampling.folder import generate_to_folder
 from mudi.segmentation.folder import segment_subjects
 from mudi.segmentation.prior import make_prior_set
@@ -260,6 +261,8 @@ def stage_generate(st: RunState) -> None:
             for k, prompt in enumerate(c.prompts):
                 folder = st.out / "generate" / method / f"p{k:02d}"
                 extra = {} if spec.use_negative_prompt or "negative_prompt" in c.generate else {"negative_prompt": ""}
+                if spec.region_control:
+                    extra["region_control"] = True
                 cfg = c.stage_config("generate", **extra, backbone=c.backbone,
                                      pretrained_model_name_or_path=c.pretrained_model_name_or_path,
                                      lora=[str(lora)], subjects=st.subject_paths(), prompt=prompt, init=spec.init,
@@ -268,7 +271,8 @@ def stage_generate(st: RunState) -> None:
                 fp = fingerprint({"train": st.fps[f"train/{spec.composition}"],
                                   "generate": {k2: v for k2, v in to_dict(cfg).items()
                                                if k2 not in ("output_dir", "lora", "subjects", "skip_existing",
-                                                             "device", "batch_size")},
+                                                             "device", "batch_size")
+                                               and (cfg.region_control or k2 not in REGION_KEYS)},
                                   "layout": files_fingerprint([cfg.layout]) if cfg.layout.endswith(".json") else []})
                 st.fps[f"generate/{method}/{k}"] = fp
                 unit = Unit(folder, fp, name=f"generate {method} p{k:02d}")

@@ -7,11 +7,13 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from mudi.adapters import registry
-from mudi.core.prompts import DEFAULT_NEGATIVE_PROMPT
+from mudi.core.prompts import DEFAULT_NEGATIVE_PROMPT, DEFAULT_REGION_PROMPT
 from mudi.core.segmix import SegMixSettings
 from mudi.errors import MudiError
 
 CONFIG_FILE = "generate_config.yaml"
+#: region control's options: left out of the stage pipelines' fingerprints while it is off (older runs stay done)
+REGION_KEYS = ("region_control", "region_prompt")
 
 
 @dataclass
@@ -37,6 +39,12 @@ class GenerateConfig:
     layout: str = field(default="random", metadata={"help": "random (Seg-Mix), llm, or a layout JSON file"})
     relative_sizes: list[float] | None = field(default=None, metadata={
         "help": "height ratio per subject for the random layout, e.g. 1,2 (Appendix C.1)"})
+    region_control: bool = field(default=False, metadata={
+        "help": "Mix-of-Show's regionally controllable sampling (DB+Region, Fig. 6): each subject's regional prompt "
+                "rules inside its box of the layout (random, --layout JSON/llm, --relative-sizes), the prompt "
+                "elsewhere; any LoRA; with --init none the layout is composed for its boxes only"})
+    region_prompt: str = field(default=DEFAULT_REGION_PROMPT, metadata={
+        "help": "template of each subject's regional prompt for --region_control; {subject} stands for its phrase"})
     use_count_prefix: bool = field(default=False, metadata={
         "help": "prefix the prompt with 'N objects: ' (B.9)", "flags": ["--count-prefix"]})
     count_noun: str = field(default="objects", metadata={"help": "noun of the count prefix (objects, animals)"})
@@ -81,6 +89,8 @@ class GenerateConfig:
                 raise MudiError(f"--{name} {v} is too small; use at least the backbone's pixel multiple, e.g. 512")
         if self.relative_sizes is not None and any(r <= 0 for r in self.relative_sizes):
             raise MudiError(f"--relative-sizes {list(self.relative_sizes)} must all be positive, e.g. 1,2")
+        if self.region_control and not self.region_prompt.strip():
+            raise MudiError("--region_prompt is empty: give a template such as 'a photo of {subject}'")
         if self.layout == "llm" and not self.llm_url:
             raise MudiError("--layout llm needs --llm_url, an OpenAI-compatible endpoint, e.g. http://127.0.0.1:8000/v1")
         if self.layout not in ("random", "llm") and not self.layout.endswith(".json"):

@@ -54,7 +54,7 @@ def generate_to_folder(config: GenerateConfig, backbone: Backbone | None = None)
     lora_rows = read_lora_subjects(config.lora)
     if config.subjects:
         subjects = load_subjects(config.subjects)
-    elif lora_rows and config.init == "mean_shifted":
+    elif lora_rows and (config.init == "mean_shifted" or config.region_control):
         subjects = subjects_of_manifest(lora_rows)
     else:
         subjects = []
@@ -68,6 +68,10 @@ def generate_to_folder(config: GenerateConfig, backbone: Backbone | None = None)
     if config.init == "mean_shifted" and not subjects:
         raise MudiError("the mean-shifted init needs the subjects' segmented reference images: pass --subjects "
                         "PATH [PATH ...] (or use --init none)")
+    if config.region_control and not subjects:
+        raise MudiError("--region_control needs the subjects (their boxes come from a layout of their segmented "
+                        "photos): pass --subjects PATH [PATH ...], or a LoRA with its subjects file")
+    use_layout = config.init == "mean_shifted" or config.region_control
     prompt = resolve_prompt(config.prompt, phrases, config.use_count_prefix, config.count_noun)
     if config.init == "mean_shifted":
         warn_unnamed_subjects(config.prompt, prompt, subjects)
@@ -77,10 +81,10 @@ def generate_to_folder(config: GenerateConfig, backbone: Backbone | None = None)
     for s in subjects:  # decode and validate every reference image before loading a model
         s.cutouts(max_side=max(config.height or 1024, config.width or 1024))
     boxes, layout_name = None, "random" if config.relative_sizes is None else "relative"
-    if config.init == "mean_shifted" and config.layout.endswith(".json"):
+    if use_layout and config.layout.endswith(".json"):
         boxes = load_layout(config.layout, [[s.identifier, s.name, s.phrase] for s in subjects])
         layout_name = "boxes"
-    elif config.init == "mean_shifted" and config.layout == "llm":
+    elif use_layout and config.layout == "llm":
         boxes = llm_layout_or_none(prompt, [s.phrase for s in subjects], config.llm_url or "", config.llm_model)
         layout_name = "llm" if boxes is not None else "random (llm failed)"
     check_lora_family(config.lora, config.backbone)
@@ -120,6 +124,8 @@ def _generate_with(config: GenerateConfig, backbone: Backbone, adapters: list[st
     guidance = config.guidance_scale if config.guidance_scale is not None else backbone.default_guidance_scale
     seeds = [config.seed + k for k in range(config.num_images)]
     how = f"init {config.init}, gamma {gamma}, layout {layout_name}" if config.init != "none" else "plain pipeline"
+    if config.region_control:
+        how += f", region control ({config.region_prompt!r} in the layout's boxes)"
     log.info("generating %d image(s) of %r with %s (%s)", len(seeds), prompt, config.backbone, how)
     versions = package_versions()
     lora_info = [{"path": p, "weight": w, "adapter_name": n} for p, w, n in
@@ -135,7 +141,8 @@ def _generate_with(config: GenerateConfig, backbone: Backbone, adapters: list[st
         ks = todo[start:start + config.batch_size]
         batch = generate_images(backbone, prompt, [seeds[k] for k in ks], subjects, gamma, config.init, boxes,
                                 config.relative_sizes, segmix, config.negative_prompt, steps, guidance,
-                                config.height, config.width, config.batch_size, layout_name, progress=False)
+                                config.height, config.width, config.batch_size, layout_name, progress=False,
+                                region_control=config.region_control, region_prompt=config.region_prompt)
         for k, r in zip(ks, batch):  # written as soon as they exist: a crash loses one batch
             _write_image(out, k, r, config, subjects, phrases, steps, guidance, lora_info, versions)
             made[k] = r

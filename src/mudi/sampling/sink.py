@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from tqdm.auto import tqdm
 
+from mudi.core.prompts import DEFAULT_REGION_PROMPT
 from mudi.data.generated import sidecar, write_generated
 from mudi.sampling.images import generate_images
 from mudi.sampling.loras import loras_applied
@@ -46,6 +47,13 @@ class Sampler:
     height: int | None = None
     width: int | None = None
     batch_size: int = 4
+    region_control: bool = False
+    region_prompt: str = DEFAULT_REGION_PROMPT
+
+    @property
+    def uses_subjects(self) -> bool:
+        """Whether the subjects enter the call: the mean-shifted init, or region control's boxes."""
+        return self.init != "none" or self.region_control
 
 
 def pending(jobs: Sequence[ImageJob]) -> list[ImageJob]:
@@ -63,7 +71,7 @@ def run_jobs(backbone: Callable[[], Backbone], jobs: Sequence[ImageJob], loras: 
     bb = backbone()
     groups: dict[Any, list[ImageJob]] = {}
     for j in jobs:
-        key = tuple(id(s) for s in j.subjects) if j.subjects is not None and sampler.init != "none" else ()
+        key = tuple(id(s) for s in j.subjects) if j.subjects is not None and sampler.uses_subjects else ()
         groups.setdefault(key, []).append(j)
     bs = sampler.batch_size
     chunks = [g[k:k + bs] for g in groups.values() for k in range(0, len(g), bs)]
@@ -71,11 +79,12 @@ def run_jobs(backbone: Callable[[], Backbone], jobs: Sequence[ImageJob], loras: 
         for chunk in tqdm(chunks, desc=desc, unit="batch", disable=not progress):
             subjects = chunk[0].subjects
             made = generate_images(bb, [j.prompt for j in chunk], [j.seed for j in chunk],
-                                   subjects=list(subjects) if subjects is not None and sampler.init != "none" else None,
+                                   subjects=list(subjects) if subjects is not None and sampler.uses_subjects else None,
                                    gamma=sampler.gamma, init=sampler.init, negative_prompt=sampler.negative_prompt,
                                    num_inference_steps=sampler.num_inference_steps,
                                    guidance_scale=sampler.guidance_scale, height=sampler.height, width=sampler.width,
-                                   batch_size=bs, progress=False)
+                                   batch_size=bs, progress=False, region_control=sampler.region_control,
+                                   region_prompt=sampler.region_prompt)
             for j, r in zip(chunk, made):
                 write_generated(j.image_path, r.image, j.sidecar_path, sidecar(r, j.image, **j.fields))
     return sum(len(c) for c in chunks)
