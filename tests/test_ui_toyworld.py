@@ -159,7 +159,8 @@ def test_the_toy_model_trains_and_generates_on_cpu_with_verdicts(ws):
 
 def test_the_page_offers_the_toy_model_and_subjects(tmp_path):
     pytest.importorskip("gradio")
-    from mudi.ui.app import build_app
+    from mudi.ui.app import build_app, header
+    from mudi.ui.context import UiContext
 
     space = Workspace.open(tmp_path / "ws")
     toy.add_toy_subjects(space)
@@ -168,3 +169,4 @@ def test_the_page_offers_the_toy_model_and_subjects(tmp_path):
     assert {"toy-set", "add-toy-subjects", "toy-summary", "train-backbone"} <= set(blocks)
     assert blocks["train-backbone"].value == TOY_CHOICE
     assert blocks["train-steps"].value == training.form_defaults(TOY_CHOICE)["max_train_steps"]
+    assert toy.TOY_NOTE in header(UiContext(UiConfig(workspace=str(space.root), backbone=TOY_CHOICE), space))
