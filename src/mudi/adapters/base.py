@@ -160,11 +160,12 @@ class Backbone(Protocol):
         """Inverse of :meth:`encode_images`: latents → ``(B, 3, H, W)`` float in [-1, 1]."""
         ...
 
-    def encode_prompts(self, prompts: Sequence[str]) -> dict[str, Any]:
-        """Text-encoder outputs for a batch of prompts, as the keyword tensors the denoiser and the
-        pipeline take (``prompt_embeds``, and ``pooled_prompt_embeds`` for SDXL/FLUX). Each tensor is
-        ``(B, L, ...)``; where ``L`` varies per prompt (Qwen-Image, Z-Image) the trainer zero-pads prompts encoded
-        apart to the longest, so such a family also returns a ``(B, L)`` mask (1 = token, 0 = padding)."""
+    def encode_prompts(self, prompts: Sequence[str], grad: bool = False) -> dict[str, Any]:
+        """Text-encoder outputs for a batch of prompts, as the keyword tensors the denoiser and the pipeline take
+        (``prompt_embeds``, and ``pooled_prompt_embeds`` for SDXL/FLUX); ``grad``: with gradients (trained token
+        embeddings). Each tensor is ``(B, L, ...)``; where ``L`` varies per prompt (Qwen-Image, Z-Image) the trainer
+        zero-pads prompts encoded apart to the longest, so such a family also returns a ``(B, L)`` mask (1 = token,
+        0 = padding)."""
         ...
 
     # ------------------------------------------------------------------------------------- sampling

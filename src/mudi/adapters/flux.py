@@ -43,6 +43,8 @@ class FluxBackbone(ShiftScaleVae, DenoiserPlacement):
     # the cost), which the paper's FLUX recipe does not use, so mudi passes none.
     supports_negative_prompt = False
     frozen_components = ("vae", "text_encoder", "text_encoder_2", "transformer")
+    token_embedding_encoders = (("clip_l", "tokenizer", "text_encoder"),  # trained tokens (TI): ComfyUI's keys
+                                ("t5xxl", "tokenizer_2", "text_encoder_2"))
     default_num_inference_steps = 28  # FluxPipeline's default (the authors' FLUX validation calls it so)
     default_guidance_scale: float | None = None
     # The authors' FLUX pipeline does without the init ("FLUX ... showing strong results even without our
@@ -91,9 +93,9 @@ class FluxBackbone(ShiftScaleVae, DenoiserPlacement):
 
         return to_comfy_keys(lora_state_dict, "lora_transformer_")
 
-    def encode_prompts(self, prompts: Sequence[str]) -> dict[str, torch.Tensor]:
+    def encode_prompts(self, prompts: Sequence[str], grad: bool = False) -> dict[str, torch.Tensor]:
         """``{"prompt_embeds": (B, L, D) T5, "pooled_prompt_embeds": (B, P) CLIP}`` (``L = max_sequence_length``)."""
-        with torch.no_grad():
+        with torch.enable_grad() if grad else torch.no_grad():
             embeds, pooled, _ = self.pipeline.encode_prompt(list(prompts), prompt_2=None, device=self.device,
                                                             num_images_per_prompt=1,
                                                             max_sequence_length=self.max_sequence_length)

@@ -67,6 +67,7 @@ class Flux2Backbone(FlowMatchingMembers):
     default_resolution = 1024
     supports_negative_prompt = False  # neither pipeline takes one (klein's CFG uses the empty prompt)
     frozen_components = ("vae", "text_encoder", "transformer")
+    token_embedding_encoders = (("text_encoder", "tokenizer", "text_encoder"),)  # trained tokens (TI)
     default_num_inference_steps = 50  # both pipelines' default (the step-distilled klein models: 4)
     default_guidance_scale: float | None = None  # the pipelines' 4.0
     default_init = "mean_shifted"  # the authors' "FLUX needs no init" is about FLUX.1; nothing is known for FLUX.2
@@ -150,9 +151,9 @@ class Flux2Backbone(FlowMatchingMembers):
         mean, std = self._bn(z)
         return vae.decode(unpatchify(z * std + mean)).sample.clamp(-1, 1)
 
-    def encode_prompts(self, prompts: Sequence[str]) -> dict[str, torch.Tensor]:
+    def encode_prompts(self, prompts: Sequence[str], grad: bool = False) -> dict[str, torch.Tensor]:
         """``{"prompt_embeds": (B, L, 3·D)}``: three hidden layers of the text encoder, stacked per token."""
-        with torch.no_grad():
+        with torch.enable_grad() if grad else torch.no_grad():
             embeds, _ = self.pipeline.encode_prompt(list(prompts), device=self.device, num_images_per_prompt=1,
                                                     max_sequence_length=self.max_sequence_length)
         return {"prompt_embeds": embeds}

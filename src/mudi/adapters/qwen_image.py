@@ -46,6 +46,7 @@ class QwenImageBackbone(FlowMatchingMembers):
     default_resolution = 1024
     supports_negative_prompt = True  # real CFG (true_cfg_scale > 1 with a negative prompt), the pipeline's default
     frozen_components = ("vae", "text_encoder", "transformer")
+    token_embedding_encoders = (("text_encoder", "tokenizer", "text_encoder"),)  # trained tokens (TI)
     default_num_inference_steps = 50  # QwenImagePipeline's default
     default_guidance_scale: float | None = None  # not guidance-distilled: CFG is true_cfg_scale (4.0)
     default_init = "mean_shifted"  # nothing is known for Qwen-Image: MuDI's init, as for the paper's SDXL
@@ -113,9 +114,9 @@ class QwenImageBackbone(FlowMatchingMembers):
         mean, std = self._normalization(z)
         return vae.decode((z * std + mean).unsqueeze(2)).sample[:, :, 0].clamp(-1, 1)
 
-    def encode_prompts(self, prompts: Sequence[str]) -> dict[str, torch.Tensor]:
+    def encode_prompts(self, prompts: Sequence[str], grad: bool = False) -> dict[str, torch.Tensor]:
         """``{"prompt_embeds": (B, L, D), "prompt_embeds_mask": (B, L)}`` (``L``: the longest prompt's tokens)."""
-        with torch.no_grad():
+        with torch.enable_grad() if grad else torch.no_grad():
             embeds, mask = self.pipeline.encode_prompt(list(prompts), device=self.device, num_images_per_prompt=1,
                                                        max_sequence_length=self.max_sequence_length)
         if mask is None:  # the pipeline drops an all-ones mask; the trainer's padding needs it

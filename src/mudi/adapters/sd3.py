@@ -42,6 +42,8 @@ class StableDiffusion3Backbone(ShiftScaleVae, FlowMatchingMembers):
     default_resolution = 1024
     supports_negative_prompt = True  # real classifier-free guidance, as the pipeline's default
     frozen_components = ("vae", "text_encoder", "text_encoder_2", "text_encoder_3", "transformer")
+    token_embedding_encoders = (("clip_l", "tokenizer", "text_encoder"), ("clip_g", "tokenizer_2", "text_encoder_2"),
+                                ("t5xxl", "tokenizer_3", "text_encoder_3"))  # trained tokens (TI)
     default_num_inference_steps = 28  # StableDiffusion3Pipeline's default
     default_guidance_scale: float | None = None  # the pipeline's 7.0 (model cards: 3.5 Large, 4.5 Medium)
     default_init = "mean_shifted"  # no author statement for SD3: MuDI's init, as for the paper's SDXL
@@ -81,9 +83,9 @@ class StableDiffusion3Backbone(ShiftScaleVae, FlowMatchingMembers):
         return to_comfy_keys(lora_state_dict, "lora_transformer_")
 
     # ----------------------------------------------------------------------------------------- encoding
-    def encode_prompts(self, prompts: Sequence[str]) -> dict[str, torch.Tensor]:
+    def encode_prompts(self, prompts: Sequence[str], grad: bool = False) -> dict[str, torch.Tensor]:
         """``{"prompt_embeds": (B, 77 + L, D) CLIP-L|G ++ T5, "pooled_prompt_embeds": (B, P_L + P_G)}``."""
-        with torch.no_grad():
+        with torch.enable_grad() if grad else torch.no_grad():
             embeds, _, pooled, _ = self.pipeline.encode_prompt(
                 list(prompts), prompt_2=None, prompt_3=None, device=self.device, num_images_per_prompt=1,
                 do_classifier_free_guidance=False, max_sequence_length=self.max_sequence_length)

@@ -40,6 +40,7 @@ class ZImageBackbone(ShiftScaleVae, FlowMatchingMembers):
     default_resolution = 1024
     supports_negative_prompt = True  # real CFG at the pipeline's guidance 5 (Turbo: guidance 0, no CFG)
     frozen_components = ("vae", "text_encoder", "transformer")
+    token_embedding_encoders = (("text_encoder", "tokenizer", "text_encoder"),)  # trained tokens (TI)
     default_num_inference_steps = 50  # ZImagePipeline's default (Turbo: 8-9)
     default_guidance_scale: float | None = None
     default_init = "mean_shifted"  # nothing is known for Z-Image: MuDI's init, as for the paper's SDXL
@@ -77,10 +78,10 @@ class ZImageBackbone(ShiftScaleVae, FlowMatchingMembers):
         return to_comfy_keys(lora_state_dict, "lycoris_")
 
     # ----------------------------------------------------------------------------------------- encoding
-    def encode_prompts(self, prompts: Sequence[str]) -> dict[str, torch.Tensor]:
+    def encode_prompts(self, prompts: Sequence[str], grad: bool = False) -> dict[str, torch.Tensor]:
         """``{"prompt_embeds": (B, L, D), "prompt_embeds_mask": (B, L)}``: the pipeline's per-prompt embeddings,
         zero-padded to the longest (``L``) with their mask."""
-        with torch.no_grad():
+        with torch.enable_grad() if grad else torch.no_grad():
             embeds, _ = self.pipeline.encode_prompt(list(prompts), device=self.device,
                                                     do_classifier_free_guidance=False,
                                                     max_sequence_length=self.max_sequence_length)

@@ -33,6 +33,11 @@ METHODS: dict[str, Method] = {
     # Appendix B.1: Custom Diffusion on SDXL as LoRA on the cross-attention K/V plus a modifier token per subject
     "custom-diffusion": Method("Custom Diffusion", "none", "none", use_negative_prompt=False,
                                train={"lora_target_modules": ["custom-diffusion"], "train_modifier_tokens": True}),
+    # Fig. 6: Textual Inversion, a new token embedding per subject and no LoRA; diffusers' textual_inversion_sdxl
+    # recipe: learning rate 5e-4 scaled by the batch (--scale_lr; mudi's batch 2), weight decay 1e-2
+    "ti": Method("TI", "none", "none", use_negative_prompt=False,
+                 train={"train_modifier_tokens": True, "train_lora": False, "learning_rate": 1e-3,
+                        "adam_weight_decay": 1e-2}),
 }
 
 

@@ -24,6 +24,20 @@ from mudi.io import write_json_atomic
 SUBJECTS_FILE = "mudi_subjects.json"
 LORA_FILE = "pytorch_lora_weights.safetensors"
 KOHYA_FILE = "pytorch_lora_weights_kohya.safetensors"
+TOKEN_FILE_PREFIX = "modifier_token_"  # + identifier + .safetensors: trained token embeddings (CD, TI)
+
+
+def weight_outputs(train_lora: bool, token_identifiers: Sequence[str] = ()) -> tuple[str, ...]:
+    """The weight files a training run writes (what its unit verifies): the LoRA, one token file per subject."""
+    return ((LORA_FILE,) if train_lora else ()) + tuple(f"{TOKEN_FILE_PREFIX}{i}.safetensors" for i in token_identifiers)
+
+
+def weight_files(folder: str | Path) -> list[Path]:
+    """The trained weight files a training folder (or snapshot) holds: its LoRA and its token embeddings (Custom
+    Diffusion, Textual Inversion); empty when it holds none."""
+    folder = Path(folder)
+    lora = [folder / LORA_FILE] if (folder / LORA_FILE).is_file() else []
+    return lora + (sorted(folder.glob(f"{TOKEN_FILE_PREFIX}*.safetensors")) if folder.is_dir() else [])
 
 
 # ------------------------------------------------------------------------------------------------ subjects

@@ -1,5 +1,6 @@
 """LoRAs into a backbone's pipeline: one adapter per file, all active with their weights (diffusers'
-``load_lora_weights`` + ``set_adapters``).
+``load_lora_weights`` + ``set_adapters``), and the trained token embeddings a folder holds with or instead of its
+LoRA (Custom Diffusion, Textual Inversion: :mod:`mudi.sampling.modifier_tokens`).
 
 A LoRA made for another model is refused with one line before diffusers sees it: by the family its
 ``mudi_subjects.json`` records (:func:`check_lora_family`, before any model loads), and by its key shapes
@@ -19,7 +20,7 @@ from safetensors import safe_open
 from mudi.adapters import registry
 from mudi.data.manifests import LORA_FILE, read_manifest
 from mudi.errors import MudiError
-from mudi.sampling.modifier_tokens import load_modifier_tokens, unload_modifier_tokens
+from mudi.sampling.modifier_tokens import load_modifier_tokens, token_files, unload_modifier_tokens
 
 if TYPE_CHECKING:
     from mudi.adapters.base import Backbone
@@ -33,7 +34,7 @@ def lora_file(path: Path) -> tuple[str, str | None]:
         return str(path.parent), path.name
     if not path.is_dir():
         raise MudiError(f"{path}: no such LoRA folder or file; give the output folder of `mudi train`")
-    if (path / LORA_FILE).is_file():
+    if (path / LORA_FILE).is_file() or embeddings_only(path):
         return str(path), None
     found = sorted(p.name for p in path.glob("*.safetensors"))
     if len(found) == 1:
@@ -42,7 +43,16 @@ def lora_file(path: Path) -> tuple[str, str | None]:
                                                    if found else "; is this the output folder of `mudi train`?"))
 
 
+def embeddings_only(path: Path) -> bool:
+    """A Textual Inversion run's folder: trained token embeddings and no LoRA weights."""
+    return path.is_dir() and not (path / LORA_FILE).is_file() and bool(token_files(path))
+
+
 def lora_path(path: str | Path) -> Path:
+    """The LoRA weight file of a folder or file; a Textual Inversion folder (no LoRA) is refused in one line."""
+    if embeddings_only(Path(path)):
+        raise MudiError(f"{path}: holds token embeddings only (a Textual Inversion run), no LoRA weights; this step "
+                        "needs a LoRA (generate with it: `mudi generate --lora` loads the embeddings)")
     folder, name = lora_file(Path(path))
     return Path(folder) / (name or LORA_FILE)
 
@@ -53,7 +63,8 @@ def check_lora_family(paths: Sequence[str], backbone_name: str) -> None:
     wanted = registry.family_of(backbone_name)
     for p in paths:
         lora_file(Path(p))  # a missing or ambiguous path fails now, not after the model loaded
-        check_lora_finite(lora_path(p))
+        if not embeddings_only(Path(p)):
+            check_lora_finite(lora_path(p))
         folder = Path(p) if Path(p).is_dir() else Path(p).parent
         data = read_manifest(folder)
         if not data:
@@ -177,9 +188,10 @@ def loras_applied(backbone: Backbone, paths: Sequence[str], weights: Sequence[fl
     """``with loras_applied(backbone, paths) as names:`` the LoRAs are active inside the block; every adapter the
     block added is removed after it, also when it fails (the backbone is left as it came)."""
     before = set(adapter_names(backbone)) if paths else set()
-    tokens: list[str] = []  # Custom Diffusion LoRAs: their modifier tokens, loaded with them
+    tokens: list[str] = []  # Custom Diffusion LoRAs and Textual Inversion folders: their tokens, loaded with them
+    keep = [k for k, p in enumerate(paths) if not embeddings_only(Path(p))]
     try:
-        names = apply_loras(backbone, paths, weights)
+        names = apply_loras(backbone, [paths[k] for k in keep], [weights[k] for k in keep] if weights else None)
         for p in paths:
             tokens += load_modifier_tokens(backbone, lora_file(Path(p))[0])
         yield names

@@ -25,7 +25,7 @@ from typing import Any
 
 from mudi.adapters import registry
 from mudi.adapters.pool import ModelPool
-from mudi.data.manifests import LORA_FILE
+from mudi.data.manifests import weight_files
 from mudi.data.units import DONE, Unit, files_fingerprint
 from mudi.errors import MudiError
 
@@ -84,8 +84,8 @@ def find_snapshots(lora_dir: str | Path, final_step: int) -> list[tuple[int, Pat
     """``[(step, folder)]`` of every loadable snapshot-N/ of a training folder and its final LoRA, by step."""
     root = Path(lora_dir)
     found = {int(p.name[9:]): p for p in root.glob("snapshot-*")
-             if p.name[9:].isdigit() and (p / LORA_FILE).is_file()}
-    if (root / LORA_FILE).is_file():
+             if p.name[9:].isdigit() and weight_files(p)}
+    if weight_files(root):
         found[final_step] = root
     if not found:
         raise MudiError(f"{root}: no LoRA to choose from (train it first; set train.save_steps for snapshots)")
@@ -127,7 +127,7 @@ def select_step(lora_dir: str | Path, out: str | Path, config: StepSelectionConf
 def score_snapshot(step: int, lora: Path, folder: Path, base: dict, config: StepSelectionConfig,
                    render: Callable, score: Callable, say: Callable[[str], None]) -> float | None:
     """One snapshot's mean score over the validation prompts (resumable: skipped when done with these settings)."""
-    files = files_fingerprint([lora / LORA_FILE])
+    files = files_fingerprint(weight_files(lora))
     unit = Unit.of(folder, {**base, "lora": files}, marker=folder / "score.json", name=f"step {step}")
     if unit.state() == DONE:
         return unit.read().get("score")

@@ -98,6 +98,10 @@ class TrainConfig:
                 "written as the token; saved as modifier_token_<identifier>.safetensors (diffusers' "
                 "load_textual_inversion). With lora_target_modules: [custom-diffusion] (cross-attention K/V): Custom "
                 "Diffusion as the paper's Appendix B.1 (SD and SDXL families)"})
+    train_lora: bool = field(default=True, metadata={
+        "help": "train a LoRA on the denoiser; false with train_modifier_tokens: Textual Inversion (Gal et al.), only "
+                "a new token embedding per subject trains (every text encoder of the family) and the folder holds "
+                "modifier_token_<identifier>.safetensors and no LoRA"})
     lora_alpha: int | None = field(default=None, metadata={"help": "LoRA alpha (default: = rank)"})
     lora_dropout: float = field(default=0.0, metadata={"help": "LoRA dropout"})
     use_8bit_adam: bool = field(default=False, metadata={"help": "bitsandbytes 8-bit AdamW (pip install mudi[bnb])"})
@@ -192,6 +196,12 @@ class TrainConfig:
                             "(make one with `mudi prior`)")
         if self.class_data_dir:
             self.with_prior_preservation = True
+        if not self.train_lora and not self.train_modifier_tokens:
+            raise MudiError("train_lora false trains nothing: add --train_modifier_tokens (Textual Inversion) or "
+                            "keep the LoRA")
+        if not self.train_lora and (self.loss == "dco" or self.kl_weight > 0 or self.export == "kohya"):
+            raise MudiError("Textual Inversion (train_lora false) has no LoRA to compare with the base model or to "
+                            "export: use loss mse, kl_weight 0 and export none")
         if self.overwrite and self.resume_from_checkpoint:
             raise MudiError("--overwrite replaces the run in output_dir, --resume_from_checkpoint continues it: "
                             "give one of them")

@@ -130,7 +130,8 @@ def _train(config: TrainConfig, backbone: Backbone, callback: Any, validation_fn
     acc.wait_for_everyone()
     if acc.is_main_process:
         path = trainer.save_outputs()
-        print(f"mudi train: {trainer.global_step} steps; LoRA written to {path}")
+        what = "LoRA" if c.train_lora else "token embeddings (Textual Inversion)"
+        print(f"mudi train: {trainer.global_step} steps; {what} written to {path}")
     for tracker in acc.trackers:  # not end_training(): it destroys the process group a caller may still need
         tracker.finish()
     return trainer

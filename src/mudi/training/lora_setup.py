@@ -3,7 +3,10 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
+
+import torch
+from peft import LoraConfig
 
 from mudi.errors import MudiError
 from mudi.sampling.loras import apply_loras
@@ -31,3 +34,21 @@ def lora_targets(backbone: Backbone, requested: list[str]) -> list[str]:
         except MudiError:
             pass  # not a preset: one module name
     return list(requested)
+
+
+def add_lora(backbone: Backbone, config: Any) -> None:
+    """The run's LoRA on the denoiser (its init drawn from the run's seed), kept in float32; nothing for Textual
+    Inversion (``train_lora`` false). Every pipeline component is frozen first."""
+    for name in backbone.frozen_components:
+        getattr(backbone.pipeline, name).requires_grad_(False)
+    if not config.train_lora:
+        return
+    denoiser = backbone.denoiser
+    lora = LoraConfig(r=config.rank, lora_alpha=config.lora_alpha or config.rank, lora_dropout=config.lora_dropout,
+                      init_lora_weights="gaussian", target_modules=lora_targets(backbone, config.lora_target_modules))
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(config.seed)  # the LoRA init draws from the global RNG: make it the run's seed
+        denoiser.add_adapter(lora)
+    for p in denoiser.parameters():
+        if p.requires_grad:
+            p.data = p.data.float()

@@ -6,7 +6,6 @@ the text encoders stays frozen. Prompts are encoded every step, with gradients (
 
 from __future__ import annotations
 
-import inspect
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -14,6 +13,7 @@ import torch
 
 from mudi.errors import MudiError
 from mudi.sampling.modifier_tokens import (
+    fit_embeddings,
     modifier_token,
     save_modifier_tokens,
     token_encoders,
@@ -38,8 +38,7 @@ class ModifierTokens:
         for key, tokenizer, encoder in token_encoders(backbone):
             tokenizer.add_tokens([modifier_token(i) for i in self.identifiers])
             ids = [tokenizer.convert_tokens_to_ids(modifier_token(i)) for i in self.identifiers]
-            quiet = "mean_resizing" in inspect.signature(encoder.resize_token_embeddings).parameters
-            encoder.resize_token_embeddings(len(tokenizer), **({"mean_resizing": False} if quiet else {}))
+            fit_embeddings(encoder, tokenizer)
             weight = encoder.get_input_embeddings().weight
             with torch.no_grad():
                 for s, row in zip(subjects, ids):  # start from the class noun (Textual Inversion's initializer)

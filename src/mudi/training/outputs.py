@@ -83,6 +83,27 @@ def _steps_and_guidance(backbone: Backbone) -> str:
             f"{f'{guidance:g}' if guidance is not None else 'the pipeline’s default'}")
 
 
+def _load_lines(config: TrainConfig, backbone: Backbone, subjects: list) -> str:
+    """The diffusers lines that load this folder: the LoRA, and each subject's token embedding."""
+    lines = [f'pipe.load_lora_weights(".", weight_name="{LORA_FILE}")  # this folder'] if config.train_lora else []
+    if config.train_modifier_tokens:
+        lines.append("from safetensors.torch import load_file")
+        for s in subjects:
+            lines.append(f'state = load_file("modifier_token_{s.identifier}.safetensors")')
+            for key, tok, enc in getattr(backbone, "token_embedding_encoders", ()):
+                lines.append(f'pipe.load_textual_inversion(state["{key}"], token="<{s.identifier}>", '
+                             f"text_encoder=pipe.{enc}, tokenizer=pipe.{tok})")
+    return "\n".join(lines)
+
+
+def _token_note(config: TrainConfig) -> str:
+    if not config.train_modifier_tokens:
+        return ""
+    return ("Prompts name each subject by its token, `<identifier>` (mudi writes it for you); in ComfyUI copy the "
+            "`modifier_token_*.safetensors` files into `ComfyUI/models/embeddings/` and write "
+            "`embedding:modifier_token_<identifier>` in the prompt.\n")
+
+
 def model_card(config: TrainConfig, backbone: Backbone, subjects: list, steps: int) -> str:
     base = base_model_id(config, backbone)
     shown = base or "your local copy of the base model"
@@ -100,14 +121,15 @@ def model_card(config: TrainConfig, backbone: Backbone, subjects: list, steps: i
     front = yaml.safe_dump(card_metadata(config, backbone, subjects, base, images, prompts), sort_keys=False,
                            allow_unicode=True)
     weights = KOHYA_FILE if config.export == "kohya" else LORA_FILE
-    comfy = (f"In ComfyUI: copy `{weights}` into `ComfyUI/models/loras/` and put a *LoraLoader* node (strength 1.0) "
+    load = _load_lines(config, backbone, subjects)
+    comfy = "" if not config.train_lora else (f"In ComfyUI: copy `{weights}` into `ComfyUI/models/loras/` and put a *LoraLoader* node (strength 1.0) "
              "between the checkpoint loader and the sampler" + ("" if config.export == "kohya" else
-                                                               " (for A1111/kohya tools, train with `--export kohya`)"))
+                                                               " (for A1111/kohya tools, train with `--export kohya`)") + ".")
     return f"""---
 {front}---
-# MuDI LoRA: {', '.join(s.name for s in subjects)}
+# MuDI {"LoRA" if config.train_lora else "Textual Inversion"}: {', '.join(s.name for s in subjects)}
 
-LoRA (rank {config.rank}) for **{shown}** ({backbone.family}) trained with `mudi train` for {steps} steps,
+{f"LoRA (rank {config.rank})" if config.train_lora else "Token embeddings"} for **{shown}** ({backbone.family}) trained with `mudi train` for {steps} steps,
 composition `{config.composition}` (probability {config.composition_prob}), prior preservation
 {prior}.
 
@@ -126,13 +148,11 @@ mudi's defaults for this family: {recipe}; negative prompt: “{negative or '(no
 import torch
 from diffusers import {backbone.pipeline_class_name}
 
-if TYPE_CHECKING:
-    from mudi.adapters.base import Backbone
 pipe = {backbone.pipeline_class_name}.from_pretrained("{base or 'PATH/TO/BASE/MODEL'}", torch_dtype=torch.float16).to("cuda")
-pipe.load_lora_weights(".", weight_name="{LORA_FILE}")  # this folder
+{load}
 image = pipe("{example}").images[0]
 ```
 With MuDI's mean-shifted initialisation: `mudi generate --lora . --prompt "A photo of [V1] and [V2]"`.
-{comfy}.
-The resolved training config is in `{CONFIG_FILE}`, the subjects in `{SUBJECTS_FILE}`.
+{comfy}
+{_token_note(config)}The resolved training config is in `{CONFIG_FILE}`, the subjects in `{SUBJECTS_FILE}`.
 """

@@ -22,7 +22,6 @@ import torch
 import torch.nn.functional as F
 from accelerate import Accelerator
 from diffusers.optimization import get_scheduler
-from peft import LoraConfig
 from tqdm.auto import tqdm
 
 from mudi.adapters import registry
@@ -43,7 +42,7 @@ from mudi.training.checkpoint import load_checkpoint, resolve_checkpoint, save_c
 from mudi.training.config import TrainConfig
 from mudi.training.data import Sample, SampleSource, to_pixels
 from mudi.training.lora_io import export_kohya, save_diffusers_lora
-from mudi.training.lora_setup import fuse_base_loras, lora_targets
+from mudi.training.lora_setup import add_lora, fuse_base_loras
 from mudi.training.losses import mask_weights, training_loss
 from mudi.training.modifier_tokens import ModifierTokens
 from mudi.training.outputs import model_card
@@ -144,20 +143,12 @@ class LoraTrainer:
                             "prior classes (make priors with `mudi prior --subjects ...`)", missing)
 
     def _add_lora(self) -> None:
-        """LoRA on the denoiser's attention projections (seeded by the run); everything else frozen."""
+        """LoRA on the denoiser's attention projections (seeded by the run) and/or trained token embeddings
+        (Custom Diffusion, Textual Inversion); everything else frozen."""
         bb, c = self.backbone, self.config
         denoiser = bb.denoiser
-        for name in bb.frozen_components:
-            getattr(bb.pipeline, name).requires_grad_(False)
         bb.training_guidance_scale = c.guidance_scale
-        lora = LoraConfig(r=c.rank, lora_alpha=c.lora_alpha or c.rank, lora_dropout=c.lora_dropout,
-                          init_lora_weights="gaussian", target_modules=lora_targets(bb, c.lora_target_modules))
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(c.seed)  # the LoRA init draws from the global RNG: make it the run's seed
-            denoiser.add_adapter(lora)
-        for p in denoiser.parameters():
-            if p.requires_grad:
-                p.data = p.data.float()
+        add_lora(bb, c)
         if c.gradient_checkpointing:
             denoiser.enable_gradient_checkpointing()
         apply_speed_options(bb, c)
@@ -329,7 +320,8 @@ class LoraTrainer:
         folder = self.output_dir / f"snapshot-{self.global_step}"
         model = self.accelerator.unwrap_model(self.model)
         with atomic_dir(folder) as tmp:
-            save_diffusers_lora(self.backbone, model, tmp)
+            if self.config.train_lora:
+                save_diffusers_lora(self.backbone, model, tmp)
             if self.tokens is not None:
                 self.tokens.save(tmp)
             write_subjects_manifest(tmp, self.subjects, backbone=self.config.backbone, family=self.backbone.family,
@@ -368,9 +360,10 @@ class LoraTrainer:
         """LoRA weights (+ kohya export), resolved config, subject identifiers and the model card."""
         out = self.output_dir
         model = self.accelerator.unwrap_model(self.model)
-        path = save_diffusers_lora(self.backbone, model, out)
+        path = save_diffusers_lora(self.backbone, model, out) if self.config.train_lora else None
         if self.tokens is not None:
-            self.tokens.save(out)
+            token_paths = self.tokens.save(out)
+            path = path or token_paths[0]
         if self.config.export == "kohya":
             export_kohya(out, self.backbone)
         write_run_config(out, self.config)
