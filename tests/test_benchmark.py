@@ -86,11 +86,12 @@ def test_every_method_end_to_end_then_a_rerun_does_nothing(bench, tmp_path, monk
     calls = _count_calls(monkeypatch)
     tables = run(_config(bench, out))
 
-    # 7 methods, 5 distinct training recipes: mudi/mudi-no-init and dreambooth/mudi-no-segmix share a LoRA
+    # 5 distinct training recipes: mudi/mudi-no-init and dreambooth/mudi-no-segmix/db-region share a LoRA
     assert calls["train"] == 5
     loras = sorted(p.parent.name for p in (out / PAIR / "train").glob("*/pytorch_lora_weights.safetensors"))
     assert [n.rsplit("-", 1)[0] for n in loras] == ["cutmix", "none", "none", "segmix", "segmix-nodesc"]
-    assert tables["counts"] == {"train": 5, "generate": 7, "evaluate": 7, "skipped": 2}
+    n = len(METHODS)
+    assert tables["counts"] == {"train": 5, "generate": n, "evaluate": n, "skipped": n - 5}
     assert len(list((out / PAIR / "train").glob("none-*/modifier_token_*.safetensors"))) == 2  # custom-diffusion
     for m in METHODS:
         images = sorted((out / PAIR / m / "images").rglob("*.png"))
@@ -98,7 +99,8 @@ def test_every_method_end_to_end_then_a_rerun_does_nothing(bench, tmp_path, monk
         assert _png(images[0]).shape == (64, 64, 3)
         meta = json.loads((out / PAIR / m / "meta" / "p00_seed0.json").read_text())
         assert meta["init"] == resolve_init(METHODS[m].init, backbone_name="tiny-sd")  # auto: mean_shifted
-        assert (meta["negative_prompt"] is None) == (m in ("dreambooth", "cutmix", "custom-diffusion"))
+        assert (meta["negative_prompt"] is None) == (not METHODS[m].use_negative_prompt)
+        assert meta.get("region_control", False) == METHODS[m].region_control  # db-region: regional prompts
         phrases = ("olis dog", "ult cat") if m == "mudi-no-desc" else ("olis corgi", "ult russian blue")
         assert meta["prompt"] == f"{phrases[0]} and {phrases[1]} in a garden."
     # each cell samples with its own LoRA: same seeds, no init, no negative prompt, different weights
@@ -106,6 +108,7 @@ def test_every_method_end_to_end_then_a_rerun_does_nothing(bench, tmp_path, monk
         return _png(out / PAIR / m / "images" / "p00" / "p00_seed0.png")
 
     assert not np.array_equal(first("dreambooth"), first("cutmix"))
+    assert not np.array_equal(first("dreambooth"), first("db-region"))  # the same LoRA and seed, regions on
     # the no-desc ablation trains on native subject folders without the descriptive class
     nodesc = yaml.safe_load((out / "subjects" / f"{PAIR}-nodesc" / "dog6" / "subject.yaml").read_text())
     assert nodesc["class_noun"] == "dog" and "descriptive_class" not in nodesc
@@ -140,7 +143,7 @@ def test_every_method_end_to_end_then_a_rerun_does_nothing(bench, tmp_path, monk
     calls.update(train=0, generate=0)
     again = run(_config(bench, out))
     assert calls == {"train": 0, "generate": 0}
-    assert again["counts"] == {"train": 0, "generate": 0, "evaluate": 0, "skipped": 21}
+    assert again["counts"] == {"train": 0, "generate": 0, "evaluate": 0, "skipped": 3 * n}
     assert again["methods"] == tables["methods"]
     assert {p: p.stat().st_mtime_ns for p in (out / PAIR).rglob("*.png")} == first
 
