@@ -164,3 +164,25 @@ def test_the_benchmark_trains_and_resumes_ti_and_custom_diffusion(bench, tmp_pat
     capsys.readouterr()
     run_benchmark(cfg)
     assert "trained 0, generated 0, evaluated 0" in capsys.readouterr().out
+
+
+def test_mudi_run_trains_each_recipe_method_apart(tmp_path):
+    """``mudi run`` with DreamBooth, TI and Custom Diffusion: one training folder per recipe (``train/none``,
+    ``train/ti``, ``train/custom-diffusion``), each method's images from its own, a row each in the report."""
+    from mudi.cli import main
+    from tests.test_run import RUN, _write_run
+
+    cfg = _write_run(tmp_path, methods=["dreambooth", "ti", "custom-diffusion"], num_images=1,
+                     train={**RUN["train"], "max_train_steps": 2})
+    assert main(["run", str(cfg)]) == 0
+    run = tmp_path / "run"
+    assert sorted(p.name for p in (run / "train").iterdir()) == ["custom-diffusion", "none", "ti"]
+    assert len(token_files(run / "train" / "ti")) == 2
+    assert not (run / "train" / "ti" / "pytorch_lora_weights.safetensors").exists()
+    assert (run / "train" / "custom-diffusion" / "pytorch_lora_weights.safetensors").is_file()
+    assert not token_files(run / "train" / "none")
+    for m in ("dreambooth", "ti", "custom-diffusion"):
+        assert list((run / "generate" / m / "p00").glob("[0-9]*.png")), m
+    report = (run / "report.html").read_text()
+    assert "TI" in report and "Custom Diffusion" in report
+    assert main(["run", str(cfg)]) == 0  # everything done: the token-only unit verifies its files

@@ -47,3 +47,11 @@ GENERIC_CLASSES: dict[str, str] = {
     "harry potter toy": "toy", "white robot toy": "toy", "red monster plush": "toy", "blue drink can": "can",
     "brown teddy bear": "teddy bear", "beige teddy bear": "teddy bear",
 }
+
+
+def training_key(method: str) -> str:
+    """Which training a method's images come from: its composition mode (methods that train the same way share one
+    LoRA: ``mudi`` and ``mudi-no-init`` share ``segmix``), or the method itself when it has its own recipe
+    (``ti``, ``custom-diffusion``)."""
+    spec = METHODS[method]
+    return method if spec.train else spec.composition

@@ -127,10 +127,6 @@ class RunConfig:
         if plain:
             raise MudiError(f"method {plain[0]} (the plain-class ablation) needs a benchmark pair folder: run it "
                             "with `mudi benchmark`")
-        own = [m for m in self.methods if METHODS[m].train]
-        if own:
-            raise MudiError(f"method {own[0]} trains its own recipe ({METHODS[own[0]].train}): run it with "
-                            "`mudi benchmark`, or train it with `mudi train` and those options")
         scorers = registry.names("scorer")
         bad = [x for x in self.scorers if x not in scorers]
         if bad or not self.scorers:

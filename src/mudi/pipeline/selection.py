@@ -12,7 +12,7 @@ from typing import Any
 
 from mudi.adapters import registry
 from mudi.config import to_dict
-from mudi.core.methods import METHODS
+from mudi.core.methods import METHODS, training_key
 from mudi.data.manifests import fingerprint
 from mudi.pipeline.state import RunState
 from mudi.sampling.config import REGION_KEYS
@@ -22,11 +22,11 @@ from mudi.scoring.step_selection import SELECTION_DIR, select_step
 
 def choose_training_step(st: RunState, comp: str, out_dir: Path, final_step: int,
                          load_backbone: Callable[[], Any]) -> dict:
-    """Score the snapshots of ``out_dir`` (composition ``comp``), point ``st.train_dirs[comp]`` at the best and
+    """Score the snapshots of ``out_dir`` (training key ``comp``: a composition mode or a method with its own recipe), point ``st.train_dirs[comp]`` at the best and
     make the generation fingerprint follow the choice; returns the selection record (also in
     ``st.selections[comp]``)."""
     c, sel = st.config, st.config.step_selection
-    method = next(m for m in c.methods if METHODS[m].composition == comp)
+    method = next(m for m in c.methods if training_key(m) == comp)
     init = METHODS[method].init
     regions = {"region_control": True} if METHODS[method].region_control else {}
     probe = c.stage_config("generate", backbone=c.backbone, subjects=st.subject_paths(), prompt="[V1]", init=init,

@@ -35,9 +35,9 @@ from typing import TYPE_CHECKING, Any
 from mudi.adapters import registry
 from mudi.compositions import SegmixConfig, write_compositions
 from mudi.config import save_config, to_dict
-from mudi.core.methods import METHODS
+from mudi.core.methods import METHODS, training_key
 from mudi.data.descriptions import DESCRIBE_HISTORY, DESCRIBE_REPORT, write_describe_report
-from mudi.data.manifests import LORA_FILE, fingerprint
+from mudi.data.manifests import fingerprint, weight_outputs
 from mudi.data.run_folder import claim_run_folder
 from mudi.data.subjects import find_subjects, load_subjects
 from mudi.data.units import Unit, files_fingerprint, subjects_fingerprint
@@ -184,9 +184,13 @@ def stage_prior(st: RunState) -> None:
     st.end(unit, t0)
 
 
-def training_compositions(config: RunConfig) -> list[str]:
-    """The composition modes to train (two methods with one mode share its LoRA), in the order of methods."""
-    return list(dict.fromkeys(METHODS[m].composition for m in config.methods))
+def training_runs(config: RunConfig) -> dict[str, str]:
+    """``{training key: a method it serves}`` in the order of methods: one LoRA per composition mode (two methods
+    with one mode share it), one per method with its own recipe (``ti``, ``custom-diffusion``)."""
+    runs: dict[str, str] = {}
+    for m in config.methods:
+        runs.setdefault(training_key(m), m)
+    return runs
 
 
 def stage_train(st: RunState) -> None:
@@ -203,10 +207,12 @@ def stage_train(st: RunState) -> None:
                                         num_images=c.segmix_preview, resolution=tcfg.resolution or 512,
                                         seed=c.seed, relative_sizes=tcfg.relative_sizes or None, segmix=tcfg.segmix))
         st.end(unit, t0)
-    for comp in training_compositions(c):
+    for comp, method in training_runs(c).items():  # comp: the training key (a composition mode, or the method)
         out_dir = st.out / "train" / comp
+        spec = METHODS[method]
         cfg = c.stage_config("train", subjects=st.subject_paths(), output_dir=str(out_dir), backbone=c.backbone,
-                             pretrained_model_name_or_path=c.pretrained_model_name_or_path, composition=comp,
+                             pretrained_model_name_or_path=c.pretrained_model_name_or_path, **spec.train,
+                             composition=spec.composition,
                              class_data_dir=str(st.out / "prior") if c.use_prior else None,
                              resume_from_checkpoint="latest")
         recipe = {k: v for k, v in to_dict(cfg).items() if k not in ("progress", "device", "output_dir", "subjects",
@@ -215,10 +221,11 @@ def stage_train(st: RunState) -> None:
                           "base_lora": files_fingerprint(cfg.base_lora)})
         st.fps[f"train/{comp}"] = fp
         st.train_dirs[comp] = out_dir
-        unit = Unit(out_dir, fp, name=f"train {comp}", outputs=(LORA_FILE,))
+        tokens = [sub.identifier for sub in load_subjects(cfg.subjects)] if cfg.train_modifier_tokens else []
+        unit = Unit(out_dir, fp, name=f"train {comp}", outputs=weight_outputs(cfg.train_lora, tokens))
         if st.begin("train", unit):
             t0 = time.perf_counter()
-            st.say(f"  training the {comp} LoRA on {cfg.backbone}, {cfg.max_train_steps} steps → {out_dir}")
+            st.say(f"  training the {comp} {'LoRA' if cfg.train_lora else 'embeddings'} on {cfg.backbone}, {cfg.max_train_steps} steps → {out_dir}")
             if c.train_launch:
                 launch_training(c.train_launch, cfg, out_dir)
             else:
@@ -257,7 +264,7 @@ def stage_generate(st: RunState) -> None:
     try:
         for method in c.methods:
             spec = METHODS[method]
-            lora = st.train_dirs[spec.composition]
+            lora = st.train_dirs[training_key(method)]
             for k, prompt in enumerate(c.prompts):
                 folder = st.out / "generate" / method / f"p{k:02d}"
                 extra = {} if spec.use_negative_prompt or "negative_prompt" in c.generate else {"negative_prompt": ""}
@@ -268,7 +275,7 @@ def stage_generate(st: RunState) -> None:
                                      lora=[str(lora)], subjects=st.subject_paths(), prompt=prompt, init=spec.init,
                                      output_dir=str(folder), num_images=c.num_images, seed=c.seed,
                                      skip_existing=True)
-                fp = fingerprint({"train": st.fps[f"train/{spec.composition}"],
+                fp = fingerprint({"train": st.fps[f"train/{training_key(method)}"],
                                   "generate": {k2: v for k2, v in to_dict(cfg).items()
                                                if k2 not in ("output_dir", "lora", "subjects", "skip_existing",
                                                              "device", "batch_size")
