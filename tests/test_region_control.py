@@ -205,3 +205,21 @@ def _run_benchmark(bench_dir, out):
     from mudi.benchmark.runner import run_benchmark
 
     return run_benchmark(_config(bench_dir, out, methods=["db-region"], num_seeds=1))
+
+
+def test_mudi_run_db_region_shares_dreamboths_lora(tmp_path):
+    import yaml
+
+    from tests.test_run import RUN
+
+    run = {**RUN, "methods": ["dreambooth", "db-region"], "num_images": 1, "output_dir": str(tmp_path / "run"),
+           "train": {**RUN["train"], "max_train_steps": 2, "checkpointing_steps": 2}}
+    path = tmp_path / "run.in.yaml"
+    path.write_text(yaml.safe_dump(run))
+    assert cli_main(["run", str(path)]) == 0
+    gen = tmp_path / "run" / "generate"
+    db = json.loads((gen / "dreambooth" / "p00" / "0000_seed0.json").read_text())
+    region = json.loads((gen / "db-region" / "p00" / "0000_seed0.json").read_text())
+    assert "region_control" not in db and region["region_control"] is True
+    assert db["lora"][0]["path"] == region["lora"][0]["path"]  # one training: train/none
+    assert region["init"] == "none" and len(region["boxes_xyxy"]) == 2
