@@ -14,7 +14,7 @@ from mudi.adapters.pool import ModelPool
 from mudi.config import load_config
 from mudi.core.layout import NormBox
 from mudi.data.images import list_images
-from mudi.data.manifests import LORA_FILE, entry_paths, entry_phrase, read_manifest
+from mudi.data.manifests import entry_paths, entry_phrase, read_manifest, weight_files
 from mudi.devices import resolve_device, resolve_dtype
 from mudi.errors import MudiError
 from mudi.sampling.config import GenerateConfig
@@ -40,12 +40,13 @@ def is_tiny(backbone: str) -> bool:
 
 
 def lora_choices(ws: Workspace) -> list[tuple[str, str]]:
-    """``(label, folder)`` of every LoRA in the workspace's runs: each run's final LoRA and its snapshots."""
+    """``(label, folder)`` of every LoRA in the workspace's runs: each run's final LoRA and its snapshots (or its
+    token embeddings: Textual Inversion)."""
     out = []
     for run in ws.run_dirs():
-        if (run / LORA_FILE).is_file():
+        if weight_files(run):
             out.append((run.name, str(run)))
-        snaps = [p for p in run.glob("snapshot-*") if (p / LORA_FILE).is_file() and p.name[9:].isdigit()]
+        snaps = [p for p in run.glob("snapshot-*") if weight_files(p) and p.name[9:].isdigit()]
         for snap in sorted(snaps, key=lambda p: int(p.name[9:]), reverse=True):
             out.append((f"{run.name} / {snap.name}", str(snap)))
     return out
@@ -120,10 +121,10 @@ def release_generation_backbone() -> None:
 def generate_and_score(ws: Workspace, lora_folder: str | Path, prompt: str, gamma: float | None, seed: int,
                        num_images: int, num_inference_steps: int | None = None,
                        boxes: list[NormBox | None] | None = None, relative_sizes: list[float] | None = None,
-                       score: bool = True, device: str = "auto") -> Path:
+                       score: bool = True, device: str = "auto", region_control: bool = False) -> Path:
     """Generate ``num_images`` images (seeds ``seed`` … ``seed + num_images - 1``) with the LoRA and the
-    mean-shifted init (random layout, the drawn ``boxes`` or ``relative_sizes``), then score them. Returns the
-    generation folder."""
+    mean-shifted init (random layout, the drawn ``boxes`` or ``relative_sizes``; ``region_control``: each subject's
+    prompt confined to its box of that layout), then score them. Returns the generation folder."""
     run = ws.contain(lora_folder, "LoRA folder")
     info = lora_info(run)
     base = slugify(run.name if not run.name.startswith("snapshot-") else f"{run.parent.name}-{run.name}", "gen")
@@ -133,7 +134,8 @@ def generate_and_score(ws: Workspace, lora_folder: str | Path, prompt: str, gamm
         layout = str(write_layout(ws.layouts_dir / f"{out.name}.json", boxes, info.identifiers))
     config = generate_config(info, prompt=prompt, gamma=gamma, layout=layout, relative_sizes=relative_sizes,
                              num_images=num_images, seed=seed, batch_size=min(4, num_images),
-                             num_inference_steps=num_inference_steps, output_dir=str(out), device=device)
+                             num_inference_steps=num_inference_steps, output_dir=str(out), device=device,
+                             region_control=region_control)
     generate_to_folder(config, backbone=generation_backbone(info.backbone, info.pretrained_model_name_or_path, device))
     if score:
         score_folder(out, info, device)

@@ -28,7 +28,7 @@ from typing import Any
 
 import yaml
 
-from mudi.data.manifests import LORA_FILE
+from mudi.data.manifests import weight_files
 from mudi.errors import MudiError
 from mudi.io import lock_holder, os_error_message, write_text_atomic
 from mudi.training.checkpoint import list_checkpoints
@@ -216,7 +216,7 @@ def run_status(folder: Path, process: subprocess.Popen | None = None) -> RunStat
         status.state = "running" if metrics else "starting"
         return status
     status.exit_code = exit_code
-    done = (folder / LORA_FILE).is_file() and (status.max_steps is None or status.step >= status.max_steps)
+    done = bool(weight_files(folder)) and (status.max_steps is None or status.step >= status.max_steps)
     if exit_code == 0 or (exit_code is None and done):
         status.state = "finished"
     elif exit_code in STOPPED_CODES or (exit_code is None and list_checkpoints(folder)):

@@ -18,12 +18,19 @@ from mudi.ui.context import UiContext, wait_for
 from mudi.ui.jobs import log_tail, resume_command
 from mudi.ui.layouts import CANVAS_SIDE, box_from_clicks, draw_layout, layout_data
 from mudi.ui.toy import is_toy_model, read_verdicts, toy_recipe, toy_summary_table, verdict_counts_text
-from mudi.ui.training import build_request, form_defaults, new_run_dir, validation_prompt_for
+from mudi.ui.training import (
+    TRAINS_CHOICES,
+    build_request,
+    form_defaults,
+    new_run_dir,
+    trains_learning_rate,
+    validation_prompt_for,
+)
 
 TINY_NOTE = ("*{backbone} is a tiny model with random weights, built in memory: the images are noise and the "
              "scores only show that everything runs. Real pictures need a real backbone (docs/install.md).*")
-FORM_KEYS = ("max_train_steps", "learning_rate", "rank", "composition", "composition_prob", "checkpointing_steps",
-             "save_steps", "validation_steps")
+FORM_KEYS = ("max_train_steps", "learning_rate", "rank", "composition", "composition_prob", "trains",
+             "checkpointing_steps", "save_steps", "validation_steps")
 
 
 def run_names(ctx: UiContext) -> list[str]:
@@ -50,6 +57,7 @@ def _train_form(ctx: UiContext, d: dict) -> SimpleNamespace:
         rank = gr.Number(label="LoRA rank", value=d["rank"], precision=0, minimum=1)
     composition = gr.Radio(["segmix", "cutmix", "none"], value=d["composition"], label="Composition")
     prob = gr.Slider(0, 1, value=d["composition_prob"], step=0.05, label="Composition probability")
+    trains = gr.Radio(TRAINS_CHOICES, value="lora", label="What trains", elem_id="train-trains")
     with gr.Row():
         ckpt = gr.Number(label="Checkpoint every", value=d["checkpointing_steps"], precision=0, minimum=1)
         snaps = gr.Number(label="Snapshot every (0 = off)", value=d["save_steps"], precision=0, minimum=0)
@@ -60,7 +68,7 @@ def _train_form(ctx: UiContext, d: dict) -> SimpleNamespace:
                        placeholder="class_data_dir=priors/olis_ult\nwith_prior_preservation=true")
     start = gr.Button("Start training", variant="primary", elem_id="train-start")
     return SimpleNamespace(name=name, backbone=backbone, steps=steps, lr=lr, rank=rank, composition=composition,
-                           prob=prob, ckpt=ckpt, snaps=snaps, val_steps=val_steps, val_prompt=val_prompt, extra=extra,
+                           prob=prob, trains=trains, ckpt=ckpt, snaps=snaps, val_steps=val_steps, val_prompt=val_prompt, extra=extra,
                            start=start)
 
 
@@ -141,7 +149,9 @@ def build_train_tab(ctx: UiContext, picker: gr.CheckboxGroup, tab: gr.Tab) -> No
         return [v[k] for k in ("max_train_steps", "learning_rate", "rank", "checkpointing_steps", "save_steps",
                                "validation_steps")] + [validation_prompt_for(bb)]
 
-    form_inputs = [steps, lr, rank, composition, prob, ckpt, snaps, val_steps, val_prompt, extra]
+    form_inputs = [steps, lr, rank, composition, prob, f.trains, ckpt, snaps, val_steps, val_prompt, extra]
+    f.trains.change(lambda kind, bb: trains_learning_rate(kind, form_defaults(bb)["learning_rate"]),
+                    [f.trains, backbone], [lr])
     start.click(on_start, [picker, name, backbone, *form_inputs], [status, run])
     stop.click(on_stop, [run], [status])
     resume.click(on_resume, [run, until], [status])
@@ -226,10 +236,12 @@ def _generate_form(loras: list, first: str | None) -> SimpleNamespace:
     mode = gr.Radio(["random", "boxes", "relative sizes"], value="random", label="Layout of the init",
                     elem_id="layout-mode")
     sizes = gr.Textbox(label="Relative sizes, one per subject (e.g. 1,2)", elem_id="relative-sizes")
+    regions = gr.Checkbox(label="Region control: each subject's prompt only in its box of the layout (Mix-of-Show; "
+                          "DB+Region with γ 0)", value=False, elem_id="region-control")
     score = gr.Checkbox(label="Score each image with Detect-and-Compare", value=True)
     go = gr.Button("Generate", variant="primary", elem_id="generate")
     return SimpleNamespace(lora=lora, prompt=prompt, gamma=gamma, seed=seed, num=num, steps=steps, mode=mode,
-                           sizes=sizes, score=score, go=go)
+                           sizes=sizes, score=score, go=go, regions=regions)
 
 
 def _layout_panel(first: str | None) -> SimpleNamespace:
@@ -307,7 +319,7 @@ def build_generate_tab(ctx: UiContext, tab: gr.Tab) -> None:
         headers, values = gen.score_table(rows)
         return [(str(r.path), r.caption) for r in rows], pd.DataFrame(values, columns=headers)
 
-    def on_generate(folder, text, g, s, n, k, m, rel, bx, do_score):
+    def on_generate(folder, text, g, s, n, k, m, rel, bx, do_score, regions):
         try:
             if not folder:
                 raise MudiError("no LoRA yet: train a run first (Train tab), then pick it here")
@@ -317,7 +329,7 @@ def build_generate_tab(ctx: UiContext, tab: gr.Tab) -> None:
             return
         task = ctx.worker.submit("generation", gen.generate_and_score, ctx.ws, folder, text, float(g), int(s or 0),
                                  int(n or 1), int(k) if k else None, bx if m == "boxes" else None, sizes_list,
-                                 bool(do_score), ctx.config.device)
+                                 bool(do_score), ctx.config.device, bool(regions))
         yield from wait_for(task, 5)
         if task.state == "failed":
             yield f"**Error:** {task.error}", gr.skip(), gr.skip(), gr.skip(), gr.skip()
@@ -329,7 +341,7 @@ def build_generate_tab(ctx: UiContext, tab: gr.Tab) -> None:
     lora.change(_reset_boxes, [lora], [boxes, pending, canvas, target, layout_json])
     canvas.select(on_canvas, [lora, target, boxes, pending], [boxes, pending, canvas, target, layout_json, mode])
     clear.click(_reset_boxes, [lora], [boxes, pending, canvas, target, layout_json])
-    go.click(on_generate, [lora, prompt, gamma, seed, num, steps, mode, sizes, boxes, score],
+    go.click(on_generate, [lora, prompt, gamma, seed, num, steps, mode, sizes, boxes, score, f.regions],
              [status, gallery, table, toy_table, earlier])
     lora.change(lambda f, p: (lambda v: gr.skip() if v is None else v)(_prompt_for(f, p)), [lora, prompt], [prompt])
     earlier.change(show, [earlier], [gallery, table])

@@ -12,6 +12,7 @@ from pathlib import Path
 from mudi.adapters import registry
 from mudi.adapters.weights import is_hub_id
 from mudi.config import load_config, parse_overrides, to_dict
+from mudi.core.methods import METHODS
 from mudi.data.subjects import load_subjects
 from mudi.errors import MudiError
 from mudi.training.config import TrainConfig
@@ -24,6 +25,26 @@ TINY_DEFAULTS = {"max_train_steps": 30, "learning_rate": 1e-3, "rank": 4, "check
                  "validation_steps": 10, "num_validation_inference_steps": 4}
 REAL_DEFAULTS = {"checkpointing_steps": 100, "validation_steps": 200, "save_steps": 200}
 VALIDATION_PROMPT = "A photo of [V1] and [V2]."
+
+
+#: The Train tab's "What trains" choices: a LoRA (DreamBooth, Seg-Mix, Cut-Mix by the composition), or the recipe of
+#: a comparison method that trains something else (docs/train.md).
+TRAINS_CHOICES = [("LoRA (DreamBooth)", "lora"), ("Textual Inversion (token embeddings only)", "ti"),
+                  ("Custom Diffusion (K/V LoRA + tokens)", "custom-diffusion")]
+
+
+def trains_settings(kind: str) -> dict:
+    """The TrainConfig values of a "What trains" choice (the benchmark method's own recipe)."""
+    if kind in (None, "", "lora"):
+        return {}
+    if kind not in METHODS or not METHODS[kind].train:
+        raise MudiError(f"what trains: {kind!r} is not one of lora, ti, custom-diffusion")
+    return dict(METHODS[kind].train)
+
+
+def trains_learning_rate(kind: str, lora_rate: float) -> float:
+    """The form's learning rate for a choice: the method recipe's own (TI: 1e-3), else the LoRA's."""
+    return float(trains_settings(kind).get("learning_rate", lora_rate))
 
 
 def form_defaults(backbone: str) -> dict:
@@ -100,7 +121,9 @@ def build_request(subject_dirs: list[Path], backbone: str, form: dict, extra: st
                 raise MudiError(f"Seg-Mix needs a mask of every photo; {len(missing)} have none ({', '.join(missing[:4])}"
                                 f"{' …' if len(missing) > 4 else ''}): segment them on the Masks page")
     preset, ui_paths = model_settings(backbone)
-    request = {**preset, "subjects": [str(Path(p).resolve()) for p in subject_dirs],
+    form = dict(form)
+    recipe = trains_settings(form.pop("trains", "lora"))
+    request = {**preset, **recipe, "subjects": [str(Path(p).resolve()) for p in subject_dirs],
                **{k: v for k, v in form.items() if v is not None}, "report_to": "none", "progress": False,
                "device": device}
     steps = int(request.get("validation_steps") or 0)
