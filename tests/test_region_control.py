@@ -101,7 +101,7 @@ def test_joint_mask_pattern():
 
 
 # ------------------------------------------------------------------------------------------- whole pipelines
-@pytest.mark.parametrize("name", ["tiny-sd", "tiny-sdxl"])
+@pytest.mark.parametrize("name", ["tiny-sd", "tiny-sd2", "tiny-sdxl"])
 def test_one_whole_image_region_is_the_plain_pipeline_bit_for_bit(name):
     bb = load_backbone(name)
     before = _processors(bb)

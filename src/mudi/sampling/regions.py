@@ -39,7 +39,7 @@ from mudi.sampling.regions_mmdit import mmdit_regions_applied, supports_mmdit
 if TYPE_CHECKING:
     from mudi.adapters.base import Backbone
 
-UNET_FAMILIES = "UNet families (sd15, sd2, sdxl) and the MMDiT families FLUX.1 and SD3"
+SUPPORTED_FAMILIES = "UNet families (sd15, sd2, sdxl) and the MMDiT families FLUX.1 and SD3"
 
 
 def region_prompts(template: str, phrases: Sequence[str]) -> list[str]:
@@ -189,7 +189,7 @@ def regions_applied(backbone: Backbone, regions: Regions) -> Iterator[None]:
     modules = _cross_attention_modules(denoiser)
     if not modules:
         if not supports_mmdit(denoiser):
-            raise MudiError(f"region control is implemented for {UNET_FAMILIES}; {backbone.family} has neither "
+            raise MudiError(f"region control is implemented for {SUPPORTED_FAMILIES}; {backbone.family} has neither "
                             "text cross-attention layers nor a supported joint attention: drop --region_control")
         with mmdit_regions_applied(denoiser, regions):
             yield
