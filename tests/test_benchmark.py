@@ -86,13 +86,14 @@ def test_every_method_end_to_end_then_a_rerun_does_nothing(bench, tmp_path, monk
     calls = _count_calls(monkeypatch)
     tables = run(_config(bench, out))
 
-    # 5 distinct training recipes: mudi/mudi-no-init and dreambooth/mudi-no-segmix/db-region share a LoRA
-    assert calls["train"] == 5
+    # 6 distinct training recipes: mudi/mudi-no-init and dreambooth/mudi-no-segmix/db-region share a LoRA; ti trains
+    # token embeddings only (no LoRA file)
+    assert calls["train"] == 6
     loras = sorted(p.parent.name for p in (out / PAIR / "train").glob("*/pytorch_lora_weights.safetensors"))
     assert [n.rsplit("-", 1)[0] for n in loras] == ["cutmix", "none", "none", "segmix", "segmix-nodesc"]
     n = len(METHODS)
-    assert tables["counts"] == {"train": 5, "generate": n, "evaluate": n, "skipped": n - 5}
-    assert len(list((out / PAIR / "train").glob("none-*/modifier_token_*.safetensors"))) == 2  # custom-diffusion
+    assert tables["counts"] == {"train": 6, "generate": n, "evaluate": n, "skipped": n - 6}
+    assert len(list((out / PAIR / "train").glob("none-*/modifier_token_*.safetensors"))) == 4  # custom-diffusion, ti
     for m in METHODS:
         images = sorted((out / PAIR / m / "images").rglob("*.png"))
         assert [p.name for p in images] == ["p00_seed0.png", "p00_seed1.png"]  # num_prompts=1, num_seeds=2
