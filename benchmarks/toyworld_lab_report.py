@@ -1,0 +1,133 @@
+"""The toy lab's tables (``benchmarks/toyworld_lab.py --report``): per set and pooled over the pairs, success rate
+with its Wilson 95 % interval and the per-LoRA-seed rates, and the failure kinds, from whatever cells are finished
+(a partial run gives partial tables, and says how many cells are missing). No torch here."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+from mudi.core.methods import METHODS
+from mudi.data.units import Unit
+from mudi.toyworld.checker import VERDICTS
+from mudi.toyworld.evaluate import summarize_verdicts
+from mudi.toyworld.sets import PAIRS
+from toyworld_lab_plan import GROUPS, Cell, Plan
+
+FAILURES = tuple(v for v in VERDICTS if v != "correct")
+POOLED = "pairs pooled"
+
+
+def cell_verdicts(out: Path, cell: Cell) -> list[str] | None:
+    """The checker's verdicts of a finished cell, or None."""
+    folder = out / "cells" / cell.key
+    marker = Unit(folder, "", marker=folder / "cell.json").read()
+    path = folder / "verdicts.json"
+    if not marker or marker.get("status") != "done" or not path.is_file():
+        return None
+    return json.loads(path.read_text())["verdicts"]
+
+
+def pooled(per_seed: dict[int, list[str]]) -> dict:
+    """Success over every seed's images (Wilson 95 %), the per-seed rates and the verdict counts."""
+    summary = summarize_verdicts([v for vs in per_seed.values() for v in vs])
+    summary["per_seed"] = {str(s): summarize_verdicts(vs)["success_rate"] for s, vs in sorted(per_seed.items())}
+    return summary
+
+
+def collect(plan: Plan, out: Path) -> dict:
+    """``{group: {arm: {set or POOLED: summary}}}`` over the finished cells, and the counts."""
+    found: dict[tuple[str, str, str], dict[int, list[str]]] = {}
+    for cell in plan.cells:
+        verdicts = cell_verdicts(out, cell)
+        if verdicts is None:
+            continue
+        found.setdefault((cell.arm.group, cell.arm.name, cell.set), {})[cell.seed] = verdicts
+    done = sum(cell_verdicts(out, c) is not None for c in plan.unique())
+    tables: dict[str, dict[str, dict[str, dict]]] = {}
+    for (group, arm, set_name), per_seed in found.items():
+        tables.setdefault(group, {}).setdefault(arm, {})[set_name] = pooled(per_seed)
+    for (group, arm), sets in _by_arm(found).items():
+        pairs = {f"{s}:{seed}": vs for s, per_seed in sets.items() if s in PAIRS for seed, vs in per_seed.items()}
+        if len([s for s in sets if s in PAIRS]) > 1:
+            summary = summarize_verdicts([v for vs in pairs.values() for v in vs])
+            tables[group][arm][POOLED] = {**summary, "sets": sorted(s for s in sets if s in PAIRS)}
+    return {"cells_done": done, "cells_planned": len(plan.unique()), "seeds": plan.seeds, "tables": tables}
+
+
+def _by_arm(found: dict) -> dict[tuple[str, str], dict[str, dict]]:
+    out: dict[tuple[str, str], dict[str, dict]] = {}
+    for (group, arm, set_name), per_seed in found.items():
+        out.setdefault((group, arm), {})[set_name] = per_seed
+    return out
+
+
+def fmt(s: dict | None) -> str:
+    if not s:
+        return "—"
+    lo, hi = s["interval95"]
+    seeds = s.get("per_seed")
+    per = f"; seeds {'/'.join(f'{r:.2f}' for r in seeds.values())}" if seeds and len(seeds) > 1 else ""
+    return f"**{s['success_rate']:.3f}** [{lo:.2f}, {hi:.2f}] ({s['successes']}/{s['n']}{per})"
+
+
+def failures(s: dict | None) -> str:
+    if not s:
+        return "—"
+    return ", ".join(f"{k} {s['verdicts'][k]}" for k in FAILURES if s["verdicts"].get(k)) or "none"
+
+
+def label(group: str, arm: str) -> str:
+    return f"{METHODS[arm].label} (`{arm}`)" if group == "methods" and arm in METHODS else arm
+
+
+def markdown(results: dict, plan: Plan, sheets: dict[str, str]) -> str:
+    """The tables as Markdown: methods × sets, failure kinds, one table per ablation, the contact sheets."""
+    tables = results["tables"]
+    lines = [f"Toy lab: {results['cells_done']} of {results['cells_planned']} cells finished; LoRA seeds "
+             f"{results['seeds']}, {plan.cells[0].num_images if plan.cells else 0} images a cell, "
+             f"{plan.cells[0].steps if plan.cells else 0} training steps. Success = the checker's `correct` "
+             "(every subject, each itself, nothing else); **rate** [Wilson 95 %] (successes/images; per-seed rates).",
+             ""]
+    for group in GROUPS:
+        if group not in tables:
+            continue
+        arms = [a for a in dict.fromkeys(c.arm.name for c in plan.cells if c.arm.group == group) if a in tables[group]]
+        sets = [s for s in dict.fromkeys(c.set for c in plan.cells if c.arm.group == group)]
+        cols = sets + ([POOLED] if any(POOLED in tables[group][a] for a in arms) else [])
+        lines += [f"### {'Methods' if group == 'methods' else 'Ablation: ' + group}", "",
+                  "| arm | " + " | ".join(cols) + " | failures (" + (POOLED if POOLED in cols else cols[0]) + ") |",
+                  "|---|" + "---|" * (len(cols) + 1)]
+        for a in arms:
+            row = tables[group][a]
+            lines.append(f"| {label(group, a)} | " + " | ".join(fmt(row.get(c)) for c in cols) +
+                         f" | {failures(row.get(POOLED if POOLED in cols else cols[0]))} |")
+        lines.append("")
+    if sheets:
+        lines += ["### Contact sheets (image seeds 0-15, first LoRA seed)", ""]
+        lines += [f"- {name}: ![{name}]({path})" for name, path in sheets.items()]
+    return "\n".join(lines) + "\n"
+
+
+def write_report(plan: Plan, out: Path, docs: Path | None = None) -> dict:
+    """``out/results.{json,md}``; with ``docs``, the Markdown there too and the methods' contact sheets of the
+    first LoRA seed beside it (``<docs stem>-sheets/``), linked relatively."""
+    results = collect(plan, out)
+    (out / "results.json").parent.mkdir(parents=True, exist_ok=True)
+    (out / "results.json").write_text(json.dumps(results, indent=1))
+    first = plan.seeds[0] if plan.seeds else None
+    sheet_cells = {f"{c.set} · {label(c.arm.group, c.arm.name)}": c for c in plan.cells
+                   if c.arm.group == "methods" and c.seed == first and cell_verdicts(out, c) is not None}
+    local = {n: f"cells/{c.key}/sheet.png" for n, c in sheet_cells.items()}
+    (out / "results.md").write_text(markdown(results, plan, local))
+    if docs is not None:
+        folder = docs.parent / f"{docs.stem}-sheets"
+        folder.mkdir(parents=True, exist_ok=True)
+        linked = {}
+        for name, c in sheet_cells.items():
+            target = folder / f"{c.set}-{c.arm.name}.png"
+            shutil.copyfile(out / "cells" / c.key / "sheet.png", target)
+            linked[name] = f"{folder.name}/{target.name}"
+        docs.write_text(markdown(results, plan, linked))
+    return results
