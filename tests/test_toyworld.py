@@ -3,6 +3,9 @@ calibration, subject folders mudi loads, and the shipped pretrained model's base
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -262,3 +265,25 @@ def test_pretrain_resumes_to_the_same_model(tmp_path, monkeypatch):
     assert pipe.vae_scale_factor == 2 and pipe.tokenizer.model_max_length == pretrain.TEXT_LENGTH
     scenes, images = pretrain.generate_scenes(pipe, 1, 2, num_inference_steps=2)
     assert images.shape == (2, 32, 32, 3) and images.dtype == np.uint8
+
+
+def test_pretrain_v2_settings_reach_the_model(tmp_path):
+    """The v2 recipe's knobs (benchmarks/toyworld_pretrain_v2.yaml): the text length becomes the tokenizer's and the
+    text encoder's positions (a 77-token prompt is not cut), the two-object share the training scenes'."""
+    import dataclasses
+
+    import torch
+    import yaml
+
+    from mudi.toyworld import pretrain
+
+    torch.set_num_threads(1)
+    recipe = yaml.safe_load((Path(__file__).parents[1] / "benchmarks" / "toyworld_pretrain_v2.yaml").read_text())
+    assert set(recipe) <= {f.name for f in dataclasses.fields(pretrain.PretrainConfig)}  # every key is a setting
+    cfg = dataclasses.replace(_tiny_pretrain_config(), text_length=recipe["text_length"], two_object_prob=1.0)
+    pipe = pretrain.load_toyworld_pipeline(pretrain.run(cfg, tmp_path / "v2"))
+    assert pipe.tokenizer.model_max_length == 77 == pipe.text_encoder.config.max_position_embeddings
+    info = json.loads((tmp_path / "v2" / "work" / "config.json").read_text())
+    assert info["two_object_prob"] == 1.0
+    with pytest.raises(MudiError, match="two_object_prob"):
+        pretrain.PretrainConfig(two_object_prob=1.5)

@@ -39,7 +39,7 @@ from mudi.toyworld.tokenizer import build_word_tokenizer, word_token_ids
 from mudi.toyworld.world import IDENTIFIERS, RESOLUTION, caption_vocabulary, sample_dataset
 
 log = logging.getLogger(__name__)
-TEXT_LENGTH = 32  # tokens per prompt (the tokenizer's model_max_length): world captions are at most 17
+TEXT_LENGTH = 32  # the shipped model's tokens per prompt (model_max_length): world captions are at most 17
 
 
 @dataclass
@@ -58,6 +58,8 @@ class PretrainConfig:
     warmup_steps: int = 200
     weight_decay: float = 0.01
     caption_dropout_prob: float = 0.1  # empty caption, for classifier-free guidance
+    text_length: int = TEXT_LENGTH  # tokenizer model_max_length and text positions (v2: 77, as CLIP: nothing truncated)
+    two_object_prob: float = 0.6  # share of training scenes with two objects
     min_snr_gamma: float = 5.0
     ema_decay: float = 0.999
     checkpoint_every: int = 250  # steps between resumable checkpoints in <out>/work/
@@ -66,12 +68,15 @@ class PretrainConfig:
     def __post_init__(self) -> None:
         from mudi.errors import MudiError
 
-        counts = ("num_images", "vae_steps", "vae_batch_size", "steps", "batch_size", "checkpoint_every")
+        counts = ("num_images", "vae_steps", "vae_batch_size", "steps", "batch_size", "checkpoint_every",
+                  "text_length")
         for name in counts:
             if getattr(self, name) < 1:
                 raise MudiError(f"pretrain: {name} must be >= 1, got {getattr(self, name)}")
         if self.save_dtype not in ("float16", "float32"):
             raise MudiError(f"pretrain: save_dtype must be float16 or float32, got {self.save_dtype!r}")
+        if not 0 <= self.two_object_prob <= 1:
+            raise MudiError(f"pretrain: two_object_prob must be in [0, 1], got {self.two_object_prob}")
         if not 0 <= self.caption_dropout_prob < 1:
             raise MudiError(f"pretrain: caption_dropout_prob must be in [0, 1), "
                             f"got {self.caption_dropout_prob}")
@@ -88,11 +93,11 @@ def build_vae():
                          mid_block_add_attention=False)
 
 
-def build_text_encoder(vocab_size: int):
+def build_text_encoder(vocab_size: int, text_length: int = TEXT_LENGTH):
     from transformers import CLIPTextConfig, CLIPTextModel
 
     cfg = CLIPTextConfig(vocab_size=vocab_size, hidden_size=128, intermediate_size=512, num_attention_heads=4,
-                         num_hidden_layers=3, max_position_embeddings=TEXT_LENGTH, projection_dim=128,
+                         num_hidden_layers=3, max_position_embeddings=text_length, projection_dim=128,
                          bos_token_id=vocab_size - 2, eos_token_id=vocab_size - 1,
                          pad_token_id=vocab_size - 1,
                          hidden_act="quick_gelu", layer_norm_eps=1e-5)
@@ -224,7 +229,7 @@ def train_denoiser(cfg: PretrainConfig, latent_mean: torch.Tensor, latent_std: t
                    input_ids: torch.Tensor, empty_ids: torch.Tensor, vocab_size: int, out: Path):
     path = out / "work" / "denoiser.pt"
     torch.manual_seed(cfg.seed + 1)  # initial weights
-    unet, text_encoder = build_unet(), build_text_encoder(vocab_size)
+    unet, text_encoder = build_unet(), build_text_encoder(vocab_size, cfg.text_length)
     params = list(unet.parameters()) + list(text_encoder.parameters())
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     ema = [p.detach().clone() for p in params]
@@ -332,15 +337,16 @@ def run(cfg: PretrainConfig, out: Path) -> Path:
     (out / "work").mkdir(exist_ok=True)
     (out / "work" / "config.json").write_text(json.dumps(asdict(cfg), indent=2))
     t0 = time.time()
-    images, captions, _ = sample_dataset(cfg.num_images, cfg.seed)
+    images, captions, _ = sample_dataset(cfg.num_images, cfg.seed, two_object_prob=cfg.two_object_prob)
     record(out, stage="data", num_images=len(images), seconds=time.time() - t0)
     vae = train_vae(cfg, images, out).eval().requires_grad_(False)
     mean, std = encode_latents(vae, images, out)
     scaling = float(1.0 / mean.std())
     vae.register_to_config(scaling_factor=scaling)
-    tokenizer = build_word_tokenizer(caption_vocabulary() + list(IDENTIFIERS), model_max_length=TEXT_LENGTH)
-    ids = torch.tensor(tokenizer(captions, padding="max_length", max_length=TEXT_LENGTH)["input_ids"])
-    empty = torch.tensor(tokenizer([""], padding="max_length", max_length=TEXT_LENGTH)["input_ids"][0])
+    n = cfg.text_length
+    tokenizer = build_word_tokenizer(caption_vocabulary() + list(IDENTIFIERS), model_max_length=n)
+    ids = torch.tensor(tokenizer(captions, padding="max_length", max_length=n)["input_ids"])
+    empty = torch.tensor(tokenizer([""], padding="max_length", max_length=n)["input_ids"][0])
     unet, text_encoder = train_denoiser(cfg, mean, std, scaling, ids, empty, len(tokenizer), out)
     rows = set_identifier_rows(text_encoder, tokenizer, cfg.seed)
     pipe = assemble_pipeline(vae, text_encoder, tokenizer, unet)
