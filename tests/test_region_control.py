@@ -223,3 +223,20 @@ def test_mudi_run_db_region_shares_dreamboths_lora(tmp_path):
     assert "region_control" not in db and region["region_control"] is True
     assert db["lora"][0]["path"] == region["lora"][0]["path"]  # one training: train/none
     assert region["init"] == "none" and len(region["boxes_xyxy"]) == 2
+
+
+def test_an_unsupported_family_is_refused_before_any_model_loads():
+    """FLUX.2, Qwen-Image and Z-Image have no region-control processor: each config says so at once."""
+    from mudi.benchmark.config import BenchmarkConfig
+    from mudi.pipeline import RunConfig
+    from mudi.sampling.config import GenerateConfig
+
+    for name in ("tiny-flux2", "qwen-image", "z-image"):
+        with pytest.raises(MudiError, match="region control is implemented for"):
+            GenerateConfig(backbone=name, region_control=True)
+        with pytest.raises(MudiError, match="method db-region"):
+            BenchmarkConfig(backbone=name, methods=["db-region"])
+        with pytest.raises(MudiError, match="method db-region"):
+            RunConfig(backbone=name, methods=["db-region"])
+    GenerateConfig(backbone="tiny-sd3", region_control=True)  # supported families pass
+    BenchmarkConfig(backbone="tiny-flux2", methods=["dreambooth"])  # and a method without it anywhere

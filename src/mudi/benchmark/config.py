@@ -9,6 +9,7 @@ from mudi.config import from_dict
 from mudi.core.methods import METHODS
 from mudi.core.prompts import DEFAULT_NEGATIVE_PROMPT
 from mudi.errors import MudiError, unknown_name_error
+from mudi.sampling.config import check_region_family
 from mudi.scoring.config import EvaluateConfig
 from mudi.scoring.step_selection import StepSelectionConfig, check_disjoint_seeds
 from mudi.training.config import TrainConfig
@@ -130,6 +131,9 @@ class BenchmarkConfig:
                 raise unknown_name_error("method", m, METHODS)
         if not self.methods or len(set(self.methods)) != len(self.methods):
             raise MudiError(f"methods {self.methods}: give each method once, e.g. methods=mudi,dreambooth,cutmix")
+        for m in self.methods:
+            if METHODS[m].region_control:
+                check_region_family(self.backbone, f"method {m}")
         for s in self.redo:
             if s not in STAGES:
                 raise MudiError(f"redo stage {s!r} is not one of {', '.join(STAGES)}")

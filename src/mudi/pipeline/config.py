@@ -19,7 +19,7 @@ from mudi.core.methods import METHODS
 from mudi.describing.config import DescribeConfig
 from mudi.devices import check_dtype_name
 from mudi.errors import MudiError, unknown_name_error
-from mudi.sampling.config import GenerateConfig
+from mudi.sampling.config import GenerateConfig, check_region_family
 from mudi.scoring.config import EvaluateConfig
 from mudi.scoring.step_selection import StepSelectionConfig
 from mudi.segmentation.config import SegmentConfig
@@ -123,6 +123,9 @@ class RunConfig:
         for m in self.methods:
             if m not in METHODS:
                 raise unknown_name_error("method", m, METHODS)
+        for m in self.methods:
+            if METHODS[m].region_control:
+                check_region_family(self.backbone, f"method {m}")
         plain = [m for m in self.methods if not METHODS[m].descriptive_class]
         if plain:
             raise MudiError(f"method {plain[0]} (the plain-class ablation) needs a benchmark pair folder: run it "

@@ -14,6 +14,16 @@ from mudi.errors import MudiError
 CONFIG_FILE = "generate_config.yaml"
 #: region control's options: left out of the stage pipelines' fingerprints while it is off (older runs stay done)
 REGION_KEYS = ("region_control", "region_prompt")
+#: the families whose denoisers region control has attention processors for (:mod:`mudi.sampling.regions`)
+REGION_FAMILIES = ("sd15", "sd2", "sdxl", "flux", "sd3")
+
+
+def check_region_family(backbone: str, what: str = "--region_control") -> None:
+    """Before any model loads: region control on a family it has no attention processor for is one line."""
+    family = registry.family_of(backbone)
+    if family is not None and family not in REGION_FAMILIES:
+        raise MudiError(f"{what}: region control is implemented for the UNet families (sd15, sd2, sdxl), FLUX.1 and "
+                        f"SD3; {backbone} is {family}: leave it out, or use one of those backbones")
 
 
 @dataclass
@@ -91,6 +101,8 @@ class GenerateConfig:
             raise MudiError(f"--relative-sizes {list(self.relative_sizes)} must all be positive, e.g. 1,2")
         if self.region_control and not self.region_prompt.strip():
             raise MudiError("--region_prompt is empty: give a template such as 'a photo of {subject}'")
+        if self.region_control:
+            check_region_family(self.backbone)
         if self.layout == "llm" and not self.llm_url:
             raise MudiError("--layout llm needs --llm_url, an OpenAI-compatible endpoint, e.g. http://127.0.0.1:8000/v1")
         if self.layout not in ("random", "llm") and not self.layout.endswith(".json"):
