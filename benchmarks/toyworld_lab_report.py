@@ -53,7 +53,17 @@ def collect(plan: Plan, out: Path) -> dict:
         if len([s for s in sets if s in PAIRS]) > 1:
             summary = summarize_verdicts([v for vs in pairs.values() for v in vs])
             tables[group][arm][POOLED] = {**summary, "sets": sorted(s for s in sets if s in PAIRS)}
-    return {"cells_done": done, "cells_planned": len(plan.unique()), "seeds": plan.seeds, "tables": tables}
+    return {"cells_done": done, "cells_planned": len(plan.unique()), "seeds": plan.seeds,
+            "seconds_spent": seconds_spent(plan, out), "tables": tables}
+
+
+def seconds_spent(plan: Plan, out: Path) -> dict[str, float]:
+    """What the finished trainings and cells took (their markers' ``seconds``), to check the plan's estimate."""
+    cells = [m for c in plan.unique() if (m := Unit(out, "", marker=out / "cells" / c.key / "cell.json").read())]
+    trains = [m for k in plan.trainings() if (m := Unit(out, "", marker=out / "lora" / f"{k}.json").read())]
+    return {"training": round(sum(m.get("seconds", 0.0) for m in trains if m.get("status") == "done"), 1),
+            "trainings": sum(m.get("status") == "done" for m in trains),
+            "sampling": round(sum(m.get("seconds", 0.0) for m in cells if m.get("status") == "done"), 1)}
 
 
 def _by_arm(found: dict) -> dict[tuple[str, str], dict[str, dict]]:
@@ -87,7 +97,9 @@ def markdown(results: dict, plan: Plan, sheets: dict[str, str]) -> str:
     tables = results["tables"]
     lines = [f"Toy lab: {results['cells_done']} of {results['cells_planned']} cells finished; LoRA seeds "
              f"{results['seeds']}, {plan.cells[0].num_images if plan.cells else 0} images a cell, "
-             f"{plan.cells[0].steps if plan.cells else 0} training steps. Success = the checker's `correct` "
+             f"{plan.cells[0].steps if plan.cells else 0} training steps; compute spent: "
+             f"{results['seconds_spent']['training'] / 60:.1f} min training ({results['seconds_spent']['trainings']} "
+             f"LoRAs), {results['seconds_spent']['sampling'] / 60:.1f} min sampling and judging. Success = the checker's `correct` "
              "(every subject, each itself, nothing else); **rate** [Wilson 95 %] (successes/images; per-seed rates).",
              ""]
     for group in GROUPS:
