@@ -39,11 +39,12 @@ N_SUBJECTS_SET = "four"  # the number-of-subjects ablation samples the first N o
 RECIPE: dict[str, Any] = {"resolution": 32, "rank": 8, "learning_rate": 1e-3, "train_batch_size": 8,
                           "max_train_steps": 800, "composition_prob": 0.3, "soft_alpha": 1.0, "loss": "mse"}
 SAMPLER: dict[str, Any] = {"num_inference_steps": 30, "guidance_scale": 4.0, "height": 32, "width": 32}
-#: measured on this machine (2 shared cores, one thread, 2026-12-06): a training step at batch 8, an image at 30
-#: sampler steps (batch 32), and what each training and each cell costs besides (model loads, the checker)
-SECONDS_PER_STEP = 0.19
+#: measured on this machine (2 shared cores, one thread, 2026-12-06: six 800-step trainings took 171 s each, 144
+#: images 78 s with the checker): a training step at batch 8, an image at 30 sampler steps (batch 32), and what each
+#: training and each cell costs besides (model loads, the checker)
+SECONDS_PER_STEP = 0.20
 SECONDS_PER_IMAGE = 0.45
-SECONDS_PER_TRAINING = 8.0
+SECONDS_PER_TRAINING = 10.0
 SECONDS_PER_CELL = 2.0
 GROUPS = ("methods", "init", "gamma", "classes", "loss", "soft_alpha", "composition_prob", "layout", "num_subjects")
 

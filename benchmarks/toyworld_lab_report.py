@@ -5,8 +5,10 @@ with its Wilson 95 % interval and the per-LoRA-seed rates, and the failure kinds
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
+
+import numpy as np
+from PIL import Image
 
 from mudi.core.methods import METHODS
 from mudi.data.units import Unit
@@ -123,8 +125,8 @@ def markdown(results: dict, plan: Plan, sheets: dict[str, str]) -> str:
 
 
 def write_report(plan: Plan, out: Path, docs: Path | None = None) -> dict:
-    """``out/results.{json,md}``; with ``docs``, the Markdown there too and the methods' contact sheets of the
-    first LoRA seed beside it (``<docs stem>-sheets/``), linked relatively."""
+    """``out/results.{json,md}``; with ``docs``, the Markdown there too and one contact sheet beside it
+    (``<docs stem>.png``: a row of image seeds 0-15 per method of the first LoRA seed, in the order listed)."""
     results = collect(plan, out)
     (out / "results.json").parent.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(json.dumps(results, indent=1))
@@ -134,12 +136,24 @@ def write_report(plan: Plan, out: Path, docs: Path | None = None) -> dict:
     local = {n: f"cells/{c.key}/sheet.png" for n, c in sheet_cells.items()}
     (out / "results.md").write_text(markdown(results, plan, local))
     if docs is not None:
-        folder = docs.parent / f"{docs.stem}-sheets"
-        folder.mkdir(parents=True, exist_ok=True)
-        linked = {}
-        for name, c in sheet_cells.items():
-            target = folder / f"{c.set}-{c.arm.name}.png"
-            shutil.copyfile(out / "cells" / c.key / "sheet.png", target)
-            linked[name] = f"{folder.name}/{target.name}"
-        docs.write_text(markdown(results, plan, linked))
+        docs.parent.mkdir(parents=True, exist_ok=True)
+        text = markdown(results, plan, {})
+        if sheet_cells:
+            rows = [_first_row(out / "cells" / c.key / "images.png") for c in sheet_cells.values()]
+            width = max(x.shape[1] for x in rows)  # a grey line under each cell's row
+            sheet = np.concatenate([np.pad(np.pad(r, ((0, 0), (0, width - r.shape[1]), (0, 0)), constant_values=255),
+                                           ((0, 2), (0, 0), (0, 0)), constant_values=128) for r in rows], 0)
+            small = Image.fromarray(sheet).quantize(256)  # flat colours: a palette keeps it small in the repository
+            small.resize((sheet.shape[1] * 2, sheet.shape[0] * 2), Image.NEAREST).save(docs.with_suffix(".png"),
+                                                                                      optimize=True)
+            text += (f"\n### Contact sheet\n\n![contact sheet]({docs.with_suffix('.png').name})\n\n*Image seeds 0-15 of "
+                     f"LoRA seed {first}, one row per cell, top to bottom: {'; '.join(sheet_cells)}.*\n")
+        docs.write_text(text)
     return results
+
+
+def _first_row(path: Path, size: int = 32) -> np.ndarray:
+    """Image seeds 0-15 of a cell's ``images.png`` (8 a row) as one row."""
+    grid = np.asarray(Image.open(path).convert("RGB"))
+    rows = [grid[i:i + size] for i in range(0, min(grid.shape[0], 2 * size), size)]
+    return np.concatenate(rows, 1)

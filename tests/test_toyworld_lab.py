@@ -97,8 +97,10 @@ def test_quick_runs_end_to_end_and_resumes(tmp_path, capsys):
     assert toyworld_lab.main(["--quick", "--out", str(out), "--report", str(docs)]) == 0
     text = docs.read_text()
     assert "| DB (`dreambooth`) |" in text and "[0.00," in text
-    assert sorted(p.name for p in (tmp_path / "docs" / "lab-sheets").iterdir()) == [
-        "shared_colour-dreambooth.png", "shared_colour-mudi.png"]
+    assert "![contact sheet](lab.png)" in text and "shared_colour · DB (`dreambooth`)" in text
+    from PIL import Image
+
+    assert Image.open(tmp_path / "docs" / "lab.png").size == (2 * 8 * 32, 2 * 2 * (32 + 2))  # 2 rows of 4 images
 
 
 def test_quick_covers_textual_inversion_and_region_control(tmp_path, capsys):
