@@ -225,7 +225,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.plan:
         print(describe_plan(plan))
         return 0
-    lab = Lab(args.out, args.model)
+    lab, failed = Lab(args.out, args.model), []
     if args.report is None:
         import torch
 
@@ -240,13 +240,19 @@ def main(argv: list[str] | None = None) -> int:
                 break
             if args.max_cells is not None and started >= args.max_cells:
                 break
-            started += run_cell(lab, cell)
+            try:
+                started += run_cell(lab, cell)
+            except Exception as e:  # one broken cell must not stop a run of days: reported, the rest goes on
+                failed.append(cell.key)
+                print(f"  FAILED {cell.set} {cell.arm.group} {cell.arm.name} s{cell.seed}: {type(e).__name__}: {e}",
+                      flush=True)
         print(f"toy lab: trained {lab.counts['trained']}, sampled {lab.counts['sampled']} cell(s), skipped "
-              f"{lab.counts['skipped']} finished, in {time.perf_counter() - t0:.0f} s", flush=True)
+              f"{lab.counts['skipped']} finished, {len(failed)} failed, in {time.perf_counter() - t0:.0f} s",
+              flush=True)
     docs = args.report if isinstance(args.report, Path) else None
     results = write_report(plan, args.out, docs)
     print((args.out / "results.md").read_text())
-    return 0 if results["cells_done"] or args.report is not None else 1
+    return 1 if failed or not (results["cells_done"] or args.report is not None) else 0
 
 
 if __name__ == "__main__":
