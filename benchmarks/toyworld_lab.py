@@ -41,7 +41,7 @@ from mudi.core.methods import METHODS  # noqa: E402
 from mudi.core.segmix import SegMixParams  # noqa: E402
 from mudi.data.manifests import fingerprint, weight_outputs  # noqa: E402
 from mudi.data.subjects import load_subjects, write_prior_metadata  # noqa: E402
-from mudi.data.units import Unit  # noqa: E402
+from mudi.data.units import Unit, files_fingerprint, subjects_fingerprint  # noqa: E402
 from mudi.toyworld import MODEL_DIR, SUBJECTS_DIR  # noqa: E402
 from mudi.toyworld.evaluate import judge_images, toy_subject  # noqa: E402
 from mudi.toyworld.sets import SUBJECT_SETS, subject_folders  # noqa: E402
@@ -61,7 +61,15 @@ class Lab:
     def __init__(self, out: Path, model: Path) -> None:
         self.out, self.model = out, model
         self._backbone = None
+        self._model_fp: list | None = None
+        self._plain: set[str] = set()
         self.counts = {"trained": 0, "sampled": 0, "skipped": 0}
+
+    def model_fingerprint(self) -> list:
+        """The model folder's content (a new toy model redoes every training and cell)."""
+        if self._model_fp is None:
+            self._model_fp = files_fingerprint([self.model])
+        return self._model_fp
 
     def backbone(self):
         if self._backbone is None:
@@ -81,7 +89,8 @@ class Lab:
         out = []
         for src in shipped:
             dst = self.out / "subjects" / "plain" / set_name / src.name
-            if not (dst / "subject.yaml").is_file():
+            if str(dst) not in self._plain:  # copied afresh once a run: an edited shipped subject is seen
+                self._plain.add(str(dst))
                 shutil.copytree(src, dst, dirs_exist_ok=True)
                 meta = yaml.safe_load((dst / "subject.yaml").read_text())
                 meta.pop("descriptive_class", None)  # "olis square": the class noun alone (the toyworld key stays)
@@ -108,18 +117,27 @@ class Lab:
         return str(folder)
 
 
+def training(lab: Lab, cell: Cell) -> tuple[Unit, list[str]]:
+    """The unit of the cell's LoRA (its fingerprint: the recipe, the model's and the subjects' content) and the
+    subject folders it trains on."""
+    recipe = cell.train_recipe()
+    folder = lab.out / "lora" / cell.train_key
+    folders = lab.folders(cell.set, recipe["descriptive_class"])
+    subjects = load_subjects(folders)
+    tokens = [s.identifier for s in subjects] if recipe["train"].get("train_modifier_tokens") else []
+    fp = fingerprint({**recipe, "model": lab.model_fingerprint(), "subjects": subjects_fingerprint(subjects)})
+    return Unit(folder, fp, marker=folder.with_suffix(".json"), name=f"train {cell.train_key}",
+                outputs=weight_outputs(recipe["train"].get("train_lora", True), tokens)), folders
+
+
 def train_unit(lab: Lab, cell: Cell) -> Path:
     """The cell's LoRA (trained here unless a finished training of the same recipe is there)."""
     from mudi.training.config import TrainConfig
     from mudi.training.loop import train
 
     recipe = cell.train_recipe()
-    folder = lab.out / "lora" / cell.train_key
-    folders = lab.folders(cell.set, recipe["descriptive_class"])
-    values = dict(recipe["train"])
-    tokens = [s.identifier for s in load_subjects(folders)] if values.get("train_modifier_tokens") else []
-    unit = Unit(folder, fingerprint({**recipe, "model": str(lab.model)}), marker=folder.with_suffix(".json"),
-                outputs=weight_outputs(values.get("train_lora", True), tokens), name=f"train {cell.train_key}")
+    unit, folders = training(lab, cell)
+    folder, values = unit.folder, dict(recipe["train"])
     if unit.is_done():
         return folder
     t0 = time.perf_counter()
@@ -147,7 +165,7 @@ def run_cell(lab: Lab, cell: Cell) -> bool:
 
     folder = lab.out / "cells" / cell.key
     s = cell.sample_settings()
-    unit = Unit.of(folder, {"train": cell.train_recipe(), **s}, marker=folder / "cell.json",
+    unit = Unit.of(folder, {"train": training(lab, cell)[0].fp, **s}, marker=folder / "cell.json",
                    outputs=("verdicts.json", "sheet.png"), name=f"cell {cell.key}")
     if unit.is_done():
         lab.counts["skipped"] += 1
