@@ -186,3 +186,12 @@ def test_mudi_run_trains_each_recipe_method_apart(tmp_path):
     report = (run / "report.html").read_text()
     assert "TI" in report and "Custom Diffusion" in report
     assert main(["run", str(cfg)]) == 0  # everything done: the token-only unit verifies its files
+
+
+@pytest.mark.parametrize("family, keys", [
+    ("tiny-sd", ["clip_l"]), ("tiny-sdxl", ["clip_l", "clip_g"]), ("tiny-flux", ["clip_l", "t5xxl"]),
+    ("tiny-sd3", ["clip_l", "clip_g", "t5xxl"]), ("tiny-flux2", ["qwen3_4b"]), ("tiny-flux2-dev", ["mistral3_24b"]),
+    ("tiny-qwen-image", ["qwen25_7b"]), ("tiny-z-image", ["qwen3_4b"])])
+def test_token_files_use_comfyuis_embedding_keys(family, keys):
+    """Each file key is the ``embedding_key`` the matching ComfyUI text encoder reads (comfy/text_encoders)."""
+    assert [k for k, _, _ in token_encoders(_load(family))] == keys

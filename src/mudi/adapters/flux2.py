@@ -67,7 +67,6 @@ class Flux2Backbone(FlowMatchingMembers):
     default_resolution = 1024
     supports_negative_prompt = False  # neither pipeline takes one (klein's CFG uses the empty prompt)
     frozen_components = ("vae", "text_encoder", "transformer")
-    token_embedding_encoders = (("text_encoder", "tokenizer", "text_encoder"),)  # trained tokens (TI)
     default_num_inference_steps = 50  # both pipelines' default (the step-distilled klein models: 4)
     default_guidance_scale: float | None = None  # the pipelines' 4.0
     default_init = "mean_shifted"  # the authors' "FLUX needs no init" is about FLUX.1; nothing is known for FLUX.2
@@ -150,6 +149,18 @@ class Flux2Backbone(FlowMatchingMembers):
         z = latents.to(device=w.device, dtype=w.dtype)
         mean, std = self._bn(z)
         return vae.decode(unpatchify(z * std + mean)).sample.clamp(-1, 1)
+
+    @property
+    def token_embedding_encoders(self) -> tuple[tuple[str, str, str], ...]:
+        """Where trained tokens (Textual Inversion) live, under ComfyUI's key for this checkpoint's text encoder:
+        dev's Mistral-3 ``mistral3_24b``, klein's Qwen3 ``qwen3_4b`` (hidden 2560 and the tiny builds) or ``qwen3_8b``."""
+        encoder = getattr(self.pipeline, "text_encoder", None)
+        config = getattr(encoder, "config", None)
+        if "Mistral" in type(encoder).__name__:
+            key = "mistral3_24b"
+        else:
+            key = "qwen3_8b" if getattr(config, "hidden_size", 0) == 4096 else "qwen3_4b"
+        return ((key, "tokenizer", "text_encoder"),)
 
     def encode_prompts(self, prompts: Sequence[str], grad: bool = False) -> dict[str, torch.Tensor]:
         """``{"prompt_embeds": (B, L, 3·D)}``: three hidden layers of the text encoder, stacked per token."""

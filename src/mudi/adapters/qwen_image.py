@@ -46,7 +46,7 @@ class QwenImageBackbone(FlowMatchingMembers):
     default_resolution = 1024
     supports_negative_prompt = True  # real CFG (true_cfg_scale > 1 with a negative prompt), the pipeline's default
     frozen_components = ("vae", "text_encoder", "transformer")
-    token_embedding_encoders = (("text_encoder", "tokenizer", "text_encoder"),)  # trained tokens (TI)
+    token_embedding_encoders = (("qwen25_7b", "tokenizer", "text_encoder"),)  # trained tokens (TI): ComfyUI's key
     default_num_inference_steps = 50  # QwenImagePipeline's default
     default_guidance_scale: float | None = None  # not guidance-distilled: CFG is true_cfg_scale (4.0)
     default_init = "mean_shifted"  # nothing is known for Qwen-Image: MuDI's init, as for the paper's SDXL

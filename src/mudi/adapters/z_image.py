@@ -40,7 +40,7 @@ class ZImageBackbone(ShiftScaleVae, FlowMatchingMembers):
     default_resolution = 1024
     supports_negative_prompt = True  # real CFG at the pipeline's guidance 5 (Turbo: guidance 0, no CFG)
     frozen_components = ("vae", "text_encoder", "transformer")
-    token_embedding_encoders = (("text_encoder", "tokenizer", "text_encoder"),)  # trained tokens (TI)
+    token_embedding_encoders = (("qwen3_4b", "tokenizer", "text_encoder"),)  # trained tokens (TI): ComfyUI's key
     default_num_inference_steps = 50  # ZImagePipeline's default (Turbo: 8-9)
     default_guidance_scale: float | None = None
     default_init = "mean_shifted"  # nothing is known for Z-Image: MuDI's init, as for the paper's SDXL
