@@ -195,3 +195,13 @@ def test_mudi_run_trains_each_recipe_method_apart(tmp_path):
 def test_token_files_use_comfyuis_embedding_keys(family, keys):
     """Each file key is the ``embedding_key`` the matching ComfyUI text encoder reads (comfy/text_encoders)."""
     assert [k for k, _, _ in token_encoders(_load(family))] == keys
+
+
+def test_step_selection_sees_textual_inversion_snapshots(tmp_path):
+    """Snapshots of a TI run hold token files only; step selection lists them (and the final folder) by step."""
+    from mudi.scoring.step_selection import find_snapshots
+
+    train(_ti_config("tiny-sd", tmp_path / "ti", max_train_steps=2, save_steps=1), backbone=_load("tiny-sd"))
+    found = find_snapshots(tmp_path / "ti", final_step=2)
+    assert [step for step, _ in found] == [1, 2]
+    assert found[0][1].name == "snapshot-1" and len(token_files(found[0][1])) == 2
