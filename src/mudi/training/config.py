@@ -197,7 +197,7 @@ class TrainConfig:
         if self.class_data_dir:
             self.with_prior_preservation = True
         if not self.train_lora and not self.train_modifier_tokens:
-            raise MudiError("train_lora false trains nothing: add --train_modifier_tokens (Textual Inversion) or "
+            raise MudiError("--no-train_lora (train_lora: false) trains nothing: add --train_modifier_tokens (Textual Inversion) or "
                             "keep the LoRA")
         if not self.train_lora and (self.loss == "dco" or self.kl_weight > 0 or self.export == "kohya"):
             raise MudiError("Textual Inversion (train_lora false) has no LoRA to compare with the base model or to "
