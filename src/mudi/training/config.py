@@ -197,8 +197,8 @@ class TrainConfig:
         if self.class_data_dir:
             self.with_prior_preservation = True
         if not self.train_lora and not self.train_modifier_tokens:
-            raise MudiError("--no-train_lora (train_lora: false) trains nothing: add --train_modifier_tokens (Textual Inversion) or "
-                            "keep the LoRA")
+            raise MudiError("--no-train_lora (train_lora: false) trains nothing: add --train_modifier_tokens "
+                            "(Textual Inversion) or keep the LoRA")
         if not self.train_lora and (self.loss == "dco" or self.kl_weight > 0 or self.export == "kohya"):
             raise MudiError("Textual Inversion (train_lora false) has no LoRA to compare with the base model or to "
                             "export: use loss mse, kl_weight 0 and export none")
