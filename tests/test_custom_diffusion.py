@@ -52,8 +52,10 @@ def test_custom_diffusion_trains_only_kv_and_the_tokens_and_reloads_in_diffusers
         n = vocab[key]
         assert after[emb].shape[0] == n + 2 and torch.equal(after[emb][:n], before[key][emb])  # old rows unchanged
         ids = [tok.convert_tokens_to_ids(t) for t in ("<olis>", "<hta>")]
-        initial = next(r[2] for r in trainer.tokens.rows if r[0] == key)  # the rows as initialised
-        assert ids == [n, n + 1] and not torch.equal(after[emb][n:], initial[n:])  # the new rows trained
+        rows = next(r for r in trainer.tokens.rows if r.key == key)  # only these rows train: (subjects, D)
+        assert ids == [n, n + 1] == rows.ids and rows.param.shape == (2, after[emb].shape[1])
+        assert torch.equal(after[emb][n:], rows.initial.to(after[emb].dtype))  # the frozen matrix: as initialised
+        assert not torch.equal(rows.param, rows.initial)  # the new rows trained
 
     out = tmp_path / "cd"
     files = token_files(out)

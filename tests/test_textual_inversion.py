@@ -65,8 +65,9 @@ def test_textual_inversion_trains_only_the_new_rows_and_mudi_loads_them(family, 
         old = emb_before[key].shape[0]
         assert torch.equal(weight[:old].to(emb_before[key].dtype), emb_before[key])  # every old row, bit for bit
         ids = [tok.convert_tokens_to_ids(t) for t in ("<olis>", "<hta>")]
-        initial = next(r[2] for r in trainer.tokens.rows if r[0] == key)
-        assert all(not torch.equal(weight[i], initial[i]) for i in ids), key  # the new rows trained
+        rows = next(r for r in trainer.tokens.rows if r.key == key)
+        assert rows.ids == ids and rows.param.shape == (2, weight.shape[1])  # only (subjects, D) numbers train
+        assert all(not torch.equal(rows.param[k], rows.initial[k]) for k in range(2)), key  # the new rows trained
         others = {n: p for n, p in enc.named_parameters() if p is not weight}
         # a causal LM's untied output head grows with the vocabulary (unused: the pipeline reads hidden states)
         assert all(torch.equal(p[:others_before[key][n].shape[0]], others_before[key][n]) for n, p in others.items())
@@ -205,3 +206,19 @@ def test_step_selection_sees_textual_inversion_snapshots(tmp_path):
     found = find_snapshots(tmp_path / "ti", final_step=2)
     assert [step for step, _ in found] == [1, 2]
     assert found[0][1].name == "snapshot-1" and len(token_files(found[0][1])) == 2
+
+
+def test_the_row_hook_replaces_only_the_new_tokens_called_any_way():
+    """The forward hook puts the trained rows at the new tokens' positions, whether the embedding is called with
+    ids positionally or by keyword; other ids (also ids above the new ones) keep the frozen matrix's rows."""
+    from mudi.training.modifier_tokens import TokenRows, _substitute_rows
+
+    emb = torch.nn.Embedding(12, 3)
+    param = torch.nn.Parameter(torch.full((2, 3), 7.0))
+    emb.register_forward_hook(_substitute_rows(TokenRows("k", param, param.detach().clone(), [5, 8])),
+                              with_kwargs=True)
+    ids = torch.tensor([[1, 5, 8, 11]])
+    for out in (emb(ids), emb(input=ids)):
+        assert torch.equal(out[0, 1:3], param.detach()) and torch.equal(out[0, [0, 3]], emb.weight[[1, 11]].detach())
+    emb(ids).sum().backward()
+    assert param.grad is not None and emb.weight.grad is not None and not emb.weight.grad[[5, 8]].any()

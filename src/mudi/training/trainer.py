@@ -259,8 +259,6 @@ class LoraTrainer:
         if c.max_grad_norm > 0:
             acc.clip_grad_norm_(self.params, c.max_grad_norm)
         self.optimizer.step()
-        if self.tokens is not None:
-            self.tokens.restore_frozen_rows()
         self.lr_scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
         totals["lr"] = float(self.lr_scheduler.get_last_lr()[0])
