@@ -16,7 +16,7 @@ from mudi.config import from_dict, to_dict
 from mudi.core.init_latents import default_gamma
 from mudi.core.methods import METHODS
 from mudi.core.prompts import DEFAULT_REGION_PROMPT, fill_placeholders, placeholder_count
-from mudi.data.manifests import fingerprint, weight_outputs
+from mudi.data.manifests import fingerprint
 from mudi.data.subjects import load_subjects
 from mudi.data.units import DONE, PARTIAL, STALE, Unit
 from mudi.errors import MudiError
@@ -24,6 +24,7 @@ from mudi.sampling.sink import ImageJob, Sampler, pending, run_jobs
 from mudi.scoring.folder import evaluate_folder
 from mudi.training.config import TrainConfig
 from mudi.training.loop import train
+from mudi.training.outputs import run_weight_outputs
 
 log = logging.getLogger(__name__)
 
@@ -66,9 +67,7 @@ def nodesc_folders(runner: BenchmarkRunner, pair: str, pair_dir: Path) -> list[P
 def train_cell(runner: BenchmarkRunner, pair: str, pair_dir: Path, method: str, tag: str) -> tuple[Any, str]:
     cfg, fp = cell_train_config(runner, pair, pair_dir, method)
     out_dir = Path(cfg.output_dir)
-    tokens = [s.identifier for s in load_subjects(cfg.subjects)] if cfg.train_modifier_tokens else []
-    unit = Unit(out_dir, fp, marker=out_dir / STAGE_FILE, outputs=weight_outputs(cfg.train_lora, tokens),
-                name=f"{tag} train")
+    unit = Unit(out_dir, fp, marker=out_dir / STAGE_FILE, outputs=run_weight_outputs(cfg), name=f"{tag} train")
     redo = "train" in runner.config.redo and fp not in runner.trained_recipes
     if unit.is_done() and not redo:
         runner.say(f"{tag} train: done already ({out_dir.name}), skipped")

@@ -32,12 +32,17 @@ def weight_outputs(train_lora: bool, token_identifiers: Sequence[str] = ()) -> t
     return ((LORA_FILE,) if train_lora else ()) + tuple(f"{TOKEN_FILE_PREFIX}{i}.safetensors" for i in token_identifiers)
 
 
+def token_files(folder: str | Path) -> list[Path]:
+    """The trained token-embedding files of a training folder (none for a plain LoRA)."""
+    folder = Path(folder)
+    return sorted(folder.glob(f"{TOKEN_FILE_PREFIX}*.safetensors")) if folder.is_dir() else []
+
+
 def weight_files(folder: str | Path) -> list[Path]:
     """The trained weight files a training folder (or snapshot) holds: its LoRA and its token embeddings (Custom
     Diffusion, Textual Inversion); empty when it holds none."""
     folder = Path(folder)
-    lora = [folder / LORA_FILE] if (folder / LORA_FILE).is_file() else []
-    return lora + (sorted(folder.glob(f"{TOKEN_FILE_PREFIX}*.safetensors")) if folder.is_dir() else [])
+    return ([folder / LORA_FILE] if (folder / LORA_FILE).is_file() else []) + token_files(folder)
 
 
 # ------------------------------------------------------------------------------------------------ subjects

@@ -11,11 +11,10 @@ from pathlib import Path
 from typing import Any
 
 from mudi.adapters import registry
-from mudi.config import to_dict
 from mudi.core.methods import METHODS, training_key
 from mudi.data.manifests import fingerprint
 from mudi.pipeline.state import RunState
-from mudi.sampling.config import REGION_KEYS
+from mudi.sampling.config import generation_settings
 from mudi.sampling.folder import generate_to_folder
 from mudi.scoring.step_selection import SELECTION_DIR, select_step
 
@@ -31,9 +30,7 @@ def choose_training_step(st: RunState, comp: str, out_dir: Path, final_step: int
     regions = {"region_control": True} if METHODS[method].region_control else {}
     probe = c.stage_config("generate", backbone=c.backbone, subjects=st.subject_paths(), prompt="[V1]", init=init,
                            output_dir="check", num_images=sel.num_seeds, seed=sel.seed, **regions)
-    sampler = {k: v for k, v in to_dict(probe).items()
-               if k not in ("output_dir", "lora", "subjects", "skip_existing", "device", "batch_size", "prompt")
-               and (probe.region_control or k not in REGION_KEYS)}
+    sampler = generation_settings(probe, "prompt")
 
     def render(lora: Path, prompt: str, seeds: list[int], folder: Path) -> None:
         cfg = c.stage_config("generate", backbone=c.backbone, pretrained_model_name_or_path=c.pretrained_model_name_or_path,

@@ -37,7 +37,7 @@ from mudi.compositions import SegmixConfig, write_compositions
 from mudi.config import save_config, to_dict
 from mudi.core.methods import METHODS, training_key
 from mudi.data.descriptions import DESCRIBE_HISTORY, DESCRIBE_REPORT, write_describe_report
-from mudi.data.manifests import fingerprint, weight_outputs
+from mudi.data.manifests import fingerprint
 from mudi.data.run_folder import claim_run_folder
 from mudi.data.subjects import find_subjects, load_subjects
 from mudi.data.units import Unit, files_fingerprint, subjects_fingerprint
@@ -49,11 +49,12 @@ from mudi.pipeline.config import RUN_STAGES, RunConfig, switched_on
 from mudi.pipeline.report import write_report
 from mudi.pipeline.selection import choose_training_step
 from mudi.pipeline.state import RUN_ENTRIES, RUN_FILE, RunState
-from mudi.sampling.config import REGION_KEYS
+from mudi.sampling.config import generation_settings
 from mudi.sampling.folder import generate_to_folder
 from mudi.segmentation.folder import segment_subjects
 from mudi.segmentation.prior import make_prior_set
 from mudi.training.loop import train
+from mudi.training.outputs import run_weight_outputs
 
 if TYPE_CHECKING:
     from mudi.adapters.base import Backbone
@@ -221,8 +222,7 @@ def stage_train(st: RunState) -> None:
                           "base_lora": files_fingerprint(cfg.base_lora)})
         st.fps[f"train/{comp}"] = fp
         st.train_dirs[comp] = out_dir
-        tokens = [sub.identifier for sub in load_subjects(cfg.subjects)] if cfg.train_modifier_tokens else []
-        unit = Unit(out_dir, fp, name=f"train {comp}", outputs=weight_outputs(cfg.train_lora, tokens))
+        unit = Unit(out_dir, fp, name=f"train {comp}", outputs=run_weight_outputs(cfg))
         if st.begin("train", unit):
             t0 = time.perf_counter()
             st.say(f"  training the {comp} {'LoRA' if cfg.train_lora else 'embeddings'} on {cfg.backbone}, {cfg.max_train_steps} steps → {out_dir}")
@@ -276,10 +276,7 @@ def stage_generate(st: RunState) -> None:
                                      output_dir=str(folder), num_images=c.num_images, seed=c.seed,
                                      skip_existing=True)
                 fp = fingerprint({"train": st.fps[f"train/{training_key(method)}"],
-                                  "generate": {k2: v for k2, v in to_dict(cfg).items()
-                                               if k2 not in ("output_dir", "lora", "subjects", "skip_existing",
-                                                             "device", "batch_size")
-                                               and (cfg.region_control or k2 not in REGION_KEYS)},
+                                  "generate": generation_settings(cfg),
                                   "layout": files_fingerprint([cfg.layout]) if cfg.layout.endswith(".json") else []})
                 st.fps[f"generate/{method}/{k}"] = fp
                 unit = Unit(folder, fp, name=f"generate {method} p{k:02d}")

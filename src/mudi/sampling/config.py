@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from mudi.adapters import registry
+from mudi.config import to_dict
 from mudi.core.prompts import DEFAULT_NEGATIVE_PROMPT, DEFAULT_REGION_PROMPT
 from mudi.core.segmix import SegMixSettings
 from mudi.errors import MudiError
@@ -14,16 +15,27 @@ from mudi.errors import MudiError
 CONFIG_FILE = "generate_config.yaml"
 #: region control's options: left out of the stage pipelines' fingerprints while it is off (older runs stay done)
 REGION_KEYS = ("region_control", "region_prompt")
+#: what a generation's images do not depend on (where they go, the batching, the device) or what is fingerprinted by
+#: content apart (the LoRA files, the subjects)
+PLACEMENT_KEYS = ("output_dir", "lora", "subjects", "skip_existing", "device", "batch_size")
 #: the families whose denoisers region control has attention processors for (:mod:`mudi.sampling.regions`)
 REGION_FAMILIES = ("sd15", "sd2", "sdxl", "flux", "sd3")
+SUPPORTED_REGION_FAMILIES = "UNet families (sd15, sd2, sdxl) and the MMDiT families FLUX.1 and SD3"
 
 
 def check_region_family(backbone: str, what: str = "--region_control") -> None:
     """Before any model loads: region control on a family it has no attention processor for is one line."""
     family = registry.family_of(backbone)
     if family is not None and family not in REGION_FAMILIES:
-        raise MudiError(f"{what}: region control is implemented for the UNet families (sd15, sd2, sdxl), FLUX.1 and "
-                        f"SD3; {backbone} is {family}: leave it out, or use one of those backbones")
+        raise MudiError(f"{what}: region control is implemented for {SUPPORTED_REGION_FAMILIES}; {backbone} is "
+                        f"{family}: leave it out, or use one of those backbones")
+
+
+def generation_settings(config: GenerateConfig, *ignored: str) -> dict:
+    """The settings of ``config`` its images depend on, for fingerprints: all but :data:`PLACEMENT_KEYS` and
+    ``ignored``; region control's options only while it is on (runs made before it existed stay done)."""
+    return {k: v for k, v in to_dict(config).items()
+            if k not in PLACEMENT_KEYS + ignored and (config.region_control or k not in REGION_KEYS)}
 
 
 @dataclass

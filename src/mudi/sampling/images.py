@@ -31,7 +31,7 @@ from mudi.core.types import Composition
 from mudi.data.manifests import SUBJECTS_FILE
 from mudi.errors import MudiError
 from mudi.sampling.init import build_initial_latents, compose_init, resolve_init
-from mudi.sampling.modifier_tokens import loaded_identifiers, with_modifier_tokens
+from mudi.sampling.modifier_tokens import with_loaded_tokens
 from mudi.sampling.prompt_length import warn_long_prompts
 from mudi.sampling.regions import encode_region_prompts, make_regions, region_prompts, regions_applied
 
@@ -62,10 +62,7 @@ def _generators(backbone: Backbone, seeds: Sequence[int]) -> list[torch.Generato
 def _pipeline_call(backbone: Backbone, prompts: list[str], generators: list, latents: Any, negative_prompt: str | None,
                    num_inference_steps: int, guidance_scale: float | None, height: int, width: int,
                    output_type: str = "np") -> Any:
-    identifiers = loaded_identifiers(backbone)  # a Custom Diffusion LoRA's modifier tokens are loaded: use them
-    if identifiers:
-        prompts = [with_modifier_tokens(p, identifiers) for p in prompts]
-    kwargs: dict = dict(prompt=prompts, num_inference_steps=num_inference_steps, generator=generators,
+    kwargs: dict = dict(prompt=with_loaded_tokens(backbone, prompts), num_inference_steps=num_inference_steps, generator=generators,
                         height=height, width=width, output_type=output_type)
     if negative_prompt and backbone.supports_negative_prompt:
         kwargs["negative_prompt"] = [negative_prompt] * len(prompts)

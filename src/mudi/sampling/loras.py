@@ -18,9 +18,9 @@ import torch
 from safetensors import safe_open
 
 from mudi.adapters import registry
-from mudi.data.manifests import LORA_FILE, read_manifest
+from mudi.data.manifests import LORA_FILE, read_manifest, token_files
 from mudi.errors import MudiError
-from mudi.sampling.modifier_tokens import load_modifier_tokens, token_files, unload_modifier_tokens
+from mudi.sampling.modifier_tokens import load_modifier_tokens, unload_modifier_tokens
 
 if TYPE_CHECKING:
     from mudi.adapters.base import Backbone

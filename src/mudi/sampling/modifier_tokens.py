@@ -29,7 +29,7 @@ from diffusers.loaders import TextualInversionLoaderMixin
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from mudi.data.manifests import TOKEN_FILE_PREFIX
+from mudi.data.manifests import TOKEN_FILE_PREFIX, token_files
 from mudi.errors import MudiError
 from mudi.io import atomic_path
 
@@ -71,12 +71,6 @@ def save_modifier_tokens(folder: str | Path, embeddings: dict[str, dict[str, tor
                       str(tmp), metadata={"token": modifier_token(ident)})
         paths.append(path)
     return paths
-
-
-def token_files(folder: str | Path) -> list[Path]:
-    """The modifier-token files of a LoRA folder (none for a plain LoRA)."""
-    folder = Path(folder)
-    return sorted(folder.glob(f"{TOKEN_FILE_PREFIX}*.safetensors")) if folder.is_dir() else []
 
 
 def load_modifier_tokens(backbone: Backbone, folder: str | Path) -> list[str]:
@@ -137,6 +131,13 @@ def unload_modifier_tokens(backbone: Backbone, identifiers: Sequence[str]) -> No
                                                                  text_encoder=encoder)
         elif encoder.get_input_embeddings().weight.shape[0] > len(tokenizer):  # its tokenizer was shared: gone
             encoder.resize_token_embeddings(len(tokenizer))
+
+
+def with_loaded_tokens(backbone: Backbone, prompts: Sequence[str]) -> list[str]:
+    """``prompts`` with the identifiers of the tokens loaded now written as their tokens (as is when none is
+    loaded): what the pipeline's and region control's prompts go through."""
+    identifiers = loaded_identifiers(backbone)
+    return [with_modifier_tokens(p, identifiers) for p in prompts] if identifiers else list(prompts)
 
 
 def loaded_identifiers(backbone: Backbone) -> list[str]:

@@ -33,14 +33,12 @@ import torch
 
 from mudi.core.layout import NormBox
 from mudi.errors import MudiError
-from mudi.sampling.modifier_tokens import loaded_identifiers, with_modifier_tokens
+from mudi.sampling.config import SUPPORTED_REGION_FAMILIES
+from mudi.sampling.modifier_tokens import with_loaded_tokens
 from mudi.sampling.regions_mmdit import mmdit_regions_applied, supports_mmdit
 
 if TYPE_CHECKING:
     from mudi.adapters.base import Backbone
-
-SUPPORTED_FAMILIES = "UNet families (sd15, sd2, sdxl) and the MMDiT families FLUX.1 and SD3"
-
 
 def region_prompts(template: str, phrases: Sequence[str]) -> list[str]:
     """One regional prompt per subject: ``template`` with ``{subject}`` replaced by the subject's phrase (a
@@ -166,9 +164,7 @@ def encode_region_prompts(backbone: Backbone, prompts: Sequence[str]) -> list[to
     """Each regional prompt's ``prompt_embeds`` ``(1, L, D)`` from the backbone's own text encoders (SDXL: both,
     concatenated as the pipeline does); a Custom Diffusion LoRA's modifier tokens are written in as for the
     global prompt."""
-    identifiers = loaded_identifiers(backbone)
-    texts = [with_modifier_tokens(p, identifiers) for p in prompts] if identifiers else list(prompts)
-    return [backbone.encode_prompts([t])["prompt_embeds"] for t in texts]
+    return [backbone.encode_prompts([t])["prompt_embeds"] for t in with_loaded_tokens(backbone, prompts)]
 
 
 def make_regions(backbone: Backbone, embeds: list[torch.Tensor], boxes: Sequence[Sequence[NormBox]], height: int,
@@ -189,7 +185,7 @@ def regions_applied(backbone: Backbone, regions: Regions) -> Iterator[None]:
     modules = _cross_attention_modules(denoiser)
     if not modules:
         if not supports_mmdit(denoiser):
-            raise MudiError(f"region control is implemented for {SUPPORTED_FAMILIES}; {backbone.family} has neither "
+            raise MudiError(f"region control is implemented for {SUPPORTED_REGION_FAMILIES}; {backbone.family} has neither "
                             "text cross-attention layers nor a supported joint attention: drop --region_control")
         with mmdit_regions_applied(denoiser, regions):
             yield

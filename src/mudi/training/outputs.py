@@ -18,7 +18,8 @@ from mudi.adapters import registry
 from mudi.adapters.weights import is_hub_id
 from mudi.core.init_latents import default_gamma
 from mudi.core.prompts import DEFAULT_NEGATIVE_PROMPT, segmix_prompt
-from mudi.data.manifests import KOHYA_FILE, LORA_FILE, SUBJECTS_FILE
+from mudi.data.manifests import KOHYA_FILE, LORA_FILE, SUBJECTS_FILE, weight_outputs
+from mudi.data.subjects import load_subjects
 from mudi.training.config import CONFIG_FILE, TrainConfig
 
 if TYPE_CHECKING:
@@ -48,6 +49,13 @@ def base_model_id(config: TrainConfig, backbone: Backbone) -> str | None:
         found = _CACHE.search(path.resolve().as_posix())
         return f"{found.group(1)}/{found.group(2)}" if found else None
     return value if is_hub_id(value) else None
+
+
+def run_weight_outputs(config: TrainConfig) -> tuple[str, ...]:
+    """The weight files the run of ``config`` writes into its output folder (what a unit of `mudi run` or the
+    benchmark verifies): its LoRA and/or one token file per subject."""
+    tokens = [s.identifier for s in load_subjects(config.subjects)] if config.train_modifier_tokens else []
+    return weight_outputs(config.train_lora, tokens)
 
 
 def last_validation_images(output_dir: str | Path) -> list[str]:
