@@ -28,7 +28,7 @@ from mudi.sampling.regions import (
     regions_applied,
     token_grid,
 )
-from mudi.sampling.regions_mmdit import joint_mask
+from mudi.sampling.regions_mmdit import FluxRegionProcessor, SD3RegionProcessor, joint_mask
 from tests.test_benchmark import PAIR, _config, bench  # noqa: F401  (bench: the benchmark folder fixture)
 
 SAMPLES = Path(__file__).resolve().parents[1] / "src" / "mudi" / "samples"
@@ -101,16 +101,23 @@ def test_joint_mask_pattern():
 
 
 # ------------------------------------------------------------------------------------------- whole pipelines
+def _plain_and_whole_image_region(bb, processor: type) -> tuple[np.ndarray, np.ndarray]:
+    """The plain pipeline's images, and the same call with one region covering the image, prompted as the whole
+    (the family's ``processor`` installed meanwhile)."""
+    plain = _call(bb)
+    regions = make_regions(bb, encode_region_prompts(bb, [PROMPT]), [[(0.0, 0.0, 1.0, 1.0)]] * 2, SIZE, SIZE)
+    with regions_applied(bb, regions):
+        assert any(isinstance(p, processor) for p in _processors(bb))
+        whole = _call(bb)
+    return plain, whole
+
+
 @pytest.mark.parametrize("name", ["tiny-sd", "tiny-sd2", "tiny-sdxl"])
 def test_one_whole_image_region_is_the_plain_pipeline_bit_for_bit(name):
     bb = load_backbone(name)
     before = _processors(bb)
-    plain = _call(bb)
     # the same attention call with the same embeddings, mixed as global·0 + region·1: the same code path
-    regions = make_regions(bb, encode_region_prompts(bb, [PROMPT]), [[(0.0, 0.0, 1.0, 1.0)]] * 2, SIZE, SIZE)
-    with regions_applied(bb, regions):
-        assert any(isinstance(p, RegionCrossAttnProcessor) for p in _processors(bb))
-        whole = _call(bb)
+    plain, whole = _plain_and_whole_image_region(bb, RegionCrossAttnProcessor)
     assert torch.equal(torch.from_numpy(whole), torch.from_numpy(plain))
     # a regional prompt of its own changes the picture; afterwards every processor is the original again
     other = make_regions(bb, encode_region_prompts(bb, ["a photo of a red car"]), [[(0.0, 0.0, 0.5, 1.0)]] * 2,
@@ -126,10 +133,8 @@ def test_one_whole_image_region_is_the_plain_pipeline_bit_for_bit(name):
 def test_mmdit_one_whole_image_region_matches_the_plain_pipeline(name):
     bb = load_backbone(name)
     before = _processors(bb)
-    plain = _call(bb)
-    regions = make_regions(bb, encode_region_prompts(bb, [PROMPT]), [[(0.0, 0.0, 1.0, 1.0)]] * 2, SIZE, SIZE)
-    with regions_applied(bb, regions):
-        whole = _call(bb)
+    mmdit = FluxRegionProcessor if name == "tiny-flux" else SD3RegionProcessor
+    plain, whole = _plain_and_whole_image_region(bb, mmdit)
     # the same mathematics, but the attention reduces over extra (masked) text tokens: not bit for bit.
     # Measured on CPU float32: tiny-flux 0, tiny-sd3 2.7e-6 (images in [0, 1]).
     np.testing.assert_allclose(whole, plain, rtol=0, atol=1e-4)

@@ -284,3 +284,4 @@ def test_the_page_builds(tmp_path):
     ids = {getattr(b, "elem_id", None) for b in demo.blocks.values()}
     assert {"photos", "segment", "mask-gallery", "segmix-preview", "train-start", "train-stop", "train-resume",
             "loss-plot", "layout-canvas", "generate", "scores"} <= ids
+    assert {"train-trains", "region-control"} <= ids  # What trains; region control (tests/test_ui_methods.py)

@@ -16,8 +16,6 @@ from mudi.samples import SAMPLES_DIR
 from mudi.training.config import TrainConfig
 from mudi.training.loop import train
 from mudi.ui import jobs, training
-from mudi.ui import subjects as ui_subjects
-from mudi.ui.config import UiConfig
 from mudi.ui.generation import generate_and_score, lora_choices
 from mudi.ui.state import Workspace
 
@@ -62,13 +60,3 @@ def test_a_textual_inversion_run_is_listed_finished_and_generates_with_region_co
     meta = json.loads(next(region.glob("[0-9]*.json")).read_text())
     assert meta["region_control"] is True and "region_control" not in json.loads(next(plain.glob("[0-9]*.json")).read_text())
 
-
-def test_the_page_has_the_new_controls(tmp_path):
-    pytest.importorskip("gradio")
-    from mudi.ui.app import build_app
-
-    ws = Workspace.open(tmp_path / "ws")
-    ui_subjects.add_sample_subjects(ws)
-    demo = build_app(UiConfig(workspace=str(ws.root), backbone="tiny-sd", backend="grabcut", device="cpu"), ws)
-    ids = {getattr(b, "elem_id", None) for b in demo.blocks.values()}
-    assert {"train-trains", "region-control"} <= ids
