@@ -37,8 +37,9 @@ def trains_settings(kind: str) -> dict:
     """The TrainConfig values of a "What trains" choice (the benchmark method's own recipe)."""
     if kind in (None, "", "lora"):
         return {}
-    if kind not in METHODS or not METHODS[kind].train:
-        raise MudiError(f"what trains: {kind!r} is not one of lora, ti, custom-diffusion")
+    choices = [value for _, value in TRAINS_CHOICES]
+    if kind not in choices:
+        raise MudiError(f"what trains: {kind!r} is not one of {', '.join(choices)}")
     return dict(METHODS[kind].train)
 
 
