@@ -29,11 +29,13 @@ from tests.test_benchmark import PAIR, TINY, _config, bench  # noqa: F401 (bench
 
 PREFERRED = {4: 0.2, 8: 0.9, 12: 0.5}  # the scripted scorer likes step 8 best
 SEEN: list[tuple[int, list[str]]] = []
+NEGATIVES: set = set()  # the negative prompts the snapshots were rendered with
 
 
 def scripted_scorer(st, cfg, images: Path, folder: Path, label: str) -> float:
     step = int(re.search(r"step-(\d+)", str(images)).group(1))
     SEEN.append((step, sorted(p.name for p in images.glob("[0-9]*.png"))))
+    NEGATIVES.update(json.loads(p.read_text()).get("negative_prompt") for p in images.glob("[0-9]*.json"))
     return PREFERRED[step]
 
 
@@ -41,6 +43,7 @@ def scripted_scorer(st, cfg, images: Path, folder: Path, label: str) -> float:
 def test_scorer():
     registry.register("scorer", "test-step", scripted_scorer, replace=True)
     SEEN.clear()
+    NEGATIVES.clear()
     yield "test-step"
     registry.unregister("scorer", "test-step")
 
@@ -113,6 +116,7 @@ def test_mudi_run_generates_with_the_chosen_snapshot_and_reports_the_curve(tmp_p
     assert evaluation == {"0000_seed0.png", "0001_seed1.png"}
     meta = json.loads(next((run / "generate" / "mudi" / "p00").glob("*.json")).read_text())
     assert "snapshot-8" in json.dumps(meta)  # generation used the chosen snapshot
+    assert NEGATIVES == {meta["negative_prompt"]} and meta["negative_prompt"]  # rendered as MuDI's images are
     text = (run / "report.html").read_text()
     assert "class='step-selection'" in text and "<b>step 8</b>" in text
     assert (run / "train" / "segmix" / "step-selection" / CURVE_FILE).is_file()
@@ -172,3 +176,14 @@ def test_mudi_run_selects_with_the_toy_checker(tmp_path):
     assert main(["run", str(run_file)]) == 0
     sel = read_selection(tmp_path / "run" / "train" / "segmix" / "step-selection")
     assert sel["steps"] == [1, 2] and all(0.0 <= v <= 1.0 for v in sel["scores"]) and sel["scorer"] == "toyworld"
+
+
+def test_snapshots_are_rendered_with_the_methods_generation_settings():
+    """Step selection renders a snapshot as the method's own images: no negative prompt for DreamBooth (Appendix
+    A.1) unless the run sets one, the run's for MuDI, region control for DB+Region."""
+    c = RunConfig(methods=["mudi", "dreambooth", "db-region"])
+    assert c.method_generation("dreambooth") == {"negative_prompt": "", "init": "none"}
+    assert c.method_generation("mudi") == {"init": "auto"}
+    assert c.method_generation("db-region") == {"negative_prompt": "", "region_control": True, "init": "none"}
+    own = RunConfig(methods=["dreambooth"], generate={"negative_prompt": "blurry"})
+    assert own.method_generation("dreambooth") == {"init": "none"}

@@ -182,6 +182,16 @@ class RunConfig:
                     data[block][k] = [local(x, False) for x in v] if isinstance(v, list) else local(v, False)
         return data
 
+    def method_generation(self, method: str) -> dict:
+        """What a method sets on its generate configs, beyond the run's ``generate:`` block: no negative prompt for a
+        method without one (Appendix A.1) unless the run sets one, region control for DB+Region. The method's
+        images and its step selection's renders both use it."""
+        spec = METHODS[method]
+        extra = {} if spec.use_negative_prompt or "negative_prompt" in self.generate else {"negative_prompt": ""}
+        if spec.region_control:
+            extra["region_control"] = True
+        return {**extra, "init": spec.init}
+
     def stage_config(self, stage: str, check: bool = False, **values: Any) -> Any:
         """The stage's config: the run's block, then the values the run sets (validated like any config)."""
         spec = BLOCKS[stage]

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from mudi.adapters import registry
-from mudi.core.methods import METHODS, training_key
+from mudi.core.methods import training_key
 from mudi.data.manifests import fingerprint
 from mudi.pipeline.state import RunState
 from mudi.sampling.config import generation_settings
@@ -26,17 +26,16 @@ def choose_training_step(st: RunState, comp: str, out_dir: Path, final_step: int
     ``st.selections[comp]``)."""
     c, sel = st.config, st.config.step_selection
     method = next(m for m in c.methods if training_key(m) == comp)
-    init = METHODS[method].init
-    regions = {"region_control": True} if METHODS[method].region_control else {}
-    probe = c.stage_config("generate", backbone=c.backbone, subjects=st.subject_paths(), prompt="[V1]", init=init,
-                           output_dir="check", num_images=sel.num_seeds, seed=sel.seed, **regions)
+    extra = c.method_generation(method)  # the snapshots are rendered as the method's images will be
+    probe = c.stage_config("generate", backbone=c.backbone, subjects=st.subject_paths(), prompt="[V1]",
+                           output_dir="check", num_images=sel.num_seeds, seed=sel.seed, **extra)
     sampler = generation_settings(probe, "prompt")
 
     def render(lora: Path, prompt: str, seeds: list[int], folder: Path) -> None:
         cfg = c.stage_config("generate", backbone=c.backbone, pretrained_model_name_or_path=c.pretrained_model_name_or_path,
-                             lora=[str(lora)], subjects=st.subject_paths(), prompt=prompt, init=init,
+                             lora=[str(lora)], subjects=st.subject_paths(), prompt=prompt,
                              output_dir=str(folder), num_images=len(seeds), seed=seeds[0], skip_existing=True,
-                             **regions)
+                             **extra)
         generate_to_folder(cfg, backbone=st.models.get("generation", load_backbone))
 
     def score(images: Path, folder: Path, label: str) -> float | None:

@@ -263,16 +263,12 @@ def stage_generate(st: RunState) -> None:
     c = st.config
     try:
         for method in c.methods:
-            spec = METHODS[method]
             lora = st.train_dirs[training_key(method)]
             for k, prompt in enumerate(c.prompts):
                 folder = st.out / "generate" / method / f"p{k:02d}"
-                extra = {} if spec.use_negative_prompt or "negative_prompt" in c.generate else {"negative_prompt": ""}
-                if spec.region_control:
-                    extra["region_control"] = True
-                cfg = c.stage_config("generate", **extra, backbone=c.backbone,
+                cfg = c.stage_config("generate", **c.method_generation(method), backbone=c.backbone,
                                      pretrained_model_name_or_path=c.pretrained_model_name_or_path,
-                                     lora=[str(lora)], subjects=st.subject_paths(), prompt=prompt, init=spec.init,
+                                     lora=[str(lora)], subjects=st.subject_paths(), prompt=prompt,
                                      output_dir=str(folder), num_images=c.num_images, seed=c.seed,
                                      skip_existing=True)
                 fp = fingerprint({"train": st.fps[f"train/{training_key(method)}"],
