@@ -222,3 +222,31 @@ def test_the_row_hook_replaces_only_the_new_tokens_called_any_way():
         assert torch.equal(out[0, 1:3], param.detach()) and torch.equal(out[0, [0, 3]], emb.weight[[1, 11]].detach())
     emb(ids).sum().backward()
     assert param.grad is not None and emb.weight.grad is not None and not emb.weight.grad[[5, 8]].any()
+
+
+def test_unloading_restores_each_encoder_even_when_two_share_a_tokenizer(tmp_path):
+    """Two text encoders behind one tokenizer (as tiny builds share one), the second with spare rows beyond the
+    vocabulary (as T5's and Qwen's matrices have): after loading and unloading a token each is back to its own
+    size — the second is neither left grown nor cut to the tokenizer's length."""
+    from types import SimpleNamespace
+
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    from mudi.adapters.tiny_tokenizer import build_tiny_clip_tokenizer
+    from mudi.sampling.modifier_tokens import load_modifier_tokens, save_modifier_tokens, unload_modifier_tokens
+
+    tokenizer = build_tiny_clip_tokenizer()
+    torch.manual_seed(0)
+    encoders = [CLIPTextModel(CLIPTextConfig(vocab_size=len(tokenizer) + spare, hidden_size=8, intermediate_size=16,
+                                             num_hidden_layers=1, num_attention_heads=2)).eval() for spare in (0, 8)]
+    pipe = SimpleNamespace(tokenizer=tokenizer, text_encoder=encoders[0], text_encoder_2=encoders[1])
+    bb = SimpleNamespace(pipeline=pipe, family="test", token_embedding_encoders=[
+        ("clip_l", "tokenizer", "text_encoder"), ("clip_g", "tokenizer", "text_encoder_2")])
+    sizes = [e.get_input_embeddings().weight.shape[0] for e in encoders]
+    save_modifier_tokens(tmp_path, {"olis": {"clip_l": torch.ones(8), "clip_g": torch.full((8,), 2.0)}})
+    assert load_modifier_tokens(bb, tmp_path) == ["olis"]
+    grown = [e.get_input_embeddings().weight.shape[0] for e in encoders]
+    assert grown[0] == sizes[0] + 1 and grown[1] == sizes[1]  # the new id falls in the second's spare rows
+    unload_modifier_tokens(bb, ["olis"])
+    assert [e.get_input_embeddings().weight.shape[0] for e in encoders] == sizes
+    assert "<olis>" not in tokenizer.get_vocab()

@@ -37,6 +37,8 @@ if TYPE_CHECKING:
     from mudi.adapters.base import Backbone
 
 
+BASE_ROWS = "_mudi_rows_before_tokens"  # set on a text encoder while modifier tokens are loaded into it
+
 
 def modifier_token(identifier: str) -> str:
     """The new token of a subject: ``<identifier>`` (Custom Diffusion writes ``<new1>``)."""
@@ -86,6 +88,8 @@ def load_modifier_tokens(backbone: Backbone, folder: str | Path) -> list[str]:
         if not all(bool(torch.isfinite(v).all()) for v in rows.values()):
             raise MudiError(f"{path}: a token embedding holds NaN or infinite values; the file is damaged (retrain)")
         for key, tokenizer, encoder in token_encoders(backbone):
+            if not hasattr(encoder, BASE_ROWS):  # the size unloading restores (before the first token)
+                setattr(encoder, BASE_ROWS, encoder.get_input_embeddings().weight.shape[0])
             if key not in rows:
                 raise MudiError(f"{path}: no {key} embedding for this {backbone.family} pipeline; it was trained "
                                 f"for another family (it holds {', '.join(sorted(rows))})")
@@ -129,8 +133,13 @@ def unload_modifier_tokens(backbone: Backbone, identifiers: Sequence[str]) -> No
         if any(t in tokenizer.get_vocab() for t in tokens):  # diffusers' unloader uses no other pipeline member
             TextualInversionLoaderMixin.unload_textual_inversion(backbone.pipeline, tokens, tokenizer=tokenizer,
                                                                  text_encoder=encoder)
-        elif encoder.get_input_embeddings().weight.shape[0] > len(tokenizer):  # its tokenizer was shared: gone
-            encoder.resize_token_embeddings(len(tokenizer))
+        # back to the size it had before the first token: a tokenizer two encoders share (tiny builds) is already
+        # empty for the second, and T5's/Qwen's spare rows beyond their tokenizer are never cut
+        base = getattr(encoder, BASE_ROWS, None)
+        if base is not None and encoder.get_input_embeddings().weight.shape[0] > base:
+            encoder.resize_token_embeddings(base)
+        if base is not None:
+            delattr(encoder, BASE_ROWS)
 
 
 def with_loaded_tokens(backbone: Backbone, prompts: Sequence[str]) -> list[str]:
