@@ -8,7 +8,7 @@ images are drawn by mudi's generate path (``generate_images`` inside ``loras_app
 Inversion and Custom Diffusion token files; region control for ``db-region``), image seeds ``0..N-1``, and judged
 by :func:`mudi.toyworld.evaluate.judge_images`.
 
-    OMP_NUM_THREADS=1 python benchmarks/toyworld_lab.py --plan                 # the plan and its CPU hours
+    OMP_NUM_THREADS=1 python benchmarks/toyworld_lab.py --plan                 # the plan, its CPU hours, what --out holds
     OMP_NUM_THREADS=1 python benchmarks/toyworld_lab.py --out toyworld-lab     # everything (~9 h), resumable
     OMP_NUM_THREADS=1 python benchmarks/toyworld_lab.py --out toyworld-lab --hours 2   # stop starting cells after 2 h
     python benchmarks/toyworld_lab.py --out toyworld-lab --report docs/results/toyworld-lab.md   # tables so far
@@ -30,6 +30,7 @@ import json
 import shutil
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -42,6 +43,7 @@ from mudi.core.segmix import SegMixParams  # noqa: E402
 from mudi.data.manifests import fingerprint, weight_outputs  # noqa: E402
 from mudi.data.subjects import load_subjects, write_prior_metadata  # noqa: E402
 from mudi.data.units import Unit, files_fingerprint, subjects_fingerprint  # noqa: E402
+from mudi.errors import MudiError  # noqa: E402
 from mudi.toyworld import MODEL_DIR, SUBJECTS_DIR  # noqa: E402
 from mudi.toyworld.evaluate import judge_images, toy_subject  # noqa: E402
 from mudi.toyworld.sets import SUBJECT_SETS, subject_folders  # noqa: E402
@@ -58,8 +60,8 @@ QUICK = {"seeds": [0], "images": 4, "steps": 10, "sampler_steps": 10, "sets": ["
 class Lab:
     """The state of one lab run: its folder, the model, the generation backbone (loaded once) and the counts."""
 
-    def __init__(self, out: Path, model: Path) -> None:
-        self.out, self.model = out, model
+    def __init__(self, out: Path, model: Path, readonly: bool = False) -> None:
+        self.out, self.model, self.readonly = out, model, readonly  # readonly (--plan): writes nothing
         self._backbone = None
         self._model_fp: list | None = None
         self._plain: set[str] = set()
@@ -89,7 +91,7 @@ class Lab:
         out = []
         for src in shipped:
             dst = self.out / "subjects" / "plain" / set_name / src.name
-            if str(dst) not in self._plain:  # copied afresh once a run: an edited shipped subject is seen
+            if str(dst) not in self._plain and not self.readonly:  # copied afresh once a run (edits are seen)
                 self._plain.add(str(dst))
                 shutil.copytree(src, dst, dirs_exist_ok=True)
                 meta = yaml.safe_load((dst / "subject.yaml").read_text())
@@ -158,15 +160,27 @@ def prompt_of(subjects: list) -> str:
     return "a photo of " + " and ".join(f"a {s.phrase}" for s in subjects) + "."
 
 
+def cell_unit(lab: Lab, cell: Cell) -> Unit:
+    """The cell's unit: its fingerprint is its LoRA's (recipe, model, subjects) and its sampling settings."""
+    folder = lab.out / "cells" / cell.key
+    return Unit.of(folder, {"train": training(lab, cell)[0].fp, **cell.sample_settings()},
+                   marker=folder / "cell.json", outputs=("verdicts.json", "sheet.png"), name=f"cell {cell.key}")
+
+
+def finished(unit_of: Callable[[Lab, Cell], Unit], lab: Lab, cell: Cell) -> bool:
+    """Whether the cell's unit is done (False where it cannot even be named yet: a plain-class copy not made)."""
+    try:
+        return unit_of(lab, cell).is_done()
+    except MudiError:
+        return False
+
+
 def run_cell(lab: Lab, cell: Cell) -> bool:
     """Draw and judge one cell unless it is done; returns whether it ran."""
     from mudi.sampling.images import generate_images
     from mudi.sampling.loras import loras_applied
 
-    folder = lab.out / "cells" / cell.key
-    s = cell.sample_settings()
-    unit = Unit.of(folder, {"train": training(lab, cell)[0].fp, **s}, marker=folder / "cell.json",
-                   outputs=("verdicts.json", "sheet.png"), name=f"cell {cell.key}")
+    folder, s, unit = lab.out / "cells" / cell.key, cell.sample_settings(), cell_unit(lab, cell)
     if unit.is_done():
         lab.counts["skipped"] += 1
         return False
@@ -224,7 +238,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
                                                "composition_prob layout num_subjects (default: all)")
     p.add_argument("--hours", type=float, default=None, help="start no new cell after this many hours")
     p.add_argument("--max_cells", type=int, default=None, help="run at most this many new cells")
-    p.add_argument("--plan", action="store_true", help="print the plan and its estimated compute, run nothing")
+    p.add_argument("--plan", action="store_true", help="print the plan, its estimated compute and how much of it --out holds; run and write nothing")
     p.add_argument("--report", type=Path, nargs="?", const=True, default=None,
                    help="write the tables of the finished cells (and to this Markdown file), run nothing")
     p.add_argument("--threads", type=int, default=1)
@@ -240,10 +254,14 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
     plan = build_plan(args.seeds, args.images, args.steps, args.sets, args.groups, args.methods, args.sampler_steps)
+    lab, failed = Lab(args.out, args.model, readonly=args.plan), []
     if args.plan:
+        left = [c for c in plan.unique() if not finished(cell_unit, lab, c)]
+        trained = {c.train_key for c in plan.unique() if finished(lambda lab, c: training(lab, c)[0], lab, c)}
         print(describe_plan(plan))
+        print(f"\nin {args.out}: {len(plan.unique()) - len(left)} of {len(plan.unique())} cells finished; "
+              f"{len(left)} left, about {plan.seconds(left, trained) / 3600:.1f} CPU hours")
         return 0
-    lab, failed = Lab(args.out, args.model), []
     if args.report is None:
         import torch
 

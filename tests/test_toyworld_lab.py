@@ -92,6 +92,12 @@ def test_quick_runs_end_to_end_and_resumes(tmp_path, capsys):
     assert toyworld_lab.main(["--quick", "--out", str(out)]) == 0
     assert "trained 0, sampled 0 cell(s), skipped 2" in capsys.readouterr().out
     assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
+    # --plan counts what the folder holds, writing nothing there or anywhere
+    assert toyworld_lab.main(["--quick", "--out", str(out), "--plan"]) == 0
+    assert f"in {out}: 2 of 2 cells finished; 0 left, about 0.0 CPU hours" in capsys.readouterr().out
+    empty = tmp_path / "empty"
+    assert toyworld_lab.main(["--quick", "--out", str(empty), "--plan", "--methods", "mudi-no-desc"]) == 0
+    assert "0 of 1 cells finished; 1 left" in capsys.readouterr().out and not empty.exists()
     # --report writes docs-ready Markdown with the contact sheets beside it
     docs = tmp_path / "docs" / "lab.md"
     assert toyworld_lab.main(["--quick", "--out", str(out), "--report", str(docs)]) == 0
