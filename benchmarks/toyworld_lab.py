@@ -68,9 +68,10 @@ class Lab:
         self.counts = {"trained": 0, "sampled": 0, "skipped": 0}
 
     def model_fingerprint(self) -> list:
-        """The model folder's content (a new toy model redoes every training and cell)."""
+        """The model folder's content but its Markdown (a new toy model redoes every training and cell; an edited
+        model card does not, and a copy of the pipeline without the card is the same model)."""
         if self._model_fp is None:
-            self._model_fp = files_fingerprint([self.model])
+            self._model_fp = [row for row in files_fingerprint([self.model]) if not row[0].endswith(".md")]
         return self._model_fp
 
     def backbone(self):

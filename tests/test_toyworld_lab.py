@@ -5,6 +5,7 @@ skipped when run again."""
 from __future__ import annotations
 
 import json
+import shutil
 import sys
 from pathlib import Path
 
@@ -95,6 +96,14 @@ def test_quick_runs_end_to_end_and_resumes(tmp_path, capsys):
     # --plan counts what the folder holds, writing nothing there or anywhere
     assert toyworld_lab.main(["--quick", "--out", str(out), "--plan"]) == 0
     assert f"in {out}: 2 of 2 cells finished; 0 left, about 0.0 CPU hours" in capsys.readouterr().out
+    model = tmp_path / "model"  # the same weights with another model card: the same model, nothing to redo
+    shutil.copytree(toyworld_lab.MODEL_DIR, model)
+    (model / "MODEL_CARD.md").write_text("edited")
+    assert toyworld_lab.main(["--quick", "--out", str(out), "--model", str(model), "--plan"]) == 0
+    assert "2 of 2 cells finished" in capsys.readouterr().out
+    (model / "unet" / "config.json").write_text((model / "unet" / "config.json").read_text() + " ")
+    assert toyworld_lab.main(["--quick", "--out", str(out), "--model", str(model), "--plan"]) == 0
+    assert "0 of 2 cells finished" in capsys.readouterr().out  # any other file is the model
     empty = tmp_path / "empty"
     assert toyworld_lab.main(["--quick", "--out", str(empty), "--plan", "--methods", "mudi-no-desc"]) == 0
     assert "0 of 1 cells finished; 1 left" in capsys.readouterr().out and not empty.exists()
