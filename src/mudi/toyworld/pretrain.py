@@ -39,27 +39,28 @@ from mudi.toyworld.tokenizer import build_word_tokenizer, word_token_ids
 from mudi.toyworld.world import IDENTIFIERS, RESOLUTION, caption_vocabulary, sample_dataset
 
 log = logging.getLogger(__name__)
-TEXT_LENGTH = 32  # the shipped model's tokens per prompt (model_max_length): world captions are at most 17
+TEXT_LENGTH = 77  # the shipped model's tokens per prompt (CLIP's): no caption or prompt mudi writes is cut (v1: 32)
 
 
 @dataclass
 class PretrainConfig:
-    """Every setting of a pretraining run (the defaults made the shipped model; see model/MODEL_CARD.md)."""
+    """Every setting of a pretraining run (the defaults made the shipped model v2, as
+    ``benchmarks/toyworld_pretrain_v2.yaml``; v1's are ``toyworld_pretrain_v1.yaml``; see model/MODEL_CARD.md)."""
 
     seed: int = 0  # data, initial weights, every batch and noise draw
-    num_images: int = 40000  # training scenes
+    num_images: int = 60000  # training scenes (v1: 40 000)
     vae_steps: int = 1200
     vae_batch_size: int = 32
     vae_lr: float = 1e-3
     vae_kl_weight: float = 1e-4  # weight of the per-element KL term next to the per-element MSE
-    steps: int = 5000  # UNet + text encoder steps
-    batch_size: int = 32
-    lr: float = 5e-4  # peak; 200-step warm-up, cosine decay to 10 %
-    warmup_steps: int = 200
+    steps: int = 8000  # UNet + text encoder steps (v1: 5000)
+    batch_size: int = 64  # (v1: 32)
+    lr: float = 5e-4  # peak; warm-up, then cosine decay to 10 %
+    warmup_steps: int = 400  # (v1: 200)
     weight_decay: float = 0.01
     caption_dropout_prob: float = 0.1  # empty caption, for classifier-free guidance
-    text_length: int = TEXT_LENGTH  # tokenizer model_max_length and text positions (v2: 77, as CLIP: nothing truncated)
-    two_object_prob: float = 0.6  # share of training scenes with two objects
+    text_length: int = TEXT_LENGTH  # tokenizer model_max_length and text positions
+    two_object_prob: float = 0.75  # share of training scenes with two objects (v1: 0.6)
     min_snr_gamma: float = 5.0
     ema_decay: float = 0.999
     checkpoint_every: int = 250  # steps between resumable checkpoints in <out>/work/
