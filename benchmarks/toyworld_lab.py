@@ -26,6 +26,7 @@ its settings); a rerun skips the finished ones and redoes one whose settings cha
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import shutil
 import sys
@@ -287,7 +288,11 @@ def main(argv: list[str] | None = None) -> int:
               f"{lab.counts['skipped']} finished, {len(failed)} failed, in {time.perf_counter() - t0:.0f} s",
               flush=True)
     docs = args.report if isinstance(args.report, Path) else None
-    results = write_report(plan, args.out, docs)
+    current = {c.key for c in plan.unique() if finished(cell_unit, lab, c)}
+    digest = hashlib.sha256(json.dumps(lab.model_fingerprint()).encode()).hexdigest()[:12]
+    root, model = Path(__file__).resolve().parents[1], args.model.resolve()
+    shown = model.relative_to(root) if model.is_relative_to(root) else model.name  # no home folders in docs
+    results = write_report(plan, args.out, docs, current, model=f"`{shown}` (weights digest {digest})")
     print((args.out / "results.md").read_text())
     return 1 if failed or not (results["cells_done"] or args.report is not None) else 0
 

@@ -21,8 +21,11 @@ FAILURES = tuple(v for v in VERDICTS if v != "correct")
 POOLED = "pairs pooled"
 
 
-def cell_verdicts(out: Path, cell: Cell) -> list[str] | None:
-    """The checker's verdicts of a finished cell, or None."""
+def cell_verdicts(out: Path, cell: Cell, current: set[str] | None = None) -> list[str] | None:
+    """The checker's verdicts of a finished cell, or None (also when ``current``, the keys of the cells finished
+    with this model and recipe, leaves it out: a cell of an earlier model is not reported as this one's)."""
+    if current is not None and cell.key not in current:
+        return None
     folder = out / "cells" / cell.key
     marker = Unit(folder, "", marker=folder / "cell.json").read()
     path = folder / "verdicts.json"
@@ -38,15 +41,15 @@ def pooled(per_seed: dict[int, list[str]]) -> dict:
     return summary
 
 
-def collect(plan: Plan, out: Path) -> dict:
+def collect(plan: Plan, out: Path, current: set[str] | None = None) -> dict:
     """``{group: {arm: {set or POOLED: summary}}}`` over the finished cells, and the counts."""
     found: dict[tuple[str, str, str], dict[int, list[str]]] = {}
     for cell in plan.cells:
-        verdicts = cell_verdicts(out, cell)
+        verdicts = cell_verdicts(out, cell, current)
         if verdicts is None:
             continue
         found.setdefault((cell.arm.group, cell.arm.name, cell.set), {})[cell.seed] = verdicts
-    done = sum(cell_verdicts(out, c) is not None for c in plan.unique())
+    done = sum(cell_verdicts(out, c, current) is not None for c in plan.unique())
     tables: dict[str, dict[str, dict[str, dict]]] = {}
     for (group, arm, set_name), per_seed in found.items():
         tables.setdefault(group, {}).setdefault(arm, {})[set_name] = pooled(per_seed)
@@ -102,8 +105,8 @@ def markdown(results: dict, plan: Plan, sheets: dict[str, str]) -> str:
              f"{plan.cells[0].steps if plan.cells else 0} training steps; compute spent: "
              f"{results['seconds_spent']['training'] / 60:.1f} min training ({results['seconds_spent']['trainings']} "
              f"LoRAs), {results['seconds_spent']['sampling'] / 60:.1f} min sampling and judging. Success = the checker's `correct` "
-             "(every subject, each itself, nothing else); **rate** [Wilson 95 %] (successes/images; per-seed rates).",
-             ""]
+             "(every subject, each itself, nothing else); **rate** [Wilson 95 %] (successes/images; per-seed rates)."
+             + (f" Model: {results['model']}." if results.get("model") else ""), ""]
     for group in GROUPS:
         if group not in tables:
             continue
@@ -124,15 +127,17 @@ def markdown(results: dict, plan: Plan, sheets: dict[str, str]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_report(plan: Plan, out: Path, docs: Path | None = None) -> dict:
+def write_report(plan: Plan, out: Path, docs: Path | None = None, current: set[str] | None = None,
+                 model: str | None = None) -> dict:
     """``out/results.{json,md}``; with ``docs``, the Markdown there too and one contact sheet beside it
-    (``<docs stem>.png``: a row of image seeds 0-15 per method of the first LoRA seed, in the order listed)."""
-    results = collect(plan, out)
+    (``<docs stem>.png``: a row of image seeds 0-15 per method of the first LoRA seed, in the order listed).
+    ``current``: the cells finished with this model (others are left out); ``model``: named in the header."""
+    results = {**collect(plan, out, current), "model": model}
     (out / "results.json").parent.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(json.dumps(results, indent=1))
     first = plan.seeds[0] if plan.seeds else None
     sheet_cells = {f"{c.set} · {label(c.arm.group, c.arm.name)}": c for c in plan.cells
-                   if c.arm.group == "methods" and c.seed == first and cell_verdicts(out, c) is not None}
+                   if c.arm.group == "methods" and c.seed == first and cell_verdicts(out, c, current) is not None}
     local = {n: f"cells/{c.key}/sheet.png" for n, c in sheet_cells.items()}
     (out / "results.md").write_text(markdown(results, plan, local))
     if docs is not None:

@@ -104,6 +104,10 @@ def test_quick_runs_end_to_end_and_resumes(tmp_path, capsys):
     (model / "unet" / "config.json").write_text((model / "unet" / "config.json").read_text() + " ")
     assert toyworld_lab.main(["--quick", "--out", str(out), "--model", str(model), "--plan"]) == 0
     assert "0 of 2 cells finished" in capsys.readouterr().out  # any other file is the model
+    # ... and its report does not pass the earlier model's cells off as its own
+    assert toyworld_lab.main(["--quick", "--out", str(out), "--model", str(model), "--report"]) == 0
+    assert "0 of 2 cells finished" in (out / "results.md").read_text()
+    capsys.readouterr()
     empty = tmp_path / "empty"
     assert toyworld_lab.main(["--quick", "--out", str(empty), "--plan", "--methods", "mudi-no-desc"]) == 0
     assert "0 of 1 cells finished; 1 left" in capsys.readouterr().out and not empty.exists()
@@ -112,6 +116,7 @@ def test_quick_runs_end_to_end_and_resumes(tmp_path, capsys):
     assert toyworld_lab.main(["--quick", "--out", str(out), "--report", str(docs)]) == 0
     text = docs.read_text()
     assert "| DB (`dreambooth`) |" in text and "[0.00," in text
+    assert "Model: `src/mudi/toyworld/model` (weights digest " in text
     assert "![contact sheet](lab.png)" in text and "shared_colour · DB (`dreambooth`)" in text
     from PIL import Image
 
