@@ -233,7 +233,11 @@ def test_unloading_restores_each_encoder_even_when_two_share_a_tokenizer(tmp_pat
     from transformers import CLIPTextConfig, CLIPTextModel
 
     from mudi.adapters.tiny_tokenizer import build_tiny_clip_tokenizer
-    from mudi.sampling.modifier_tokens import load_modifier_tokens, save_modifier_tokens, unload_modifier_tokens
+    from mudi.sampling.modifier_tokens import (
+        load_modifier_tokens,
+        save_modifier_tokens,
+        unload_modifier_tokens,
+    )
 
     tokenizer = build_tiny_clip_tokenizer()
     torch.manual_seed(0)
