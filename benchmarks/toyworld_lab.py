@@ -49,6 +49,7 @@ from mudi.toyworld import MODEL_DIR, SUBJECTS_DIR  # noqa: E402
 from mudi.toyworld.evaluate import judge_images, toy_subject  # noqa: E402
 from mudi.toyworld.sets import SUBJECT_SETS, subject_folders  # noqa: E402
 from mudi.toyworld.world import render_subject  # noqa: E402
+from mudi.training.signals import TrainingStopped  # noqa: E402
 from toyworld_lab_plan import SAMPLER, Cell, build_plan, describe_plan  # noqa: E402
 from toyworld_lab_report import write_report  # noqa: E402
 
@@ -280,6 +281,9 @@ def main(argv: list[str] | None = None) -> int:
                 break
             try:
                 started += run_cell(lab, cell)
+            except TrainingStopped as e:  # Ctrl-C / SIGTERM inside a training: the whole lab stops, not one cell
+                print(f"toy lab: {e}\ntoy lab: stopped; rerun the same command to go on", flush=True)
+                return e.exit_code
             except Exception as e:  # one broken cell must not stop a run of days: reported, the rest goes on
                 failed.append(cell.key)
                 print(f"  FAILED {cell.set} {cell.arm.group} {cell.arm.name} s{cell.seed}: {type(e).__name__}: {e}",

@@ -134,3 +134,19 @@ def test_quick_covers_textual_inversion_and_region_control(tmp_path, capsys):
     assert rows["ti"]["shared_colour"]["n"] == rows["db-region"]["shared_colour"]["n"] == 4
     region = [json.loads(p.read_text()) for p in out.glob("cells/*/verdicts.json")]
     assert {v["method"]: v["region_control"] for v in region} == {"ti": False, "db-region": True}
+
+
+def test_a_stopped_training_stops_the_lab_not_just_its_cell(tmp_path, monkeypatch, capsys):
+    """Ctrl-C or SIGTERM inside a training (the trainer saves a checkpoint and raises TrainingStopped) ends the
+    run with the signal's exit code; it is not one failed cell after which the next cell starts."""
+    from mudi.training.signals import TrainingStopped
+
+    tried = []
+
+    def stopped(lab, cell):
+        tried.append(cell.key)
+        raise TrainingStopped("stopped at step 3 of 10; checkpoint saved", 15)
+
+    monkeypatch.setattr(toyworld_lab, "run_cell", stopped)
+    assert toyworld_lab.main(["--quick", "--out", str(tmp_path / "lab")]) == 143
+    assert len(tried) == 1 and "rerun the same command" in capsys.readouterr().out
