@@ -178,6 +178,11 @@ def finished(unit_of: Callable[[Lab, Cell], Unit], lab: Lab, cell: Cell) -> bool
         return False
 
 
+def finished_cells(lab: Lab, cells: list[Cell]) -> set[str]:
+    """The keys of ``cells`` finished with this lab's model and recipes (what ``--plan`` and the report count)."""
+    return {c.key for c in cells if finished(cell_unit, lab, c)}
+
+
 def run_cell(lab: Lab, cell: Cell) -> bool:
     """Draw and judge one cell unless it is done; returns whether it ran."""
     from mudi.sampling.images import generate_images
@@ -259,10 +264,11 @@ def main(argv: list[str] | None = None) -> int:
     plan = build_plan(args.seeds, args.images, args.steps, args.sets, args.groups, args.methods, args.sampler_steps)
     lab, failed = Lab(args.out, args.model, readonly=args.plan), []
     if args.plan:
-        left = [c for c in plan.unique() if not finished(cell_unit, lab, c)]
+        done = finished_cells(lab, plan.unique())
+        left = [c for c in plan.unique() if c.key not in done]
         trained = {c.train_key for c in plan.unique() if finished(lambda lab, c: training(lab, c)[0], lab, c)}
         print(describe_plan(plan))
-        print(f"\nin {args.out}: {len(plan.unique()) - len(left)} of {len(plan.unique())} cells finished; "
+        print(f"\nin {args.out}: {len(done)} of {len(plan.unique())} cells finished; "
               f"{len(left)} left, about {plan.seconds(left, trained) / 3600:.1f} CPU hours")
         return 0
     if args.report is None:
@@ -292,7 +298,7 @@ def main(argv: list[str] | None = None) -> int:
               f"{lab.counts['skipped']} finished, {len(failed)} failed, in {time.perf_counter() - t0:.0f} s",
               flush=True)
     docs = args.report if isinstance(args.report, Path) else None
-    current = {c.key for c in plan.unique() if finished(cell_unit, lab, c)}
+    current = finished_cells(lab, plan.unique())
     digest = hashlib.sha256(json.dumps(lab.model_fingerprint()).encode()).hexdigest()[:12]
     root, model = Path(__file__).resolve().parents[1], args.model.resolve()
     shown = model.relative_to(root) if model.is_relative_to(root) else model.name  # no home folders in docs

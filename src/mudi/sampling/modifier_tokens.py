@@ -136,10 +136,11 @@ def unload_modifier_tokens(backbone: Backbone, identifiers: Sequence[str]) -> No
         # back to the size it had before the first token: a tokenizer two encoders share (tiny builds) is already
         # empty for the second, and T5's/Qwen's spare rows beyond their tokenizer are never cut
         base = getattr(encoder, BASE_ROWS, None)
-        if base is not None and encoder.get_input_embeddings().weight.shape[0] > base:
+        if base is None:
+            continue
+        if encoder.get_input_embeddings().weight.shape[0] > base:
             encoder.resize_token_embeddings(base)
-        if base is not None:
-            delattr(encoder, BASE_ROWS)
+        delattr(encoder, BASE_ROWS)
 
 
 def with_loaded_tokens(backbone: Backbone, prompts: Sequence[str]) -> list[str]:
