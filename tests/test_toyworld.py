@@ -288,6 +288,9 @@ def test_pretrain_v2_settings_reach_the_model(tmp_path):
     assert all(defaults[k] == v for k, v in recipe.items()), (recipe, defaults)  # the defaults make the shipped model
     v1 = yaml.safe_load((Path(__file__).parents[1] / "benchmarks" / "toyworld_pretrain_v1.yaml").read_text())
     assert pretrain.PretrainConfig(**v1).text_length == 32 and set(v1) == set(recipe)
+    v3 = yaml.safe_load((Path(__file__).parents[1] / "benchmarks" / "toyworld_pretrain_v3.yaml").read_text())
+    v3_cfg = pretrain.PretrainConfig(**v3)  # the candidate's recipe: v2's stage-1 settings, so its VAE is reusable
+    assert v3_cfg.full_resolution_attention and all(getattr(v3_cfg, k) == defaults[k] for k in pretrain.VAE_FIELDS)
     cfg = dataclasses.replace(_tiny_pretrain_config(), text_length=recipe["text_length"], two_object_prob=1.0)
     pipe = pretrain.load_toyworld_pipeline(pretrain.run(cfg, tmp_path / "v2"))
     assert pipe.tokenizer.model_max_length == 77 == pipe.text_encoder.config.max_position_embeddings
@@ -295,3 +298,58 @@ def test_pretrain_v2_settings_reach_the_model(tmp_path):
     assert info["two_object_prob"] == 1.0
     with pytest.raises(MudiError, match="two_object_prob"):
         pretrain.PretrainConfig(two_object_prob=1.5)
+
+
+def test_pretrain_architecture_settings_reach_the_model(tmp_path):
+    """v3's knobs: ``text_layers`` is the text encoder's depth, ``full_resolution_attention`` puts cross-attention
+    in the 16×16 blocks too; the defaults build v2's networks (the shipped model's)."""
+    import dataclasses
+
+    import torch
+
+    from mudi.toyworld import pretrain
+
+    torch.set_num_threads(1)
+    v2 = pretrain.build_unet()
+    assert v2.config.down_block_types[0] == "DownBlock2D" and v2.config.up_block_types[-1] == "UpBlock2D"
+    cfg = dataclasses.replace(_tiny_pretrain_config(), text_layers=2, full_resolution_attention=True)
+    pipe = pretrain.load_toyworld_pipeline(pretrain.run(cfg, tmp_path / "v3"))
+    assert pipe.text_encoder.config.num_hidden_layers == 2
+    assert list(pipe.unet.config.down_block_types) == ["CrossAttnDownBlock2D"] * 3
+    assert list(pipe.unet.config.up_block_types) == ["CrossAttnUpBlock2D"] * 3
+    assert len(pipe.unet.attn_processors) > len(v2.attn_processors)
+
+
+def test_pretrain_refuses_to_resume_under_other_settings(tmp_path):
+    """A work folder resumes only under the settings its checkpoints were made with; a stage not yet trained may
+    differ (v3 reuses v2's VAE and latents), and a config.json without a newer key reads it as its default."""
+    import dataclasses
+    import shutil
+
+    import torch
+
+    from mudi.toyworld import pretrain
+
+    torch.set_num_threads(1)
+    cfg = _tiny_pretrain_config()
+    pretrain.run(cfg, tmp_path / "a")
+    with pytest.raises(MudiError, match=r"steps: 4 -> 6"):
+        pretrain.run(dataclasses.replace(cfg, steps=6), tmp_path / "a")
+    with pytest.raises(MudiError, match=r"vae\.pt was made with other settings \(vae_lr"):
+        pretrain.check_resumable(dataclasses.replace(cfg, vae_lr=1e-2), tmp_path / "a" / "work")
+    pretrain.check_resumable(dataclasses.replace(cfg, checkpoint_every=3, save_dtype="float32"),
+                             tmp_path / "a" / "work")  # settings the weights do not depend on
+    work = tmp_path / "b" / "work"
+    work.mkdir(parents=True)
+    for name in ("config.json", "vae.pt", "latents.pt"):
+        shutil.copy(tmp_path / "a" / "work" / name, work / name)
+    saved = json.loads((work / "config.json").read_text())
+    del saved["text_layers"], saved["full_resolution_attention"]  # as a folder made before these settings
+    (work / "config.json").write_text(json.dumps(saved))
+    pretrain.check_resumable(cfg, work)
+    with pytest.raises(MudiError, match="text_layers"):
+        (work / "denoiser.pt").write_bytes(b"")
+        pretrain.check_resumable(dataclasses.replace(cfg, text_layers=2), work)
+    (work / "denoiser.pt").unlink()
+    folder = pretrain.run(dataclasses.replace(cfg, text_layers=2), tmp_path / "b")  # the denoiser is new: allowed
+    assert pretrain.load_toyworld_pipeline(folder).text_encoder.config.num_hidden_layers == 2

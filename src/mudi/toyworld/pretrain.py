@@ -35,7 +35,7 @@ from tqdm import tqdm
 
 from mudi.cliargs import add_config_arguments, load_from_args
 from mudi.io import atomic_dir, atomic_path
-from mudi.toyworld.tokenizer import build_word_tokenizer, word_token_ids
+from mudi.toyworld.tokenizer import build_word_tokenizer, word_token_ids, write_slow_tokenizer_files
 from mudi.toyworld.world import IDENTIFIERS, RESOLUTION, caption_vocabulary, sample_dataset
 
 log = logging.getLogger(__name__)
@@ -60,6 +60,8 @@ class PretrainConfig:
     weight_decay: float = 0.01
     caption_dropout_prob: float = 0.1  # empty caption, for classifier-free guidance
     text_length: int = TEXT_LENGTH  # tokenizer model_max_length and text positions
+    text_layers: int = 3  # CLIPTextModel layers (128-d, 4 heads)
+    full_resolution_attention: bool = False  # cross-attention at 16×16 too, not only at 8×8 and 4×4
     two_object_prob: float = 0.75  # share of training scenes with two objects (v1: 0.6)
     min_snr_gamma: float = 5.0
     ema_decay: float = 0.999
@@ -70,7 +72,7 @@ class PretrainConfig:
         from mudi.errors import MudiError
 
         counts = ("num_images", "vae_steps", "vae_batch_size", "steps", "batch_size", "checkpoint_every",
-                  "text_length")
+                  "text_length", "text_layers")
         for name in counts:
             if getattr(self, name) < 1:
                 raise MudiError(f"pretrain: {name} must be >= 1, got {getattr(self, name)}")
@@ -94,25 +96,26 @@ def build_vae():
                          mid_block_add_attention=False)
 
 
-def build_text_encoder(vocab_size: int, text_length: int = TEXT_LENGTH):
+def build_text_encoder(vocab_size: int, text_length: int = TEXT_LENGTH, layers: int = 3):
     from transformers import CLIPTextConfig, CLIPTextModel
 
     cfg = CLIPTextConfig(vocab_size=vocab_size, hidden_size=128, intermediate_size=512, num_attention_heads=4,
-                         num_hidden_layers=3, max_position_embeddings=text_length, projection_dim=128,
+                         num_hidden_layers=layers, max_position_embeddings=text_length, projection_dim=128,
                          bos_token_id=vocab_size - 2, eos_token_id=vocab_size - 1,
                          pad_token_id=vocab_size - 1,
                          hidden_act="quick_gelu", layer_norm_eps=1e-5)
     return CLIPTextModel(cfg)
 
 
-def build_unet():
+def build_unet(full_resolution_attention: bool = False):
     from diffusers import UNet2DConditionModel
 
+    top = "CrossAttn" if full_resolution_attention else ""  # the 16×16 blocks
     return UNet2DConditionModel(sample_size=RESOLUTION // 2, in_channels=4, out_channels=4,
                                 block_out_channels=(32, 64, 128), layers_per_block=1, norm_num_groups=16,
-                                down_block_types=("DownBlock2D", "CrossAttnDownBlock2D",
+                                down_block_types=(f"{top}DownBlock2D", "CrossAttnDownBlock2D",
                                                   "CrossAttnDownBlock2D"),
-                                up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
+                                up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", f"{top}UpBlock2D"),
                                 cross_attention_dim=128,
                                 # diffusers reads this as the number of heads per block: 32-d heads
                                 attention_head_dim=(1, 2, 4))
@@ -230,7 +233,8 @@ def train_denoiser(cfg: PretrainConfig, latent_mean: torch.Tensor, latent_std: t
                    input_ids: torch.Tensor, empty_ids: torch.Tensor, vocab_size: int, out: Path):
     path = out / "work" / "denoiser.pt"
     torch.manual_seed(cfg.seed + 1)  # initial weights
-    unet, text_encoder = build_unet(), build_text_encoder(vocab_size, cfg.text_length)
+    unet = build_unet(cfg.full_resolution_attention)
+    text_encoder = build_text_encoder(vocab_size, cfg.text_length, cfg.text_layers)
     params = list(unet.parameters()) + list(text_encoder.parameters())
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     ema = [p.detach().clone() for p in params]
@@ -299,16 +303,6 @@ def set_identifier_rows(text_encoder, tokenizer, seed: int) -> dict:
 
 
 # ----------------------------------------------------------------------------------------------- assembly
-def write_slow_tokenizer_files(tokenizer, folder: Path) -> None:
-    """``vocab.json`` + ``merges.txt`` next to ``tokenizer.json``, for transformers releases that read
-    those."""
-    from mudi.toyworld.tokenizer import build_word_vocab
-
-    vocab, merges = build_word_vocab(caption_vocabulary() + list(IDENTIFIERS))
-    (folder / "vocab.json").write_text(json.dumps(vocab, ensure_ascii=False))
-    (folder / "merges.txt").write_text("#version: 0.2\n" + "".join(f"{a} {b}\n" for a, b in merges))
-
-
 def assemble_pipeline(vae, text_encoder, tokenizer, unet):
     from diffusers import StableDiffusionPipeline
 
@@ -330,12 +324,42 @@ def save_pipeline(pipe, folder: Path, dtype: torch.dtype) -> None:
     pipe.text_encoder.to(dtype=torch.float32)
     with atomic_dir(folder) as tmp:
         pipe.save_pretrained(tmp, safe_serialization=True)
-        write_slow_tokenizer_files(pipe.tokenizer, tmp / "tokenizer")
+        write_slow_tokenizer_files(caption_vocabulary() + list(IDENTIFIERS), tmp / "tokenizer")
+
+
+# the settings each stage's checkpoint depends on (the denoiser's: all but these harmless ones)
+VAE_FIELDS = ("seed", "num_images", "two_object_prob", "vae_steps", "vae_batch_size", "vae_lr", "vae_kl_weight")
+UNUSED_BY_WEIGHTS = ("checkpoint_every", "save_dtype")
+
+
+def check_resumable(cfg: PretrainConfig, work: Path) -> None:
+    """Refuse to resume ``work`` under other settings than its checkpoints were made with (a changed step count
+    would silently bend a half-trained model's schedule). A stage not yet checkpointed may change: one run's VAE
+    and latents can be copied into another that differs only in the denoiser. Keys an older config.json lacks
+    have their default (the behaviour before the setting existed)."""
+    from dataclasses import fields
+
+    from mudi.errors import MudiError
+
+    if not (work / "config.json").is_file():
+        return
+    saved = {f.name: f.default for f in fields(PretrainConfig)} | json.loads((work / "config.json").read_text())
+    now = asdict(cfg)
+    stages = {"vae.pt": VAE_FIELDS, "latents.pt": VAE_FIELDS,
+              "denoiser.pt": tuple(k for k in now if k not in UNUSED_BY_WEIGHTS)}
+    for name, keys in stages.items():
+        if not (work / name).exists():
+            continue
+        changed = [f"{k}: {saved.get(k)!r} -> {now[k]!r}" for k in keys if saved.get(k) != now[k]]
+        if changed:
+            raise MudiError(f"pretrain: {work / name} was made with other settings ({'; '.join(changed)}); "
+                            "rerun with the settings of its config.json, or pass a new --out")
 
 
 def run(cfg: PretrainConfig, out: Path) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     (out / "work").mkdir(exist_ok=True)
+    check_resumable(cfg, out / "work")
     (out / "work" / "config.json").write_text(json.dumps(asdict(cfg), indent=2))
     t0 = time.time()
     images, captions, _ = sample_dataset(cfg.num_images, cfg.seed, two_object_prob=cfg.two_object_prob)

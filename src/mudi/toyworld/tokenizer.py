@@ -8,7 +8,9 @@ neither ``<|startoftext|>`` nor ``<|endoftext|>`` may be id 0.
 
 from __future__ import annotations
 
+import json
 from collections import Counter
+from pathlib import Path
 
 from mudi.adapters.tiny_tokenizer import bytes_to_unicode
 
@@ -71,3 +73,11 @@ def word_token_ids(tokenizer, words: list[str]) -> list[int]:
             raise ValueError(f"word {w!r} is {len(toks)} tokens {toks}, expected one")
         ids.append(toks[0])
     return ids
+
+
+def write_slow_tokenizer_files(words: list[str], folder: Path) -> None:
+    """``vocab.json`` + ``merges.txt`` of :func:`build_word_vocab` next to ``tokenizer.json``, for transformers
+    releases that read those."""
+    vocab, merges = build_word_vocab(words)
+    (folder / "vocab.json").write_text(json.dumps(vocab, ensure_ascii=False))
+    (folder / "merges.txt").write_text("#version: 0.2\n" + "".join(f"{a} {b}\n" for a, b in merges))
