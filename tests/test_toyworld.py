@@ -4,6 +4,7 @@ calibration, subject folders mudi loads, and the shipped pretrained model's base
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -318,6 +319,31 @@ def test_pretrain_architecture_settings_reach_the_model(tmp_path):
     assert list(pipe.unet.config.down_block_types) == ["CrossAttnDownBlock2D"] * 3
     assert list(pipe.unet.config.up_block_types) == ["CrossAttnUpBlock2D"] * 3
     assert len(pipe.unet.attn_processors) > len(v2.attn_processors)
+
+
+def test_checkpoint_scores_read_a_run_in_progress(tmp_path, monkeypatch, capsys):
+    """benchmarks/toyworld_checkpoint_scores.py scores the EMA weights of a work folder's checkpoint with the
+    networks its config.json describes, and refuses a checkpoint that does not fit them."""
+    import dataclasses
+    import runpy
+
+    import torch
+
+    from mudi.toyworld import pretrain
+
+    torch.set_num_threads(1)
+    cfg = dataclasses.replace(_tiny_pretrain_config(), full_resolution_attention=True)
+    pretrain.run(cfg, tmp_path / "run")
+    script = str(Path(__file__).parents[1] / "benchmarks" / "toyworld_checkpoint_scores.py")
+    argv = [script, "--work", str(tmp_path / "run" / "work"), "--pipeline", str(tmp_path / "run" / "pipeline_fp32"),
+            "--num_images", "2", "--steps", "2"]
+    monkeypatch.setattr("sys.argv", argv)
+    runpy.run_path(script, run_name="__main__")
+    assert re.search(r"step 4: two objects \d\.\d{3} \(n=2\)", capsys.readouterr().out)
+    config = tmp_path / "run" / "work" / "config.json"
+    config.write_text(json.dumps({**json.loads(config.read_text()), "full_resolution_attention": False}))
+    with pytest.raises(SystemExit, match="does not fit"):
+        runpy.run_path(script, run_name="__main__")
 
 
 def test_pretrain_refuses_to_resume_under_other_settings(tmp_path):
