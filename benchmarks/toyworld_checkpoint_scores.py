@@ -38,8 +38,7 @@ def main() -> None:
         shutil.copy(args.work / "denoiser.pt", Path(tmp) / "denoiser.pt")
         state = torch.load(Path(tmp) / "denoiser.pt", weights_only=False)
     pipe = pretrain.load_toyworld_pipeline(args.pipeline)
-    unet = pretrain.build_unet(cfg.full_resolution_attention)
-    text_encoder = pretrain.build_text_encoder(len(pipe.tokenizer), cfg.text_length, cfg.text_layers)
+    unet, text_encoder = pretrain.build_denoiser(cfg, len(pipe.tokenizer))
     params = list(unet.parameters()) + list(text_encoder.parameters())
     if len(params) != len(state["ema"]) or any(p.shape != e.shape for p, e in zip(params, state["ema"])):
         raise SystemExit(f"{args.work}: the checkpoint does not fit the networks its config.json describes")

@@ -373,8 +373,8 @@ def test_pretrain_refuses_to_resume_under_other_settings(tmp_path):
     del saved["text_layers"], saved["full_resolution_attention"]  # as a folder made before these settings
     (work / "config.json").write_text(json.dumps(saved))
     pretrain.check_resumable(cfg, work)
+    (work / "denoiser.pt").write_bytes(b"")
     with pytest.raises(MudiError, match="text_layers"):
-        (work / "denoiser.pt").write_bytes(b"")
         pretrain.check_resumable(dataclasses.replace(cfg, text_layers=2), work)
     (work / "denoiser.pt").unlink()
     folder = pretrain.run(dataclasses.replace(cfg, text_layers=2), tmp_path / "b")  # the denoiser is new: allowed

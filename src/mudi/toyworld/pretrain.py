@@ -25,7 +25,7 @@ import json
 import logging
 import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import numpy as np
@@ -128,6 +128,11 @@ def build_schedulers():
     common = dict(num_train_timesteps=1000, beta_schedule="squaredcos_cap_v2", prediction_type="epsilon",
                   clip_sample=False)
     return DDPMScheduler(**common), DDIMScheduler(**common, set_alpha_to_one=False, steps_offset=1)
+
+
+def build_denoiser(cfg: PretrainConfig, vocab_size: int):
+    """``(unet, text_encoder)`` of ``cfg``'s architecture (the networks a run's denoiser checkpoint holds)."""
+    return build_unet(cfg.full_resolution_attention), build_text_encoder(vocab_size, cfg.text_length, cfg.text_layers)
 
 
 def count_params(module: torch.nn.Module) -> int:
@@ -233,8 +238,7 @@ def train_denoiser(cfg: PretrainConfig, latent_mean: torch.Tensor, latent_std: t
                    input_ids: torch.Tensor, empty_ids: torch.Tensor, vocab_size: int, out: Path):
     path = out / "work" / "denoiser.pt"
     torch.manual_seed(cfg.seed + 1)  # initial weights
-    unet = build_unet(cfg.full_resolution_attention)
-    text_encoder = build_text_encoder(vocab_size, cfg.text_length, cfg.text_layers)
+    unet, text_encoder = build_denoiser(cfg, vocab_size)
     params = list(unet.parameters()) + list(text_encoder.parameters())
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     ema = [p.detach().clone() for p in params]
@@ -327,18 +331,14 @@ def save_pipeline(pipe, folder: Path, dtype: torch.dtype) -> None:
         write_slow_tokenizer_files(caption_vocabulary() + list(IDENTIFIERS), tmp / "tokenizer")
 
 
-# the settings each stage's checkpoint depends on (the denoiser's: all but these harmless ones)
 VAE_FIELDS = ("seed", "num_images", "two_object_prob", "vae_steps", "vae_batch_size", "vae_lr", "vae_kl_weight")
-UNUSED_BY_WEIGHTS = ("checkpoint_every", "save_dtype")
+UNUSED_BY_WEIGHTS = ("checkpoint_every", "save_dtype")  # the denoiser's checkpoint depends on every other setting
 
 
 def check_resumable(cfg: PretrainConfig, work: Path) -> None:
-    """Refuse to resume ``work`` under other settings than its checkpoints were made with (a changed step count
-    would silently bend a half-trained model's schedule). A stage not yet checkpointed may change: one run's VAE
-    and latents can be copied into another that differs only in the denoiser. Keys an older config.json lacks
-    have their default (the behaviour before the setting existed)."""
-    from dataclasses import fields
-
+    """Refuse to resume ``work`` under other settings than its checkpoints (``VAE_FIELDS`` for the VAE and latents)
+    were made with: a changed step count would bend a half-trained model's schedule. A stage not yet checkpointed
+    may change (one run's VAE and latents can seed another); keys an older config.json lacks read as defaults."""
     from mudi.errors import MudiError
 
     if not (work / "config.json").is_file():
