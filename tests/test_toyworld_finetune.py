@@ -1,0 +1,83 @@
+"""benchmarks/toyworld_finetune.py: continued training of a pretrained toy model's denoiser — resumable to the
+same weights, refuses a work folder made with other settings, trains on two-object scenes only when asked, and
+writes a pipeline that loads."""
+
+from __future__ import annotations
+
+import json
+import runpy
+from pathlib import Path
+
+import pytest
+
+SCRIPT = str(Path(__file__).parents[1] / "benchmarks" / "toyworld_finetune.py")
+
+
+def _finetune(monkeypatch, source: Path, out: Path, *extra: str) -> None:
+    argv = [SCRIPT, "--work", str(source / "work"), "--pipeline", str(source / "pipeline_fp32"), "--out", str(out),
+            "--steps", "4", "--warmup", "2", "--score_every", "100", "--score_images", "1",
+            "--checkpoint_every", "2", *extra]
+    monkeypatch.setattr("sys.argv", argv)
+    runpy.run_path(SCRIPT, run_name="__main__")
+
+
+def test_finetune_resumes_to_the_same_model_and_loads(tmp_path, monkeypatch):
+    import torch
+    from safetensors.torch import load_file
+
+    from mudi.toyworld import pretrain
+
+    torch.set_num_threads(1)
+    cfg = pretrain.PretrainConfig(num_images=32, vae_steps=2, vae_batch_size=4, steps=4, batch_size=4,
+                                  warmup_steps=2, checkpoint_every=2, two_object_prob=0.5)
+    pretrain.run(cfg, tmp_path / "source")
+    _finetune(monkeypatch, tmp_path / "source", tmp_path / "straight", "--two_object_only")
+
+    real_save, calls = pretrain.atomic_save, []
+
+    def crash_after_first_checkpoint(obj, path):
+        real_save(obj, path)
+        calls.append(path)
+        raise KeyboardInterrupt("simulated crash")
+
+    monkeypatch.setattr(pretrain, "atomic_save", crash_after_first_checkpoint)
+    with pytest.raises(KeyboardInterrupt):
+        _finetune(monkeypatch, tmp_path / "source", tmp_path / "resumed", "--two_object_only")
+    assert torch.load(calls[0], weights_only=False)["step"] == 2
+    monkeypatch.setattr(pretrain, "atomic_save", real_save)
+    _finetune(monkeypatch, tmp_path / "source", tmp_path / "resumed", "--two_object_only")
+    for name in ("unet/diffusion_pytorch_model.safetensors", "text_encoder/model.safetensors"):
+        a = load_file(tmp_path / "straight" / "pipeline_fp32" / name)
+        b = load_file(tmp_path / "resumed" / "pipeline_fp32" / name)
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    unet = "unet/diffusion_pytorch_model.safetensors"
+    source, tuned = (load_file(tmp_path / run / "pipeline_fp32" / unet) for run in ("source", "straight"))
+    assert any(not torch.equal(source[k], tuned[k]) for k in source)  # it trained
+    log = [json.loads(line) for line in (tmp_path / "straight" / "work" / "log.jsonl").read_text().splitlines()]
+    assert log[0]["step"] == 0 and log[-1]["step"] == 4 and set(log[-1]["scores_seed1"]) == {"1", "2"}
+    pipe = pretrain.load_toyworld_pipeline(tmp_path / "straight" / "pipeline")
+    assert pipe.tokenizer.model_max_length == cfg.text_length
+    for name in ("vae/config.json", "tokenizer/tokenizer_config.json", "model_index.json"):  # as pretraining writes
+        written = (tmp_path / "straight" / "pipeline" / name).read_text()
+        assert json.loads(written) == json.loads((tmp_path / "source" / "pipeline" / name).read_text()), name
+
+
+def test_finetune_refuses_other_settings_and_draws_two_object_scenes_only(tmp_path, monkeypatch):
+    import torch
+
+    from mudi.toyworld import pretrain
+    from mudi.toyworld.world import sample_dataset
+
+    torch.set_num_threads(1)
+    cfg = pretrain.PretrainConfig(num_images=32, vae_steps=2, vae_batch_size=4, steps=2, batch_size=4,
+                                  warmup_steps=2, checkpoint_every=2, two_object_prob=0.5)
+    pretrain.run(cfg, tmp_path / "source")
+    _finetune(monkeypatch, tmp_path / "source", tmp_path / "ft", "--two_object_only")
+    with pytest.raises(SystemExit, match="other settings"):
+        _finetune(monkeypatch, tmp_path / "source", tmp_path / "ft")  # without --two_object_only
+    pool = runpy.run_path(SCRIPT)["training_pool"]
+    _, _, scenes = sample_dataset(32, 0, two_object_prob=0.5)
+    counts = [len(s.objects) for s in scenes]
+    assert set(counts) == {1, 2}
+    assert [counts[i] for i in pool(scenes, True).tolist()] == [2] * counts.count(2)
+    assert pool(scenes, False).tolist() == list(range(32))
