@@ -21,16 +21,26 @@ def _finetune(monkeypatch, source: Path, out: Path, *extra: str) -> None:
     runpy.run_path(SCRIPT, run_name="__main__")
 
 
-def test_finetune_resumes_to_the_same_model_and_loads(tmp_path, monkeypatch):
+def _source_run(out: Path):
+    """A tiny pretraining run (half its scenes with two objects) for the script to continue; its config."""
     import torch
-    from safetensors.torch import load_file
 
     from mudi.toyworld import pretrain
 
     torch.set_num_threads(1)
     cfg = pretrain.PretrainConfig(num_images=32, vae_steps=2, vae_batch_size=4, steps=4, batch_size=4,
                                   warmup_steps=2, checkpoint_every=2, two_object_prob=0.5)
-    pretrain.run(cfg, tmp_path / "source")
+    pretrain.run(cfg, out)
+    return cfg
+
+
+def test_finetune_resumes_to_the_same_model_and_loads(tmp_path, monkeypatch):
+    import torch
+    from safetensors.torch import load_file
+
+    from mudi.toyworld import pretrain
+
+    cfg = _source_run(tmp_path / "source")
     _finetune(monkeypatch, tmp_path / "source", tmp_path / "straight", "--two_object_only")
 
     real_save, calls = pretrain.atomic_save, []
@@ -63,15 +73,9 @@ def test_finetune_resumes_to_the_same_model_and_loads(tmp_path, monkeypatch):
 
 
 def test_finetune_refuses_other_settings_and_draws_two_object_scenes_only(tmp_path, monkeypatch):
-    import torch
-
-    from mudi.toyworld import pretrain
     from mudi.toyworld.world import sample_dataset
 
-    torch.set_num_threads(1)
-    cfg = pretrain.PretrainConfig(num_images=32, vae_steps=2, vae_batch_size=4, steps=2, batch_size=4,
-                                  warmup_steps=2, checkpoint_every=2, two_object_prob=0.5)
-    pretrain.run(cfg, tmp_path / "source")
+    _source_run(tmp_path / "source")
     _finetune(monkeypatch, tmp_path / "source", tmp_path / "ft", "--two_object_only")
     with pytest.raises(SystemExit, match="other settings"):
         _finetune(monkeypatch, tmp_path / "source", tmp_path / "ft")  # without --two_object_only
