@@ -5,9 +5,10 @@
 
 Starts from the EMA weights of ``<work>/denoiser.pt`` (what the run saved) or of ``--init``, with a fresh AdamW,
 a short warm-up and a cosine decay to 10 % of ``--lr``, on the run's own scenes and latents (only the two-object
-ones with ``--two_object_only``). Deterministic and resumable like the pretraining (per-step generators, stage 4;
-a checkpoint every ``--checkpoint_every`` steps in ``<out>/work``). Every ``--score_every`` steps the EMA weights
-are scored on one- and two-object prompts drawn from seed 1 (not the base-score set, seed 0, which judges the result).
+ones with ``--two_object_only``). Deterministic and resumable like the pretraining (per-step generators of stage
+``--stage``, 4 by default: a further phase takes a stage of its own, so that it draws fresh batches and noise; a
+checkpoint every ``--checkpoint_every`` steps in ``<out>/work``). Every ``--score_every`` steps the EMA weights are
+scored on one- and two-object prompts drawn from seed 1 (not the base-score set, seed 0, which judges the result).
 The result is a pipeline folder in ``<out>/pipeline`` (float16) and ``<out>/pipeline_fp32``.
 """
 
@@ -40,6 +41,9 @@ def parse(argv=None) -> argparse.Namespace:
     p.add_argument("--lr", type=float, default=1e-4)
     p.add_argument("--warmup", type=int, default=100)
     p.add_argument("--two_object_only", action="store_true")
+    p.add_argument("--stage", type=int, default=4,
+                   help="the stage number of the per-step generators (phases 1 and 2 of v2.1: 4; a phase that "
+                        "continues another one on the same scenes should take a new one, or it replays its batches)")
     p.add_argument("--score_every", type=int, default=500)
     p.add_argument("--score_images", type=int, default=64)
     p.add_argument("--checkpoint_every", type=int, default=250)
@@ -120,7 +124,7 @@ def main(argv=None) -> None:
     unet.train()
     text_encoder.train()
     for step in tqdm(range(start, args.steps), initial=start, total=args.steps, mininterval=30, desc="finetune"):
-        rng, gen = pretrain.step_generators(cfg.seed, 4, step)
+        rng, gen = pretrain.step_generators(cfg.seed, args.stage, step)
         idx = pool[torch.from_numpy(rng.integers(len(pool), size=cfg.batch_size))]
         drop = torch.from_numpy(rng.random(cfg.batch_size) < cfg.caption_dropout_prob)
         batch_ids = torch.where(drop[:, None], empty[None, :], ids[idx])

@@ -73,12 +73,21 @@ def test_finetune_resumes_to_the_same_model_and_loads(tmp_path, monkeypatch):
 
 
 def test_finetune_refuses_other_settings_and_draws_two_object_scenes_only(tmp_path, monkeypatch):
+    import torch
+    from safetensors.torch import load_file
+
     from mudi.toyworld.world import sample_dataset
 
     _source_run(tmp_path / "source")
     _finetune(monkeypatch, tmp_path / "source", tmp_path / "ft", "--two_object_only")
     with pytest.raises(SystemExit, match="other settings"):
         _finetune(monkeypatch, tmp_path / "source", tmp_path / "ft")  # without --two_object_only
+    with pytest.raises(SystemExit, match="other settings"):
+        _finetune(monkeypatch, tmp_path / "source", tmp_path / "ft", "--two_object_only", "--stage", "5")
+    _finetune(monkeypatch, tmp_path / "source", tmp_path / "ft5", "--two_object_only", "--stage", "5")
+    unet = "pipeline_fp32/unet/diffusion_pytorch_model.safetensors"
+    four, five = load_file(tmp_path / "ft" / unet), load_file(tmp_path / "ft5" / unet)
+    assert any(not torch.equal(four[k], five[k]) for k in four)  # another stage draws other batches and noise
     pool = runpy.run_path(SCRIPT)["training_pool"]
     _, _, scenes = sample_dataset(32, 0, two_object_prob=0.5)
     counts = [len(s.objects) for s in scenes]
