@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import math
 import time
 from pathlib import Path
 
@@ -25,6 +24,7 @@ import torch
 from tqdm import tqdm
 
 from mudi.toyworld import pretrain
+from mudi.toyworld.denoiser_step import DenoiserData, cosine_lr, denoiser_step
 from mudi.toyworld.tokenizer import build_word_tokenizer
 from mudi.toyworld.world import IDENTIFIERS, caption_vocabulary, sample_dataset
 
@@ -111,40 +111,23 @@ def main(argv=None) -> None:
         opt.load_state_dict(state["opt"])
         ema, start = state["ema"], state["step"]
     lat = torch.load(args.work / "latents.pt", weights_only=False)
-    mean, std, scaling = lat["mean"], lat["std"], float(pipe.vae.config.scaling_factor)
     _, captions, scenes = sample_dataset(cfg.num_images, cfg.seed, two_object_prob=cfg.two_object_prob)
-    pool = training_pool(scenes, args.two_object_only)
     ids = torch.tensor(tok(captions, padding="max_length", max_length=cfg.text_length)["input_ids"])
     empty = torch.tensor(tok([""], padding="max_length", max_length=cfg.text_length)["input_ids"][0])
+    data = DenoiserData(lat["mean"], lat["std"], float(pipe.vae.config.scaling_factor), ids, empty,
+                        pool=training_pool(scenes, args.two_object_only))
     train_sched, _ = pretrain.build_schedulers()
-    T = train_sched.config.num_train_timesteps
     if start == 0:
         pretrain.record(args.out, stage="finetune", step=0,
                         scores_seed1=score(pipe, unet, text_encoder, ema, args.score_images))
     unet.train()
     text_encoder.train()
     for step in tqdm(range(start, args.steps), initial=start, total=args.steps, mininterval=30, desc="finetune"):
-        rng, gen = pretrain.step_generators(cfg.seed, args.stage, step)
-        idx = pool[torch.from_numpy(rng.integers(len(pool), size=cfg.batch_size))]
-        drop = torch.from_numpy(rng.random(cfg.batch_size) < cfg.caption_dropout_prob)
-        batch_ids = torch.where(drop[:, None], empty[None, :], ids[idx])
-        x0 = (mean[idx] + std[idx] * torch.randn(mean[idx].shape, generator=gen)) * scaling
-        noise = torch.randn(x0.shape, generator=gen)
-        t = torch.randint(0, T, (cfg.batch_size,), generator=gen)
-        lr = args.lr * min(1.0, (step + 1) / args.warmup) * (0.1 + 0.45 * (1 + math.cos(math.pi * step / args.steps)))
-        for g in opt.param_groups:
-            g["lr"] = lr
-        pred = unet(train_sched.add_noise(x0, noise, t), t, encoder_hidden_states=text_encoder(batch_ids)[0]).sample
-        per = (pred - noise).pow(2).mean(dim=(1, 2, 3))
-        loss = (per * pretrain.min_snr_weights(train_sched, t, cfg.min_snr_gamma)).mean()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
-        with torch.no_grad():
-            torch._foreach_lerp_(ema, [p.detach() for p in params], 1 - cfg.ema_decay)
+        lr = cosine_lr(args.lr, step, args.steps, args.warmup)
+        loss = denoiser_step(cfg, unet, text_encoder, params, opt, ema, data, train_sched,
+                             stage=args.stage, step=step, lr=lr, ema_decay=cfg.ema_decay)
         done = step + 1
-        fields = {"step": done, "loss": loss.item(), "lr": lr, "time": time.time()}
+        fields = {"step": done, "loss": loss, "lr": lr, "time": time.time()}
         if done % args.score_every == 0 or done == args.steps:
             fields["scores_seed1"] = score(pipe, unet, text_encoder, ema, args.score_images)
         if done % 50 == 0 or "scores_seed1" in fields:

@@ -94,3 +94,31 @@ def test_finetune_refuses_other_settings_and_draws_two_object_scenes_only(tmp_pa
     assert set(counts) == {1, 2}
     assert [counts[i] for i in pool(scenes, True).tolist()] == [2] * counts.count(2)
     assert pool(scenes, False).tolist() == list(range(32))
+
+
+def test_shared_step_schedule_and_batches():
+    """The step the pretraining and the finetune share: warm-up then cosine to 10 %; batches drawn only from the
+    pool, the same for the same (seed, stage, step), other for another stage; captions dropped to empty."""
+    import math
+    import types
+
+    import torch
+
+    from mudi.toyworld.denoiser_step import DenoiserData, cosine_lr, draw_batch
+
+    assert cosine_lr(2.0, 0, 100, 10) == 2.0 * 0.1 * 1.0  # first warm-up step, cosine still at its top
+    assert math.isclose(cosine_lr(2.0, 9, 100, 10), 2.0 * (0.1 + 0.45 * (1 + math.cos(math.pi * 0.09))))
+    assert math.isclose(cosine_lr(2.0, 100, 100, 10), 0.2)  # decayed to 10 % of the peak
+    mean = torch.arange(20, dtype=torch.float32)[:, None, None, None].expand(20, 4, 2, 2).clone()
+    ids = torch.arange(20)[:, None].expand(20, 3).clone()
+    pool = torch.tensor([3, 7, 11])
+    data = DenoiserData(mean, torch.zeros_like(mean), 1.0, ids, torch.full((3,), -1), pool=pool)
+    cfg = types.SimpleNamespace(seed=0, batch_size=64, caption_dropout_prob=0.25)
+    b_ids, x0, noise, t = draw_batch(cfg, data, 1000, stage=4, step=7)
+    assert set(x0[:, 0, 0, 0].long().tolist()) <= {3, 7, 11}  # zero posterior std: x0 is the image's index
+    kept = b_ids[:, 0] != -1
+    assert 0 < int((~kept).sum()) < 64 and torch.equal(b_ids[kept, 0], x0[kept, 0, 0, 0].long())
+    again = draw_batch(cfg, data, 1000, stage=4, step=7)
+    assert all(torch.equal(a, b) for a, b in zip((b_ids, x0, noise, t), again))
+    assert not torch.equal(noise, draw_batch(cfg, data, 1000, stage=5, step=7)[2])
+    assert int(t.min()) >= 0 and int(t.max()) < 1000

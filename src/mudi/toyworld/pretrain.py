@@ -35,6 +35,7 @@ from tqdm import tqdm
 
 from mudi.cliargs import add_config_arguments, load_from_args
 from mudi.io import atomic_dir, atomic_path
+from mudi.toyworld.denoiser_step import DenoiserData, cosine_lr, denoiser_step, step_generators
 from mudi.toyworld.tokenizer import build_word_tokenizer, word_token_ids, write_slow_tokenizer_files
 from mudi.toyworld.world import IDENTIFIERS, RESOLUTION, caption_vocabulary, sample_dataset
 
@@ -154,13 +155,6 @@ def record(out: Path, **fields) -> None:
         f.write(line + "\n")
 
 
-def step_generators(seed: int, stage: int, step: int) -> tuple[np.random.Generator, torch.Generator]:
-    """Stateless per-step randomness: the same ``(seed, stage, step)`` gives the same batch and noise."""
-    rng = np.random.default_rng([seed, stage, step])
-    gen = torch.Generator().manual_seed(int(rng.integers(2**62)))
-    return rng, gen
-
-
 def to_pixels(images: np.ndarray) -> torch.Tensor:
     """``(B, H, W, 3)`` uint8 → ``(B, 3, H, W)`` float in [-1, 1]."""
     return torch.from_numpy(images).permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
@@ -227,13 +221,6 @@ def encode_latents(vae, images: np.ndarray, out: Path, batch_size: int = 500
 
 
 # ----------------------------------------------------------------------------------- stage 3: UNet + text
-def min_snr_weights(scheduler, timesteps: torch.Tensor, gamma: float) -> torch.Tensor:
-    """Min-SNR-γ loss weights for ε-prediction (Hang et al. 2023): ``min(SNR, γ) / SNR``."""
-    ac = scheduler.alphas_cumprod[timesteps]
-    snr = ac / (1 - ac)
-    return torch.clamp(snr, max=gamma) / snr
-
-
 def train_denoiser(cfg: PretrainConfig, latent_mean: torch.Tensor, latent_std: torch.Tensor, scaling: float,
                    input_ids: torch.Tensor, empty_ids: torch.Tensor, vocab_size: int, out: Path):
     path = out / "work" / "denoiser.pt"
@@ -251,39 +238,19 @@ def train_denoiser(cfg: PretrainConfig, latent_mean: torch.Tensor, latent_std: t
         ema = state["ema"]
         start = state["step"]
     train_sched, _ = build_schedulers()
-    T = train_sched.config.num_train_timesteps
+    data = DenoiserData(latent_mean, latent_std, scaling, input_ids, empty_ids)
     unet.train()
     text_encoder.train()
     bar = tqdm(range(start, cfg.steps), desc="unet+text", initial=start, total=cfg.steps, mininterval=10)
     for step in bar:
-        rng, gen = step_generators(cfg.seed, 3, step)
-        idx = torch.from_numpy(rng.integers(len(latent_mean), size=cfg.batch_size))
-        drop = torch.from_numpy(rng.random(cfg.batch_size) < cfg.caption_dropout_prob)
-        ids = torch.where(drop[:, None], empty_ids[None, :], input_ids[idx])
-        eps_post = torch.randn(latent_mean[idx].shape, generator=gen)
-        x0 = (latent_mean[idx] + latent_std[idx] * eps_post) * scaling
-        noise = torch.randn(x0.shape, generator=gen)
-        t = torch.randint(0, T, (cfg.batch_size,), generator=gen)
-        xt = train_sched.add_noise(x0, noise, t)
-        warm = min(1.0, (step + 1) / cfg.warmup_steps)
-        lr = cfg.lr * warm * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * step / cfg.steps)))
-        for g in opt.param_groups:
-            g["lr"] = lr
-        text = text_encoder(ids)[0]
-        pred = unet(xt, t, encoder_hidden_states=text).sample
-        per = (pred - noise).pow(2).mean(dim=(1, 2, 3))
-        loss = (per * min_snr_weights(train_sched, t, cfg.min_snr_gamma)).mean()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
+        lr = cosine_lr(cfg.lr, step, cfg.steps, cfg.warmup_steps)
         decay = min(cfg.ema_decay, (1 + step) / (10 + step))
-        with torch.no_grad():
-            torch._foreach_lerp_(ema, [p.detach() for p in params], 1 - decay)
+        loss = denoiser_step(cfg, unet, text_encoder, params, opt, ema, data, train_sched,
+                             stage=3, step=step, lr=lr, ema_decay=decay)
         done = step + 1
-        bar.set_postfix(loss=f"{loss.item():.4f}", lr=f"{lr:.1e}", refresh=False)
+        bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.1e}", refresh=False)
         if done % 50 == 0:
-            record(out, stage="denoiser", step=done, loss=loss.item(), lr=lr, time=time.time())
+            record(out, stage="denoiser", step=done, loss=loss, lr=lr, time=time.time())
         if done % cfg.checkpoint_every == 0 or done == cfg.steps:
             atomic_save({"unet": unet.state_dict(), "text_encoder": text_encoder.state_dict(),
                          "opt": opt.state_dict(), "ema": ema, "step": done}, path)
