@@ -46,7 +46,7 @@ TEXT_LENGTH = 77  # the shipped model's tokens per prompt (CLIP's): no caption o
 @dataclass
 class PretrainConfig:
     """Every setting of a pretraining run (the defaults made v2, ``benchmarks/toyworld_pretrain_v2.yaml``, which the
-    shipped v2.1 trains on; v1's are ``toyworld_pretrain_v1.yaml``; see model/MODEL_CARD.md)."""
+    shipped v2.2 trains on; v1's are ``toyworld_pretrain_v1.yaml``; see model/MODEL_CARD.md)."""
 
     seed: int = 0  # data, initial weights, every batch and noise draw
     num_images: int = 60000  # training scenes (v1: 40 000)
