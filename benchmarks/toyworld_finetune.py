@@ -24,7 +24,7 @@ import torch
 from tqdm import tqdm
 
 from mudi.toyworld import pretrain
-from mudi.toyworld.denoiser_step import DenoiserData, cosine_lr, denoiser_step
+from mudi.toyworld.denoiser_step import DenoiserData, copy_weights, cosine_lr, denoiser_step
 from mudi.toyworld.tokenizer import build_word_tokenizer
 from mudi.toyworld.world import IDENTIFIERS, caption_vocabulary, sample_dataset
 
@@ -71,9 +71,7 @@ def training_pool(scenes, two_object_only: bool) -> torch.Tensor:
 def score(pipe, unet, text_encoder, ema, n: int) -> dict:
     """One- and two-object accuracy of the EMA weights on prompts drawn from seed 1 (``n`` images each)."""
     u, t = copy.deepcopy(unet), copy.deepcopy(text_encoder)
-    with torch.no_grad():
-        for p, e in zip(list(u.parameters()) + list(t.parameters()), ema):
-            p.copy_(e)
+    copy_weights(list(u.parameters()) + list(t.parameters()), ema)
     probe = copy.copy(pipe)
     probe.unet, probe.text_encoder = u.eval(), t.eval()
     out = {}
@@ -98,24 +96,15 @@ def main(argv=None) -> None:
     tok = pipe.tokenizer
     unet, text_encoder = pretrain.build_denoiser(cfg, len(tok))
     params = list(unet.parameters()) + list(text_encoder.parameters())
-    with torch.no_grad():
-        for p, e in zip(params, torch.load(args.init or args.work / "denoiser.pt", weights_only=False)["ema"]):
-            p.copy_(e)
+    copy_weights(params, torch.load(args.init or args.work / "denoiser.pt", weights_only=False)["ema"])
     opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=cfg.weight_decay)
-    ema, start = [p.detach().clone() for p in params], 0
     path = work / "denoiser.pt"
-    if path.exists():
-        state = torch.load(path, weights_only=False)
-        unet.load_state_dict(state["unet"])
-        text_encoder.load_state_dict(state["text_encoder"])
-        opt.load_state_dict(state["opt"])
-        ema, start = state["ema"], state["step"]
+    ema = [p.detach().clone() for p in params]
+    ema, start = pretrain.restore_denoiser_checkpoint(path, unet, text_encoder, opt, ema)
     lat = torch.load(args.work / "latents.pt", weights_only=False)
     _, captions, scenes = sample_dataset(cfg.num_images, cfg.seed, two_object_prob=cfg.two_object_prob)
-    ids = torch.tensor(tok(captions, padding="max_length", max_length=cfg.text_length)["input_ids"])
-    empty = torch.tensor(tok([""], padding="max_length", max_length=cfg.text_length)["input_ids"][0])
-    data = DenoiserData(lat["mean"], lat["std"], float(pipe.vae.config.scaling_factor), ids, empty,
-                        pool=training_pool(scenes, args.two_object_only))
+    data = DenoiserData.from_captions(lat["mean"], lat["std"], float(pipe.vae.config.scaling_factor), tok, captions,
+                                      cfg.text_length, pool=training_pool(scenes, args.two_object_only))
     train_sched, _ = pretrain.build_schedulers()
     if start == 0:
         pretrain.record(args.out, stage="finetune", step=0,
@@ -133,11 +122,8 @@ def main(argv=None) -> None:
         if done % 50 == 0 or "scores_seed1" in fields:
             pretrain.record(args.out, stage="finetune", **fields)
         if done % args.checkpoint_every == 0 or done == args.steps:
-            pretrain.atomic_save({"unet": unet.state_dict(), "text_encoder": text_encoder.state_dict(),
-                                  "opt": opt.state_dict(), "ema": ema, "step": done}, path)
-    with torch.no_grad():
-        for p, e in zip(params, ema):
-            p.copy_(e)
+            pretrain.save_denoiser_checkpoint(path, unet, text_encoder, opt, ema, done)
+    copy_weights(params, ema)
     pretrain.set_identifier_rows(text_encoder, tok, cfg.seed)
     vae, fresh_tok = fresh_components(pipe, cfg.text_length)
     out_pipe = pretrain.assemble_pipeline(vae, text_encoder.eval(), fresh_tok, unet.eval())

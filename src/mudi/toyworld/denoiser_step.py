@@ -29,6 +29,15 @@ class DenoiserData:
     empty_ids: torch.Tensor
     pool: torch.Tensor | None = None
 
+    @classmethod
+    def from_captions(cls, latent_mean, latent_std, scaling: float, tokenizer, captions: list[str], text_length: int,
+                      pool: torch.Tensor | None = None) -> DenoiserData:
+        """The captions and the empty caption tokenized to ``text_length`` positions (padded), with the latents."""
+        def ids(texts):
+            return torch.tensor(tokenizer(texts, padding="max_length", max_length=text_length)["input_ids"])
+
+        return cls(latent_mean, latent_std, scaling, ids(captions), ids([""])[0], pool)
+
 
 def step_generators(seed: int, stage: int, step: int) -> tuple[np.random.Generator, torch.Generator]:
     """Stateless per-step randomness: the same ``(seed, stage, step)`` gives the same batch and noise."""
@@ -85,3 +94,10 @@ def denoiser_step(cfg, unet, text_encoder, params: list, opt, ema: list, data: D
     with torch.no_grad():
         torch._foreach_lerp_(ema, [p.detach() for p in params], 1 - ema_decay)
     return loss.item()
+
+
+def copy_weights(params: list, values: list) -> None:
+    """``params`` ← ``values`` in place (the EMA weights into a model's parameters)."""
+    with torch.no_grad():
+        for p, v in zip(params, values, strict=True):
+            p.copy_(v)

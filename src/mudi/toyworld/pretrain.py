@@ -35,7 +35,7 @@ from tqdm import tqdm
 
 from mudi.cliargs import add_config_arguments, load_from_args
 from mudi.io import atomic_dir, atomic_path
-from mudi.toyworld.denoiser_step import DenoiserData, cosine_lr, denoiser_step, step_generators
+from mudi.toyworld.denoiser_step import DenoiserData, copy_weights, cosine_lr, denoiser_step, step_generators
 from mudi.toyworld.tokenizer import build_word_tokenizer, word_token_ids, write_slow_tokenizer_files
 from mudi.toyworld.world import IDENTIFIERS, RESOLUTION, caption_vocabulary, sample_dataset
 
@@ -221,24 +221,32 @@ def encode_latents(vae, images: np.ndarray, out: Path, batch_size: int = 500
 
 
 # ----------------------------------------------------------------------------------- stage 3: UNet + text
-def train_denoiser(cfg: PretrainConfig, latent_mean: torch.Tensor, latent_std: torch.Tensor, scaling: float,
-                   input_ids: torch.Tensor, empty_ids: torch.Tensor, vocab_size: int, out: Path):
+def save_denoiser_checkpoint(path: Path, unet, text_encoder, opt, ema: list, step: int) -> None:
+    """The denoiser's checkpoint (weights, optimizer, EMA, steps done): what a rerun resumes from and what
+    ``benchmarks/toyworld_finetune.py --init`` starts from (its ``ema``)."""
+    atomic_save({"unet": unet.state_dict(), "text_encoder": text_encoder.state_dict(), "opt": opt.state_dict(),
+                 "ema": ema, "step": step}, path)
+
+
+def restore_denoiser_checkpoint(path: Path, unet, text_encoder, opt, ema: list) -> tuple[list, int]:
+    """Load ``path``'s weights and optimizer state if it exists; its ``(ema, step)``, else ``(ema, 0)``."""
+    if not path.exists():
+        return ema, 0
+    state = torch.load(path, weights_only=False)
+    unet.load_state_dict(state["unet"])
+    text_encoder.load_state_dict(state["text_encoder"])
+    opt.load_state_dict(state["opt"])
+    return state["ema"], state["step"]
+
+
+def train_denoiser(cfg: PretrainConfig, data: DenoiserData, vocab_size: int, out: Path):
     path = out / "work" / "denoiser.pt"
     torch.manual_seed(cfg.seed + 1)  # initial weights
     unet, text_encoder = build_denoiser(cfg, vocab_size)
     params = list(unet.parameters()) + list(text_encoder.parameters())
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    ema = [p.detach().clone() for p in params]
-    start = 0
-    if path.exists():
-        state = torch.load(path, weights_only=False)
-        unet.load_state_dict(state["unet"])
-        text_encoder.load_state_dict(state["text_encoder"])
-        opt.load_state_dict(state["opt"])
-        ema = state["ema"]
-        start = state["step"]
+    ema, start = restore_denoiser_checkpoint(path, unet, text_encoder, opt, [p.detach().clone() for p in params])
     train_sched, _ = build_schedulers()
-    data = DenoiserData(latent_mean, latent_std, scaling, input_ids, empty_ids)
     unet.train()
     text_encoder.train()
     bar = tqdm(range(start, cfg.steps), desc="unet+text", initial=start, total=cfg.steps, mininterval=10)
@@ -252,11 +260,8 @@ def train_denoiser(cfg: PretrainConfig, latent_mean: torch.Tensor, latent_std: t
         if done % 50 == 0:
             record(out, stage="denoiser", step=done, loss=loss, lr=lr, time=time.time())
         if done % cfg.checkpoint_every == 0 or done == cfg.steps:
-            atomic_save({"unet": unet.state_dict(), "text_encoder": text_encoder.state_dict(),
-                         "opt": opt.state_dict(), "ema": ema, "step": done}, path)
-    with torch.no_grad():
-        for p, e in zip(params, ema):
-            p.copy_(e)
+            save_denoiser_checkpoint(path, unet, text_encoder, opt, ema, done)
+    copy_weights(params, ema)
     return unet.eval(), text_encoder.eval()
 
 
@@ -335,11 +340,9 @@ def run(cfg: PretrainConfig, out: Path) -> Path:
     mean, std = encode_latents(vae, images, out)
     scaling = float(1.0 / mean.std())
     vae.register_to_config(scaling_factor=scaling)
-    n = cfg.text_length
-    tokenizer = build_word_tokenizer(caption_vocabulary() + list(IDENTIFIERS), model_max_length=n)
-    ids = torch.tensor(tokenizer(captions, padding="max_length", max_length=n)["input_ids"])
-    empty = torch.tensor(tokenizer([""], padding="max_length", max_length=n)["input_ids"][0])
-    unet, text_encoder = train_denoiser(cfg, mean, std, scaling, ids, empty, len(tokenizer), out)
+    tokenizer = build_word_tokenizer(caption_vocabulary() + list(IDENTIFIERS), model_max_length=cfg.text_length)
+    data = DenoiserData.from_captions(mean, std, scaling, tokenizer, captions, cfg.text_length)
+    unet, text_encoder = train_denoiser(cfg, data, len(tokenizer), out)
     rows = set_identifier_rows(text_encoder, tokenizer, cfg.seed)
     pipe = assemble_pipeline(vae, text_encoder, tokenizer, unet)
     save_pipeline(pipe, out / "pipeline_fp32", torch.float32)
